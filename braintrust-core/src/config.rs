@@ -1,0 +1,429 @@
+//! Configuration: the documented `BRAINTRUST_*` environment variables and a
+//! builder over them. The builder always wins over the environment, so code and
+//! env agree on one set of names.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lifecycle::LifecyclePolicy;
+
+/// Default app (control-plane) URL.
+pub const DEFAULT_APP_URL: &str = "https://www.braintrust.dev";
+/// Default maximum `/logs3` request body, 6 MiB (spec §1).
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 6 * 1024 * 1024;
+/// Default queue capacity in rows (spec §5.1, Python's value).
+pub const DEFAULT_QUEUE_SIZE: usize = 25_000;
+
+/// What happens when the background queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFullPolicy {
+    /// Drop the newest row, count it and report it on stderr (the default:
+    /// logging never blocks the application).
+    Drop,
+    /// Block the caller until the flusher has made room (the old Python
+    /// `BRAINTRUST_QUEUE_DROP_WHEN_FULL=false` behaviour).
+    Block,
+}
+
+/// Connection-level HTTP settings of one [`State`](crate::State).
+///
+/// There is deliberately no per-log-call header: rows are queued and sent
+/// later in batches that mix many calls, so a header could not be attributed
+/// to one call. Route by logger/state instead (one `State` per backend).
+#[derive(Clone, Default)]
+pub struct HttpOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) proxy: Option<String>,
+    pub(crate) root_certificates_pem: Vec<Vec<u8>>,
+    pub(crate) identity_pem: Option<Vec<u8>>,
+    pub(crate) default_headers: Vec<(String, String)>,
+    pub(crate) user_agent_suffix: Option<String>,
+    pub(crate) client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("proxy", &self.proxy.as_ref().map(|_| "<set>"))
+            .field("root_certificates", &self.root_certificates_pem.len())
+            .field("identity", &self.identity_pem.as_ref().map(|_| "<redacted>"))
+            .field(
+                "default_headers",
+                &self
+                    .default_headers
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("user_agent_suffix", &self.user_agent_suffix)
+            .field("custom_client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl HttpOptions {
+    /// Empty options: reqwest defaults plus the configured HTTP timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Per-request timeout (overrides `BRAINTRUST_HTTP_TIMEOUT`).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// TCP connect timeout.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
+    }
+    /// Route every request of this state through a proxy URL.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+    /// Trust an extra root certificate (PEM), e.g. a private CA of a BYOC deployment.
+    pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates_pem.push(pem.into());
+        self
+    }
+    /// Client identity for mutual TLS: PEM with the certificate chain and the private key.
+    pub fn identity_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.identity_pem = Some(pem.into());
+        self
+    }
+    /// A header sent on every request of this state (login, registration, `/logs3`).
+    pub fn default_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.default_headers.push((name.into(), value.into()));
+        self
+    }
+    /// Appended to the `User-Agent` (`braintrust-rust/<version> <suffix>`).
+    pub fn user_agent_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.user_agent_suffix = Some(suffix.into());
+        self
+    }
+    /// Use this client as is; the other connection options are then ignored.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+}
+
+/// Everything a [`State`](crate::State) is configured with.
+///
+/// Build with [`Config::from_env`] (what the process-wide default state uses)
+/// and override with the builder methods; builder values win over the
+/// environment.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) api_key: Option<String>,
+    pub(crate) app_url: String,
+    pub(crate) api_url: Option<String>,
+    pub(crate) org_name: Option<String>,
+    pub(crate) http_timeout: Duration,
+    pub(crate) legacy_ids: bool,
+    pub(crate) sync_flush: bool,
+    pub(crate) batch_size: usize,
+    pub(crate) max_request_size: Option<usize>,
+    pub(crate) num_retries: u32,
+    pub(crate) queue_size: usize,
+    pub(crate) queue_full: QueueFullPolicy,
+    pub(crate) drop_logging_period: Duration,
+    pub(crate) failed_payloads_dir: Option<PathBuf>,
+    pub(crate) all_payloads_dir: Option<PathBuf>,
+    pub(crate) lifecycle: LifecyclePolicy,
+    pub(crate) http: HttpOptions,
+    pub(crate) retry_base_delay: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("api_key", &self.api_key.as_deref().map(mask_key))
+            .field("app_url", &self.app_url)
+            .field("api_url", &self.api_url)
+            .field("org_name", &self.org_name)
+            .field("http_timeout", &self.http_timeout)
+            .field("legacy_ids", &self.legacy_ids)
+            .field("sync_flush", &self.sync_flush)
+            .field("batch_size", &self.batch_size)
+            .field("max_request_size", &self.max_request_size)
+            .field("num_retries", &self.num_retries)
+            .field("queue_size", &self.queue_size)
+            .field("queue_full", &self.queue_full)
+            .field("drop_logging_period", &self.drop_logging_period)
+            .field("failed_payloads_dir", &self.failed_payloads_dir)
+            .field("all_payloads_dir", &self.all_payloads_dir)
+            .field("lifecycle", &self.lifecycle)
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+/// Masks an API key to its first 2 and last 2 characters, as the official SDKs do.
+pub(crate) fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 4 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..2].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 4))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api_key: None,
+            app_url: DEFAULT_APP_URL.to_string(),
+            api_url: None,
+            org_name: None,
+            http_timeout: Duration::from_secs(60),
+            legacy_ids: false,
+            sync_flush: false,
+            batch_size: 100,
+            max_request_size: None,
+            num_retries: 2,
+            queue_size: DEFAULT_QUEUE_SIZE,
+            queue_full: QueueFullPolicy::Drop,
+            drop_logging_period: Duration::from_secs(60),
+            failed_payloads_dir: None,
+            all_payloads_dir: None,
+            lifecycle: LifecyclePolicy::FlushAtExit,
+            http: HttpOptions::default(),
+            retry_base_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Reads one variable: empty or whitespace-only counts as unset (spec §1).
+pub(crate) fn env_str(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Parses a boolean the way both official SDKs together do: `true/1/yes/y/on`
+/// and `false/0/no/n/off`, case-insensitive; anything else is `None`.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "on" => Some(true),
+        "false" | "0" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+pub(crate) fn env_bool(name: &str) -> Option<bool> {
+    env_str(name).and_then(|v| {
+        let parsed = parse_bool(&v);
+        if parsed.is_none() {
+            warn_bad_env(name, &v, "a boolean (true/1/yes/on or false/0/no/off)");
+        }
+        parsed
+    })
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, what: &str) -> Option<T> {
+    env_str(name).and_then(|v| {
+        let parsed = v.trim().parse::<T>().ok();
+        if parsed.is_none() {
+            warn_bad_env(name, &v, what);
+        }
+        parsed
+    })
+}
+
+fn env_secs(name: &str) -> Option<Duration> {
+    env_num::<f64>(name, "a number of seconds")
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+fn warn_bad_env(name: &str, value: &str, what: &str) {
+    eprintln!("braintrust: ignoring {name}={value:?}: expected {what}; using the default");
+}
+
+impl Config {
+    /// Defaults, then every documented environment variable that is set.
+    pub fn from_env() -> Self {
+        let mut c = Config::default();
+        c.api_key = env_str("BRAINTRUST_API_KEY").map(|k| k.trim_end_matches(['\n', '\r']).to_string());
+        if let Some(v) = env_str("BRAINTRUST_APP_URL") {
+            c.app_url = v;
+        }
+        c.api_url = env_str("BRAINTRUST_API_URL");
+        c.org_name = env_str("BRAINTRUST_ORG_NAME");
+        if let Some(d) = env_secs("BRAINTRUST_HTTP_TIMEOUT") {
+            c.http_timeout = d;
+        }
+        if let Some(b) = env_bool("BRAINTRUST_LEGACY_IDS") {
+            c.legacy_ids = b;
+        }
+        if env_bool("BRAINTRUST_OTEL_COMPAT") == Some(true) {
+            c.legacy_ids = false;
+        }
+        if let Some(b) = env_bool("BRAINTRUST_SYNC_FLUSH") {
+            c.sync_flush = b;
+        }
+        if let Some(n) = env_num::<usize>("BRAINTRUST_DEFAULT_BATCH_SIZE", "a positive integer") {
+            if n >= 1 {
+                c.batch_size = n;
+            }
+        }
+        c.max_request_size = env_num::<usize>("BRAINTRUST_MAX_REQUEST_SIZE", "a number of bytes");
+        if let Some(n) = env_num::<u32>("BRAINTRUST_NUM_RETRIES", "a non-negative integer") {
+            c.num_retries = n;
+        }
+        let queue = env_num::<i64>("BRAINTRUST_QUEUE_SIZE", "an integer")
+            .or_else(|| env_num::<i64>("BRAINTRUST_QUEUE_DROP_EXCEEDING_MAXSIZE", "an integer"));
+        if let Some(n) = queue {
+            if n >= 1 {
+                c.queue_size = n as usize;
+            } else {
+                eprintln!(
+                    "braintrust: queue size must be at least 1 (got {n}); using the default {DEFAULT_QUEUE_SIZE}"
+                );
+            }
+        }
+        if let Some(false) = env_bool("BRAINTRUST_QUEUE_DROP_WHEN_FULL") {
+            c.queue_full = QueueFullPolicy::Block;
+        }
+        if let Some(d) = env_secs("BRAINTRUST_QUEUE_DROP_LOGGING_PERIOD") {
+            c.drop_logging_period = d;
+        }
+        c.failed_payloads_dir = env_str("BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
+        c.all_payloads_dir = env_str("BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
+        c.lifecycle = LifecyclePolicy::from_env();
+        c
+    }
+
+    /// The API key (never printed: `Debug` masks it).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    /// Control-plane URL used for login and links.
+    pub fn app_url(mut self, url: impl Into<String>) -> Self {
+        self.app_url = url.into();
+        self
+    }
+    /// Data-plane URL; overrides what login returns.
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+    /// Organization to pick from the login response.
+    pub fn org_name(mut self, name: impl Into<String>) -> Self {
+        self.org_name = Some(name.into());
+        self
+    }
+    /// Per-request timeout of data-plane calls.
+    pub fn http_timeout(mut self, d: Duration) -> Self {
+        self.http_timeout = d;
+        self
+    }
+    /// UUID ids and V3 export instead of OpenTelemetry hex ids and V4.
+    pub fn legacy_ids(mut self, on: bool) -> Self {
+        self.legacy_ids = on;
+        self
+    }
+    /// Send nothing until [`flush`](crate::flush); then return its error.
+    pub fn sync_flush(mut self, on: bool) -> Self {
+        self.sync_flush = on;
+        self
+    }
+    /// Maximum rows per `/logs3` request.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+    /// Maximum `/logs3` request body in bytes.
+    pub fn max_request_size(mut self, n: usize) -> Self {
+        self.max_request_size = Some(n);
+        self
+    }
+    /// Retries after the first try of a request.
+    pub fn num_retries(mut self, n: u32) -> Self {
+        self.num_retries = n;
+        self
+    }
+    /// Queue capacity in rows (at least 1).
+    pub fn queue_size(mut self, n: usize) -> Self {
+        self.queue_size = n.max(1);
+        self
+    }
+    /// What to do when the queue is full.
+    pub fn queue_full(mut self, policy: QueueFullPolicy) -> Self {
+        self.queue_full = policy;
+        self
+    }
+    /// Minimum interval between two "dropped N rows" reports.
+    pub fn drop_logging_period(mut self, d: Duration) -> Self {
+        self.drop_logging_period = d;
+        self
+    }
+    /// Where payloads that failed for good are written.
+    pub fn failed_payloads_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.failed_payloads_dir = Some(dir.into());
+        self
+    }
+    /// Where every payload is written before it is sent.
+    pub fn all_payloads_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.all_payloads_dir = Some(dir.into());
+        self
+    }
+    /// What happens at process exit (see [`LifecyclePolicy`]).
+    pub fn lifecycle(mut self, policy: LifecyclePolicy) -> Self {
+        self.lifecycle = policy;
+        self
+    }
+    /// Connection-level HTTP settings.
+    pub fn http(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
+    }
+    /// Base of the retry backoff (1 s by default, doubling per try). Tests
+    /// shorten it; production code rarely needs to.
+    pub fn retry_base_delay(mut self, d: Duration) -> Self {
+        self.retry_base_delay = d;
+        self
+    }
+
+    pub(crate) fn effective_timeout(&self) -> Duration {
+        self.http.timeout.unwrap_or(self.http_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_accept_both_sdk_forms() {
+        for t in ["true", "1", "YES", "y", "On", " true "] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "0", "no", "N", "OFF"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let c = Config::default().api_key("sk-supersecret-1234");
+        let s = format!("{c:?}");
+        assert!(!s.contains("supersecret"), "{s}");
+        assert!(s.contains("sk***"), "{s}");
+        assert_eq!(mask_key("abcdefgh"), "ab****gh");
+    }
+
+    #[test]
+    fn builder_wins_over_defaults() {
+        let c = Config::default().batch_size(0).queue_size(0).num_retries(5);
+        assert_eq!(c.batch_size, 1);
+        assert_eq!(c.queue_size, 1);
+        assert_eq!(c.num_retries, 5);
+    }
+}

@@ -1,0 +1,532 @@
+//! The fields a user logs on a span ([`Event`]) and their validation (spec §6.3).
+//!
+//! Validation happens at the call, on the application thread, so a mistake is
+//! reported where it was made; a rejected event queues nothing.
+
+use serde_json::{Map, Value};
+
+/// A logged value broke a rule of the protocol. Names the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {rule}")]
+pub struct ValidationError {
+    /// The offending field, e.g. `scores` or `metrics.tokens`.
+    pub field: String,
+    /// The rule it broke, in the official SDKs' words where they have some.
+    pub rule: String,
+}
+
+impl ValidationError {
+    pub(crate) fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        ValidationError {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// A score value: a number in `[0, 1]`, or null for "not scored".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreValue(pub Option<f64>);
+
+impl From<f64> for ScoreValue {
+    fn from(v: f64) -> Self {
+        ScoreValue(Some(v))
+    }
+}
+impl From<f32> for ScoreValue {
+    fn from(v: f32) -> Self {
+        ScoreValue(Some(v as f64))
+    }
+}
+impl From<bool> for ScoreValue {
+    fn from(v: bool) -> Self {
+        ScoreValue(Some(if v { 1.0 } else { 0.0 }))
+    }
+}
+impl From<Option<f64>> for ScoreValue {
+    fn from(v: Option<f64>) -> Self {
+        ScoreValue(v)
+    }
+}
+impl From<i32> for ScoreValue {
+    fn from(v: i32) -> Self {
+        ScoreValue(Some(v as f64))
+    }
+}
+
+/// Converts a float to JSON the way the protocol wants non-finite numbers:
+/// the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
+pub fn json_f64(v: f64) -> Value {
+    if v.is_nan() {
+        Value::String("NaN".into())
+    } else if v == f64::INFINITY {
+        Value::String("Infinity".into())
+    } else if v == f64::NEG_INFINITY {
+        Value::String("-Infinity".into())
+    } else if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        Value::from(v as i64)
+    } else {
+        Value::from(v)
+    }
+}
+
+/// What a span logs: input, output, expected, error, scores, metrics,
+/// metadata, tags and span attributes. A builder; every setter validates.
+///
+/// ```
+/// use braintrust_core::Event;
+/// use serde_json::json;
+/// let e = Event::new()
+///     .input(json!({"q": "What is 1+1?"}))
+///     .output("2")
+///     .score("correct", 1.0)
+///     .metric("tokens", 12.0)
+///     .metadata(json!({"user": 7}));
+/// assert!(e.validate().is_ok());
+/// let bad = Event::new().score("quality", 1.5);
+/// assert_eq!(
+///     bad.validate().unwrap_err().to_string(),
+///     "invalid `scores.quality`: score values must be between 0 and 1"
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub(crate) input: Option<Value>,
+    pub(crate) output: Option<Value>,
+    pub(crate) expected: Option<Value>,
+    pub(crate) error: Option<Value>,
+    pub(crate) scores: Option<Map<String, Value>>,
+    pub(crate) metrics: Option<Map<String, Value>>,
+    pub(crate) metadata: Option<Map<String, Value>>,
+    pub(crate) tags: Option<Vec<String>>,
+    pub(crate) span_attributes: Option<Map<String, Value>>,
+    pub(crate) invalid: Option<ValidationError>,
+}
+
+impl Event {
+    /// An empty event.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn reject(mut self, e: ValidationError) -> Self {
+        if self.invalid.is_none() {
+            self.invalid = Some(e);
+        }
+        self
+    }
+
+    /// The span's input (any JSON).
+    pub fn input(mut self, v: impl Into<Value>) -> Self {
+        self.input = Some(v.into());
+        self
+    }
+    /// The span's output (any JSON).
+    pub fn output(mut self, v: impl Into<Value>) -> Self {
+        self.output = Some(v.into());
+        self
+    }
+    /// The expected output, for evaluation.
+    pub fn expected(mut self, v: impl Into<Value>) -> Self {
+        self.expected = Some(v.into());
+        self
+    }
+    /// An error (normally a string).
+    pub fn error(mut self, v: impl Into<Value>) -> Self {
+        self.error = Some(v.into());
+        self
+    }
+    /// An error from a Rust error value: its `Display`, then its `source()` chain.
+    pub fn error_from(self, err: &(dyn std::error::Error + 'static)) -> Self {
+        self.error(error_string(err))
+    }
+    /// Metadata: must be a JSON object.
+    pub fn metadata(mut self, v: impl Into<Value>) -> Self {
+        match v.into() {
+            Value::Object(m) => {
+                match &mut self.metadata {
+                    Some(existing) => existing.extend(m),
+                    None => self.metadata = Some(m),
+                }
+                self
+            }
+            Value::Null => self,
+            _ => self.reject(ValidationError::new(
+                "metadata",
+                "metadata must be a dictionary or serialize to a dictionary",
+            )),
+        }
+    }
+    /// One metadata entry.
+    pub fn metadata_entry(mut self, key: impl Into<String>, v: impl Into<Value>) -> Self {
+        self.metadata
+            .get_or_insert_with(Map::new)
+            .insert(key.into(), v.into());
+        self
+    }
+    /// One score: a number in `[0, 1]`, a bool (1/0), or `None`.
+    pub fn score(mut self, name: impl Into<String>, v: impl Into<ScoreValue>) -> Self {
+        let name = name.into();
+        let value = match v.into().0 {
+            None => Value::Null,
+            Some(x) if (0.0..=1.0).contains(&x) => json_f64(x),
+            Some(_) => {
+                return self.reject(ValidationError::new(
+                    format!("scores.{name}"),
+                    "score values must be between 0 and 1",
+                ))
+            }
+        };
+        self.scores.get_or_insert_with(Map::new).insert(name, value);
+        self
+    }
+    /// Several scores.
+    pub fn scores<K: Into<String>, V: Into<ScoreValue>>(
+        mut self,
+        scores: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        for (k, v) in scores {
+            self = self.score(k, v);
+        }
+        self
+    }
+    /// One metric (e.g. `prompt_tokens`). Non-finite values are sent as strings.
+    pub fn metric(mut self, name: impl Into<String>, v: f64) -> Self {
+        self.metrics
+            .get_or_insert_with(Map::new)
+            .insert(name.into(), json_f64(v));
+        self
+    }
+    /// Several metrics.
+    pub fn metrics<K: Into<String>>(mut self, metrics: impl IntoIterator<Item = (K, f64)>) -> Self {
+        for (k, v) in metrics {
+            self = self.metric(k, v);
+        }
+        self
+    }
+    /// Tags: unique strings, set-unioned with tags logged earlier.
+    pub fn tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        let list = self.tags.get_or_insert_with(Vec::new);
+        let mut dup = None;
+        for t in tags {
+            let t = t.into();
+            if list.contains(&t) {
+                dup = Some(t);
+                break;
+            }
+            list.push(t);
+        }
+        match dup {
+            Some(t) => self.reject(ValidationError::new("tags", format!("duplicate tag: {t}"))),
+            None => self,
+        }
+    }
+    /// Extra span attributes (merged into `span_attributes`): must be an object.
+    pub fn span_attributes(mut self, v: impl Into<Value>) -> Self {
+        match v.into() {
+            Value::Object(m) => {
+                self.span_attributes.get_or_insert_with(Map::new).extend(m);
+                self
+            }
+            _ => self.reject(ValidationError::new(
+                "span_attributes",
+                "span_attributes must be a dictionary",
+            )),
+        }
+    }
+
+    /// Builds an event from a JSON object with the protocol's field names
+    /// (`input`, `output`, `expected`, `error`, `scores`, `metrics`,
+    /// `metadata`, `tags`, `span_attributes`; `inputs` as a deprecated alias).
+    /// `id` and unknown fields are rejected.
+    pub fn from_json(v: Value) -> Result<Event, ValidationError> {
+        let Value::Object(map) = v else {
+            return Err(ValidationError::new("event", "an event must be a JSON object"));
+        };
+        if map.contains_key("input") && map.contains_key("inputs") {
+            return Err(ValidationError::new(
+                "input",
+                "Only one of input or inputs (deprecated) can be specified. Prefer input.",
+            ));
+        }
+        let mut e = Event::new();
+        for (k, v) in map {
+            e = match k.as_str() {
+                "input" | "inputs" => e.input(v),
+                "output" => e.output(v),
+                "expected" => e.expected(v),
+                "error" => e.error(v),
+                "metadata" => e.metadata(v),
+                "span_attributes" => e.span_attributes(v),
+                "scores" => e.scores_json(v),
+                "metrics" => e.metrics_json(v),
+                "tags" => e.tags_json(v),
+                "id" => e.reject(ValidationError::new(
+                    "id",
+                    "id cannot be logged on a span; it is set when the span starts",
+                )),
+                other => e.reject(ValidationError::new(
+                    other,
+                    "unknown field; allowed: input, output, expected, error, scores, metrics, metadata, tags, span_attributes",
+                )),
+            };
+        }
+        e.validate()
+    }
+
+    fn scores_json(self, v: Value) -> Self {
+        match v {
+            Value::Object(m) => {
+                let mut e = self;
+                for (k, v) in m {
+                    e = match v {
+                        Value::Null => e.score(k, None::<f64>),
+                        Value::Bool(b) => e.score(k, b),
+                        Value::Number(n) => e.score(k, n.as_f64().unwrap_or(f64::NAN)),
+                        _ => e.reject(ValidationError::new(
+                            format!("scores.{k}"),
+                            "score values must be numbers",
+                        )),
+                    };
+                }
+                e
+            }
+            Value::Array(_) => self.reject(ValidationError::new(
+                "scores",
+                "scores must be an object, not an array",
+            )),
+            _ => self.reject(ValidationError::new("scores", "scores must be an object")),
+        }
+    }
+
+    fn metrics_json(self, v: Value) -> Self {
+        match v {
+            Value::Object(m) => {
+                let mut e = self;
+                for (k, v) in m {
+                    e = match v {
+                        Value::Number(n) => e.metric(k, n.as_f64().unwrap_or(f64::NAN)),
+                        Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => {
+                            e.metrics.get_or_insert_with(Map::new).insert(k, Value::String(s));
+                            e
+                        }
+                        _ => e.reject(ValidationError::new(
+                            format!("metrics.{k}"),
+                            "metric values must be numbers",
+                        )),
+                    };
+                }
+                e
+            }
+            _ => self.reject(ValidationError::new("metrics", "metrics must be a dictionary")),
+        }
+    }
+
+    fn tags_json(self, v: Value) -> Self {
+        match v {
+            Value::Array(items) => {
+                let mut strings = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => strings.push(s),
+                        _ => return self.reject(ValidationError::new("tags", "tags must be strings")),
+                    }
+                }
+                self.tags(strings)
+            }
+            Value::Null => self,
+            _ => self.reject(ValidationError::new(
+                "tags",
+                "tags must be a list, set, or tuple of strings",
+            )),
+        }
+    }
+
+    /// Returns the first rule this event broke, or the event itself.
+    pub fn validate(self) -> Result<Event, ValidationError> {
+        match self.invalid {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
+
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.input.is_none()
+            && self.output.is_none()
+            && self.expected.is_none()
+            && self.error.is_none()
+            && self.scores.is_none()
+            && self.metrics.is_none()
+            && self.metadata.is_none()
+            && self.tags.is_none()
+            && self.span_attributes.is_none()
+    }
+
+    /// Merges a later event into this one with the row-merge rules: values
+    /// replace, objects deep-merge, tags union.
+    pub(crate) fn merge_from(&mut self, later: Event) {
+        fn put(slot: &mut Option<Value>, v: Option<Value>) {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        fn merge_map(slot: &mut Option<Map<String, Value>>, v: Option<Map<String, Value>>) {
+            if let Some(m) = v {
+                match slot {
+                    Some(existing) => deep_merge(existing, m),
+                    None => *slot = Some(m),
+                }
+            }
+        }
+        put(&mut self.input, later.input);
+        put(&mut self.output, later.output);
+        put(&mut self.expected, later.expected);
+        put(&mut self.error, later.error);
+        merge_map(&mut self.scores, later.scores);
+        merge_map(&mut self.metrics, later.metrics);
+        merge_map(&mut self.metadata, later.metadata);
+        merge_map(&mut self.span_attributes, later.span_attributes);
+        if let Some(tags) = later.tags {
+            let list = self.tags.get_or_insert_with(Vec::new);
+            for t in tags {
+                if !list.contains(&t) {
+                    list.push(t);
+                }
+            }
+        }
+    }
+
+    /// Writes the set fields into a row (logger thread). Nested objects in
+    /// `metrics`, `metadata` and `span_attributes` are merged over what the
+    /// row already has, so user metrics merge with `metrics.start`.
+    pub(crate) fn write_into(self, row: &mut Map<String, Value>) {
+        let plain = [
+            ("input", self.input),
+            ("output", self.output),
+            ("expected", self.expected),
+            ("error", self.error),
+        ];
+        for (k, v) in plain {
+            if let Some(v) = v {
+                row.insert(k.into(), v);
+            }
+        }
+        let objects = [
+            ("scores", self.scores),
+            ("metrics", self.metrics),
+            ("metadata", self.metadata),
+            ("span_attributes", self.span_attributes),
+        ];
+        for (k, v) in objects {
+            if let Some(m) = v {
+                match row.get_mut(k) {
+                    Some(Value::Object(existing)) => deep_merge(existing, m),
+                    _ => {
+                        row.insert(k.into(), Value::Object(m));
+                    }
+                }
+            }
+        }
+        if let Some(tags) = self.tags {
+            row.insert(
+                "tags".into(),
+                Value::Array(tags.into_iter().map(Value::String).collect()),
+            );
+        }
+    }
+}
+
+/// Deep-merges `update` into `target`: objects merge recursively, anything
+/// else (arrays and null included) replaces.
+pub(crate) fn deep_merge(target: &mut Map<String, Value>, update: Map<String, Value>) {
+    for (k, v) in update {
+        match (target.get_mut(&k), v) {
+            (Some(Value::Object(t)), Value::Object(u)) => deep_merge(t, u),
+            (_, v) => {
+                target.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Formats a Rust error as the span's `error` string: its `Display`, then each
+/// `source()` on its own line, following the JS SDK's `message\n\nstack` form.
+pub fn error_string(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    if source.is_some() {
+        s.push_str("\n\nCaused by:");
+        let mut i = 0;
+        while let Some(e) = source {
+            s.push_str(&format!("\n    {i}: {e}"));
+            source = e.source();
+            i += 1;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scores_follow_the_rules() {
+        let e = Event::new()
+            .score("a", true)
+            .score("b", None::<f64>)
+            .score("c", 0.5)
+            .validate()
+            .unwrap();
+        assert_eq!(e.scores.unwrap(), json!({"a":1,"b":null,"c":0.5}).as_object().unwrap().clone());
+        let err = Event::new().score("x", f64::NAN).validate().unwrap_err();
+        assert_eq!(err.field, "scores.x");
+        let err = Event::from_json(json!({"scores": {"x": "high"}})).unwrap_err();
+        assert_eq!(err.rule, "score values must be numbers");
+        let err = Event::from_json(json!({"scores": [1]})).unwrap_err();
+        assert_eq!(err.rule, "scores must be an object, not an array");
+    }
+
+    #[test]
+    fn metrics_metadata_tags_and_id() {
+        let err = Event::from_json(json!({"metrics": {"t": "x"}})).unwrap_err();
+        assert_eq!(err.to_string(), "invalid `metrics.t`: metric values must be numbers");
+        let err = Event::new().metadata(json!([1])).validate().unwrap_err();
+        assert_eq!(err.field, "metadata");
+        let err = Event::new().tags(["a", "a"]).validate().unwrap_err();
+        assert_eq!(err.rule, "duplicate tag: a");
+        let err = Event::from_json(json!({"tags": [1]})).unwrap_err();
+        assert_eq!(err.rule, "tags must be strings");
+        let err = Event::from_json(json!({"id": "x"})).unwrap_err();
+        assert_eq!(err.field, "id");
+        let err = Event::from_json(json!({"input": 1, "inputs": 2})).unwrap_err();
+        assert!(err.rule.starts_with("Only one of input or inputs"));
+        let e = Event::from_json(json!({"inputs": 2})).unwrap();
+        assert_eq!(e.input, Some(json!(2)));
+    }
+
+    #[test]
+    fn non_finite_numbers_become_strings() {
+        let e = Event::new()
+            .metric("a", f64::NAN)
+            .metric("b", f64::INFINITY)
+            .metric("c", f64::NEG_INFINITY)
+            .metric("d", 1.5)
+            .metric("e", 3.0);
+        assert_eq!(
+            Value::Object(e.metrics.unwrap()),
+            json!({"a":"NaN","b":"Infinity","c":"-Infinity","d":1.5,"e":3})
+        );
+    }
+
+    #[test]
+    fn error_chain_is_written() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_string(&e), "outer\n\nCaused by:\n    0: inner");
+    }
+}

@@ -1,0 +1,164 @@
+//! What happens to queued rows when the process exits.
+//!
+//! Rust runs no destructors for statics, so the exit flush is a C `atexit`
+//! handler, registered once per process when the first state asks for it.
+//! It runs on a normal return from `main`, on `std::process::exit`, and after
+//! a panic in `main` (the runtime then exits through `exit`). It does not run
+//! on `abort`, on a panic with `panic = "abort"`, on signals whose default
+//! action kills the process (SIGTERM, SIGINT, SIGKILL), or when the process
+//! is killed: handle SIGTERM yourself and call [`State::shutdown`] (see the
+//! README's "Shutdown and Kubernetes").
+//!
+//! The handler never deadlocks: it does nothing on a logger thread, the
+//! logger has its own thread and runtime (the user's runtime may be gone),
+//! and a deadline policy bounds the wait on the caller's side as well.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use crate::config::{env_bool, env_str};
+use crate::state::State;
+
+/// A user-defined exit behaviour.
+pub trait ExitPolicy: Send + Sync {
+    /// Called once at process exit for each state that uses this policy.
+    fn on_exit(&self, state: &State);
+}
+
+/// What a state does at process exit.
+#[derive(Clone, Default)]
+pub enum LifecyclePolicy {
+    /// Deliver everything queued before exiting (the official SDKs' default).
+    #[default]
+    FlushAtExit,
+    /// The same, but never longer than this. Rows still undelivered at the
+    /// deadline are written to the failed-payload directory when set,
+    /// counted, and reported in one stderr line.
+    FlushAtExitWithin(Duration),
+    /// Register nothing: the application calls `flush()` or `shutdown()`
+    /// itself (e.g. in a Kubernetes pre-stop hook).
+    Manual,
+    /// Your own behaviour.
+    Custom(Arc<dyn ExitPolicy>),
+}
+
+impl fmt::Debug for LifecyclePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LifecyclePolicy::FlushAtExit => f.write_str("FlushAtExit"),
+            LifecyclePolicy::FlushAtExitWithin(d) => write!(f, "FlushAtExitWithin({d:?})"),
+            LifecyclePolicy::Manual => f.write_str("Manual"),
+            LifecyclePolicy::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl LifecyclePolicy {
+    /// `BRAINTRUST_DISABLE_ATEXIT_FLUSH=true` gives [`Manual`](Self::Manual);
+    /// `BRAINTRUST_EXIT_FLUSH_TIMEOUT=<seconds>` gives
+    /// [`FlushAtExitWithin`](Self::FlushAtExitWithin); otherwise the default.
+    pub fn from_env() -> LifecyclePolicy {
+        if env_bool("BRAINTRUST_DISABLE_ATEXIT_FLUSH") == Some(true) {
+            return LifecyclePolicy::Manual;
+        }
+        if let Some(v) = env_str("BRAINTRUST_EXIT_FLUSH_TIMEOUT") {
+            match v.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 => {
+                    return LifecyclePolicy::FlushAtExitWithin(Duration::from_secs_f64(s))
+                }
+                _ => eprintln!(
+                    "braintrust: ignoring BRAINTRUST_EXIT_FLUSH_TIMEOUT={v:?}: expected a number of seconds"
+                ),
+            }
+        }
+        LifecyclePolicy::FlushAtExit
+    }
+}
+
+static INSTALL: Once = Once::new();
+
+extern "C" fn run_exit_flush() {
+    // Never unwind across the C boundary, never wait on ourselves.
+    let _ = std::panic::catch_unwind(|| {
+        if crate::logger::on_worker_thread() {
+            return;
+        }
+        for state in State::all() {
+            if state.0.exit_flush.load(Ordering::Acquire) {
+                exit_flush(&state);
+            }
+        }
+    });
+}
+
+fn exit_flush(state: &State) {
+    if state.0.ctrl.get().is_none() {
+        return; // never logged anything
+    }
+    match &state.0.config.lifecycle {
+        // Manual states get here only when registered explicitly at runtime.
+        LifecyclePolicy::Manual | LifecyclePolicy::FlushAtExit => {
+            if let Err(e) = state.flush() {
+                eprintln!("braintrust: exit flush failed: {e}");
+            }
+        }
+        LifecyclePolicy::FlushAtExitWithin(d) => match state.flush_with_timeout(*d) {
+            Ok(()) => {}
+            Err(crate::Error::Timeout { undelivered, .. }) => {
+                let dir = state
+                    .0
+                    .config
+                    .failed_payloads_dir
+                    .as_ref()
+                    .map(|d| format!(" (written to {})", d.display()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "braintrust: exit flush deadline of {} ms reached; {undelivered} row(s) undelivered{dir}",
+                    d.as_millis()
+                );
+            }
+            Err(e) => eprintln!("braintrust: exit flush failed: {e}"),
+        },
+        LifecyclePolicy::Custom(p) => p.on_exit(state),
+    }
+}
+
+/// Applies a new state's policy: registers its exit flush unless `Manual`.
+pub(crate) fn apply_policy(state: &State) {
+    if !matches!(state.0.config.lifecycle, LifecyclePolicy::Manual) {
+        register_exit_flush_for(state);
+    }
+}
+
+pub(crate) fn register_exit_flush_for(state: &State) {
+    state.0.exit_flush.store(true, Ordering::Release);
+    INSTALL.call_once(|| {
+        // SAFETY: `run_exit_flush` is an `extern "C" fn()` that never unwinds.
+        unsafe {
+            libc::atexit(run_exit_flush);
+        }
+    });
+}
+
+pub(crate) fn unregister_exit_flush_for(state: &State) {
+    state.0.exit_flush.store(false, Ordering::Release);
+}
+
+impl State {
+    /// Registers this state's exit flush (idempotent, thread-safe). With the
+    /// `Manual` policy this makes it behave like `FlushAtExit`.
+    pub fn register_exit_flush(&self) {
+        register_exit_flush_for(self);
+    }
+    /// Unregisters this state's exit flush (idempotent, thread-safe): the
+    /// process then exits without waiting for queued rows.
+    pub fn unregister_exit_flush(&self) {
+        unregister_exit_flush_for(self);
+    }
+    /// True when this state flushes at exit.
+    pub fn exit_flush_registered(&self) -> bool {
+        self.0.exit_flush.load(Ordering::Acquire)
+    }
+}

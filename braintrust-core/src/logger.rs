@@ -1,0 +1,828 @@
+//! The background logger: one thread per [`State`] with its own small tokio
+//! runtime, so sync programs and every tokio flavour work the same. It drains
+//! the queue, turns entries into rows, resolves container ids, merges,
+//! masks, serializes, batches, posts with retries, and writes payload files.
+//! Nothing here runs on the application's threads.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::{Map, Value};
+
+use crate::event::deep_merge;
+use crate::merge::{batch_partition, merge_row_batch, Row};
+use crate::object::ObjectInner;
+use crate::span::{Pending, SpanCore};
+use crate::state::{join_url, truncate, LoginInfo, State};
+use crate::Error;
+
+/// One queue entry.
+pub(crate) enum Op {
+    /// A span has unsent writes (see `SpanCore::pending`).
+    Span(Arc<SpanCore>),
+    /// A ready row without its container ids (`update_span`, feedback).
+    Row(Arc<ObjectInner>, Box<Map<String, Value>>),
+}
+
+impl Op {
+    /// Drops an entry that did not fit in the queue. Its span's writes are
+    /// dropped with it (and counted by the caller), never left half-queued.
+    pub(crate) fn discard(self) {
+        if let Op::Span(core) = self {
+            drop(core.take_pending());
+        }
+    }
+}
+
+/// Commands to the logger thread.
+pub(crate) enum Cmd {
+    Flush {
+        done: Responder,
+        deadline: Option<Instant>,
+    },
+    Resolve {
+        object: Arc<ObjectInner>,
+        done: std::sync::mpsc::SyncSender<Result<String, Error>>,
+    },
+    Login {
+        done: std::sync::mpsc::SyncSender<Result<LoginInfo, Error>>,
+    },
+    Shutdown,
+}
+
+/// Where a flush result goes: a blocked thread or an awaiting task.
+pub(crate) enum Responder {
+    Sync(std::sync::mpsc::SyncSender<Result<(), Error>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), Error>>),
+}
+
+impl Responder {
+    fn send(self, r: Result<(), Error>) {
+        match self {
+            Responder::Sync(tx) => {
+                let _ = tx.send(r);
+            }
+            Responder::Async(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static IS_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on any logger thread (used by the exit handler to avoid waiting on itself).
+pub(crate) fn on_worker_thread() -> bool {
+    IS_WORKER.try_with(|w| w.get()).unwrap_or(false)
+}
+
+pub(crate) fn start_worker(state: &State) {
+    let mut started = false;
+    state.0.ctrl.get_or_init(|| {
+        started = true;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let st = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("braintrust-logger".into())
+            .spawn(move || {
+                IS_WORKER.with(|w| w.set(true));
+                let _ = st.0.worker_thread.set(std::thread::current().id());
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("braintrust: cannot start the logger runtime: {e}; logging is disabled");
+                        return;
+                    }
+                };
+                st.0.worker_alive.store(true, Ordering::Release);
+                rt.block_on(Worker::new(st.clone()).run(rx));
+                st.0.worker_alive.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            eprintln!("braintrust: cannot start the logger thread: {e}; logging is disabled");
+        }
+        tx
+    });
+    let _ = started;
+}
+
+/// What the server said about payload limits (spec §4.1).
+#[derive(Clone, Copy)]
+struct Limits {
+    max_request_size: usize,
+    overflow: bool,
+}
+
+struct Worker {
+    state: State,
+    limits: Option<Limits>,
+    /// Failures not yet reported to a `flush()` caller.
+    unreported: Option<(u64, String)>,
+    warned_delivery: bool,
+}
+
+/// One row ready to send, and the rows count it stands for.
+struct Prepared {
+    text: String,
+}
+
+impl Worker {
+    fn new(state: State) -> Worker {
+        Worker {
+            state,
+            limits: None,
+            unreported: None,
+            warned_delivery: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Cmd>) {
+        let sync_flush = self.state.0.config.sync_flush;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => match cmd {
+                    None | Some(Cmd::Shutdown) => break,
+                    Some(Cmd::Flush { done, deadline }) => {
+                        let r = self.flush(deadline).await;
+                        done.send(r);
+                    }
+                    Some(Cmd::Resolve { object, done }) => {
+                        let r = self.state.resolve(&object).await.map(|r| r.id);
+                        let _ = done.send(r);
+                    }
+                    Some(Cmd::Login { done }) => {
+                        let _ = done.send(self.state.ensure_login().await);
+                    }
+                },
+                _ = self.state.0.notify.notified(), if !sync_flush => {
+                    self.round().await;
+                }
+                _ = tick.tick() => {
+                    self.wake_blocked();
+                    if !sync_flush && !self.state.0.queue.is_empty() {
+                        self.round().await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn wake_blocked(&self) {
+        if self.state.0.blocked_waiters.load(Ordering::Acquire) > 0 {
+            let (lock, cv) = &self.state.0.space;
+            let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            cv.notify_all();
+        }
+    }
+
+    /// Drains what is queued now and sends it; returns rows lost for good.
+    async fn round(&mut self) -> Option<(u64, String)> {
+        let mut lost: Option<(u64, String)> = None;
+        loop {
+            let ops = self.drain();
+            if ops.is_empty() {
+                break;
+            }
+            if let Some((n, m)) = self.send_ops(ops).await {
+                let total = lost.as_ref().map_or(0, |l| l.0) + n;
+                lost = Some((total, m));
+            }
+        }
+        if let Some((n, m)) = &lost {
+            let prev = self.unreported.take().map_or(0, |u| u.0);
+            self.unreported = Some((prev + n, m.clone()));
+        }
+        lost
+    }
+
+    fn drain(&self) -> Vec<Op> {
+        let q = &self.state.0.queue;
+        let mut ops = Vec::with_capacity(q.len());
+        while let Some(op) = q.pop() {
+            ops.push(op);
+        }
+        if !ops.is_empty() {
+            self.wake_blocked();
+        }
+        ops
+    }
+
+    async fn flush(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        let work = async {
+            self.round().await;
+            self.unreported.take()
+        };
+        let outcome = match deadline {
+            None => Some(work.await),
+            Some(d) => tokio::time::timeout_at(d.into(), work).await.ok(),
+        };
+        match outcome {
+            Some(None) => Ok(()),
+            Some(Some((rows, message))) => Err(Error::Delivery { rows, message }),
+            None => {
+                let undelivered = self.abandon_queue();
+                Err(Error::Timeout {
+                    waited_ms: deadline.map_or(0, |d| {
+                        d.saturating_duration_since(Instant::now()).as_millis()
+                    }),
+                    undelivered,
+                })
+            }
+        }
+    }
+
+    /// At a deadline: what is still queued is written to the failed-payload
+    /// directory (when set) and counted as failed.
+    fn abandon_queue(&mut self) -> u64 {
+        let ops = self.drain();
+        let rows: Vec<Row> = ops.into_iter().filter_map(|op| op_to_row(op).map(|(_, r)| r)).collect();
+        let n = rows.len() as u64;
+        if n > 0 {
+            let texts: Vec<String> = rows
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap_or_default())
+                .collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            if let Some(dir) = &self.state.0.config.failed_payloads_dir {
+                write_payload(dir, &crate::merge::logs3_body(&refs));
+            }
+            self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Turns entries into rows and delivers them. Returns rows lost for good.
+    async fn send_ops(&mut self, ops: Vec<Op>) -> Option<(u64, String)> {
+        // Entries → rows grouped by container.
+        let mut groups: Vec<(Arc<ObjectInner>, Vec<Row>)> = Vec::new();
+        for op in ops {
+            if let Some((obj, row)) = op_to_row(op) {
+                match groups.iter_mut().find(|(o, _)| Arc::ptr_eq(o, &obj)) {
+                    Some((_, rows)) => rows.push(row),
+                    None => groups.push((obj, vec![row])),
+                }
+            }
+        }
+        let mut lost: Option<(u64, String)> = None;
+        let mut all_rows: Vec<Row> = Vec::new();
+        for (obj, mut rows) in groups {
+            match self.resolve_with_retries(&obj).await {
+                Ok(id) => {
+                    for r in &mut rows {
+                        obj.id_fields(&id, r);
+                    }
+                    all_rows.extend(rows);
+                }
+                Err(e) => {
+                    let n = rows.len() as u64;
+                    self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                    let msg = format!(
+                        "braintrust: failed to construct log records to flush after {} attempts; dropping {n} row(s): {e}",
+                        self.state.0.config.num_retries + 1
+                    );
+                    self.warn_delivery(&msg);
+                    lost = Some((lost.map_or(0, |l| l.0) + n, e.to_string()));
+                }
+            }
+        }
+        if all_rows.is_empty() {
+            return lost;
+        }
+        let merged = match merge_row_batch(all_rows) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn_delivery(&format!("braintrust: dropping a batch: {e}"));
+                return Some((1, e.to_string()));
+            }
+        };
+        let merged = self.mask(merged);
+        let prepared: Vec<Prepared> = merged
+            .into_iter()
+            .map(|r| Prepared {
+                text: serde_json::to_string(&Value::Object(r)).unwrap_or_else(|_| "{}".into()),
+            })
+            .collect();
+        if let Some(l) = self.post_all(prepared).await {
+            lost = Some((lost.map_or(0, |x| x.0) + l.0, l.1));
+        }
+        lost
+    }
+
+    fn warn_delivery(&mut self, msg: &str) {
+        // Loud once per state; later failures go to the counters and flush().
+        if !self.warned_delivery {
+            self.warned_delivery = true;
+            eprintln!("{msg}");
+        }
+    }
+
+    async fn resolve_with_retries(&mut self, obj: &Arc<ObjectInner>) -> Result<String, Error> {
+        let tries = self.state.0.config.num_retries + 1;
+        let mut last = None;
+        for i in 0..tries {
+            match self.state.resolve(obj).await {
+                Ok(r) => return Ok(r.id),
+                Err(e) => {
+                    let permanent = matches!(
+                        e,
+                        Error::NoApiKey | Error::InvalidApiKey { .. } | Error::Organization(_) | Error::Config { .. }
+                    );
+                    last = Some(e);
+                    if permanent || i + 1 == tries {
+                        break;
+                    }
+                    tokio::time::sleep(self.backoff(i)).await;
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::Logger("resolution failed".into())))
+    }
+
+    fn backoff(&self, i: u32) -> Duration {
+        self.state.0.config.retry_base_delay * 2u32.saturating_pow(i)
+    }
+
+    fn mask(&mut self, rows: Vec<Row>) -> Vec<Row> {
+        let f = self
+            .state
+            .0
+            .masking
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(f) = f else { return rows };
+        rows.into_iter()
+            .map(|mut row| {
+                for field in ["input", "output", "expected", "metadata", "error"] {
+                    if let Some(v) = row.remove(field) {
+                        let masked = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(v))) {
+                            Ok(Ok(m)) => m,
+                            Ok(Err(e)) => mask_failed(field, &e),
+                            Err(_) => mask_failed(field, "the masking function panicked"),
+                        };
+                        row.insert(field.into(), masked);
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+
+    async fn limits(&mut self, login: &LoginInfo) -> Limits {
+        if let Some(l) = self.limits {
+            return l;
+        }
+        let configured = self.state.0.config.max_request_size;
+        let server = match self
+            .state
+            .api_json(login, reqwest::Method::GET, "version", None)
+            .await
+        {
+            Ok(v) => v
+                .get("logs3_payload_max_bytes")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0)
+                .map(|n| n as usize),
+            Err(e) => {
+                crate::diagnostics::warn_once(
+                    &format!("version-{}", login.api_url),
+                    &format!("braintrust: failed to fetch version info for payload limit: {e}"),
+                );
+                None
+            }
+        };
+        let l = match server {
+            Some(s) => Limits {
+                max_request_size: configured.map_or(s, |c| c.min(s)),
+                overflow: true,
+            },
+            None => Limits {
+                max_request_size: configured.unwrap_or(crate::config::DEFAULT_MAX_REQUEST_SIZE),
+                overflow: false,
+            },
+        };
+        self.limits = Some(l);
+        l
+    }
+
+    async fn post_all(&mut self, rows: Vec<Prepared>) -> Option<(u64, String)> {
+        let login = match self.state.ensure_login().await {
+            Ok(l) => l,
+            Err(e) => {
+                let n = rows.len() as u64;
+                self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                self.warn_delivery(&format!("braintrust: dropping {n} row(s): {e}"));
+                return Some((n, e.to_string()));
+            }
+        };
+        let limits = self.limits(&login).await;
+        let sizes: Vec<usize> = rows.iter().map(|r| r.text.len()).collect();
+        let batches = batch_partition(&sizes, self.state.0.config.batch_size, limits.max_request_size);
+        let bodies: Vec<(String, u64)> = batches
+            .into_iter()
+            .map(|idx| {
+                let texts: Vec<&str> = idx.iter().map(|&i| rows[i].text.as_str()).collect();
+                (crate::merge::logs3_body(&texts), idx.len() as u64)
+            })
+            .collect();
+        let state = self.state.clone();
+        let results: Vec<Result<u64, (u64, String)>> = stream::iter(bodies)
+            .map(|(body, n)| {
+                let state = state.clone();
+                let login = login.clone();
+                async move {
+                    match post_batch(&state, &login, limits, body, n).await {
+                        Ok(()) => Ok(n),
+                        Err(m) => Err((n, m)),
+                    }
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut lost: Option<(u64, String)> = None;
+        for r in results {
+            match r {
+                Ok(n) => {
+                    self.state.0.counters.delivered_rows.fetch_add(n, Ordering::Relaxed);
+                }
+                Err((n, m)) => {
+                    self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                    lost = Some((lost.map_or(0, |l| l.0) + n, m));
+                }
+            }
+        }
+        lost
+    }
+}
+
+fn mask_failed(field: &str, why: &str) -> Value {
+    crate::diagnostics::warn_once(
+        &format!("mask-{field}"),
+        &format!("braintrust: masking function failed on `{field}` ({why}); the field was replaced by an error marker"),
+    );
+    Value::String(format!("ERROR: Failed to mask field '{field}' - {why}"))
+}
+
+/// Converts a queue entry into a row (without container ids).
+fn op_to_row(op: Op) -> Option<(Arc<ObjectInner>, Row)> {
+    match op {
+        Op::Row(obj, row) => Some((obj, *row)),
+        Op::Span(core) => {
+            let pending = core.take_pending();
+            let row = span_row(&core, pending)?;
+            Some((core.object.clone(), row))
+        }
+    }
+}
+
+fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
+    if p.start.is_none() && p.event.is_none() && p.end.is_none() {
+        return None;
+    }
+    let mut row = Map::new();
+    row.insert("id".into(), Value::String(core.row_id.to_string()));
+    row.insert("span_id".into(), Value::String(core.span_id.to_string()));
+    row.insert("root_span_id".into(), Value::String(core.root_span_id.to_string()));
+    row.insert(
+        "span_parents".into(),
+        match &core.parents {
+            None => Value::Null,
+            Some(ps) => Value::Array(ps.iter().map(|p| Value::String(p.to_string())).collect()),
+        },
+    );
+    match p.start {
+        Some(start) => {
+            row.insert("_is_merge".into(), Value::Bool(false));
+            row.insert("created".into(), Value::String(format_rfc3339(start.start)));
+            let mut metrics = Map::new();
+            metrics.insert("start".into(), Value::from(start.start));
+            row.insert("metrics".into(), Value::Object(metrics));
+            let mut attrs = Map::new();
+            let name = match start.name {
+                Some(n) => n.into_owned(),
+                None => {
+                    let file = Path::new(start.caller.file())
+                        .file_name()
+                        .and_then(|f| f.to_str())
+                        .unwrap_or("unknown");
+                    match start.function_name {
+                        Some(f) => format!("{f}:{file}:{}", start.caller.line()),
+                        None => format!("{file}:{}", start.caller.line()),
+                    }
+                }
+            };
+            attrs.insert("name".into(), Value::String(name));
+            if let Some(t) = start.span_type {
+                attrs.insert("type".into(), Value::String(t.as_str().into()));
+            }
+            attrs.insert("exec_counter".into(), Value::from(start.exec_counter));
+            row.insert("span_attributes".into(), Value::Object(attrs));
+            let mut ctx = Map::new();
+            if let Some(f) = start.function_name {
+                ctx.insert("caller_functionname".into(), Value::String(f.into()));
+            }
+            ctx.insert("caller_filename".into(), Value::String(start.caller.file().into()));
+            ctx.insert("caller_lineno".into(), Value::from(start.caller.line()));
+            ctx.insert(
+                "span_origin".into(),
+                serde_json::json!({
+                    "name": "braintrust.sdk.rust",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "instrumentation": {"name": start.instrumentation.unwrap_or("braintrust-rust-logger")},
+                }),
+            );
+            row.insert("context".into(), Value::Object(ctx));
+            if let Some(e) = start.event {
+                e.write_into(&mut row);
+            }
+            if let Some(prop) = &core.propagated {
+                deep_merge(&mut row, (**prop).clone());
+            }
+        }
+        None => {
+            row.insert("_is_merge".into(), Value::Bool(true));
+        }
+    }
+    if let Some(e) = p.event {
+        e.write_into(&mut row);
+    }
+    if let Some(end) = p.end {
+        match row.get_mut("metrics") {
+            Some(Value::Object(m)) => {
+                m.insert("end".into(), Value::from(end));
+            }
+            _ => {
+                let mut m = Map::new();
+                m.insert("end".into(), Value::from(end));
+                row.insert("metrics".into(), Value::Object(m));
+            }
+        }
+    }
+    Some(row)
+}
+
+/// RFC 3339 UTC with microseconds, as Python writes `created`.
+pub(crate) fn format_rfc3339(secs: f64) -> String {
+    let total_us = (secs * 1_000_000.0).round() as i64;
+    let us = total_us.rem_euclid(1_000_000);
+    let s = total_us.div_euclid(1_000_000);
+    let days = s.div_euclid(86_400);
+    let rem = s.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{us:06}+00:00",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// `Retry-After` in seconds, when the response has one.
+pub(crate) fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(60.0)))
+}
+
+/// A transport error described without the URL's query or any header.
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else {
+        "request failed"
+    };
+    let mut s = kind.to_string();
+    let mut src = std::error::Error::source(e);
+    if let Some(inner) = src.take() {
+        s.push_str(&format!(": {inner}"));
+    }
+    s
+}
+
+fn write_payload(dir: &Path, body: &str) {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        crate::diagnostics::warn_once(
+            &format!("payload-dir-{}", dir.display()),
+            &format!("braintrust: cannot create payload directory {}: {e}", dir.display()),
+        );
+        return;
+    }
+    let ts = crate::span::now_secs();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let path = dir.join(format!("payload_{ts}_{}.json", &id[..8]));
+    if let Err(e) = std::fs::write(&path, body) {
+        crate::diagnostics::warn_once(
+            &format!("payload-write-{}", dir.display()),
+            &format!("braintrust: cannot write payload file {}: {e}", path.display()),
+        );
+    }
+}
+
+/// Posts one `/logs3` body with the spec's retry rules (§4.8).
+async fn post_batch(state: &State, login: &LoginInfo, limits: Limits, body: String, rows: u64) -> Result<(), String> {
+    let cfg = &state.0.config;
+    if let Some(dir) = &cfg.all_payloads_dir {
+        write_payload(dir, &body);
+    }
+    let http = state.http().map_err(|e| e.to_string())?;
+    let url = join_url(&login.api_url, "logs3");
+    let key = cfg.api_key.clone().unwrap_or_default();
+    let tries = cfg.num_retries + 1;
+    let mut overflow_key: Option<String> = None;
+    let mut last_err = String::new();
+    for i in 0..tries {
+        let started = Instant::now();
+        let send_body = if limits.overflow && body.len() > limits.max_request_size {
+            match &overflow_key {
+                Some(k) => overflow_ref(k, body.len()),
+                None => match upload_overflow(state, login, &http, &key, &body).await {
+                    Ok(k) => {
+                        let r = overflow_ref(&k, body.len());
+                        overflow_key = Some(k);
+                        r
+                    }
+                    Err(e) => {
+                        last_err = e;
+                        if i + 1 < tries {
+                            tokio::time::sleep(cfg.retry_base_delay * 2u32.saturating_pow(i)).await;
+                        }
+                        continue;
+                    }
+                },
+            }
+        } else {
+            body.clone()
+        };
+        state.0.counters.requests.fetch_add(1, Ordering::Relaxed);
+        state.0.counters.bytes_sent.fetch_add(send_body.len() as u64, Ordering::Relaxed);
+        let r = http
+            .post(&url)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(send_body)
+            .send()
+            .await;
+        let (status, wait, text) = match r {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if resp.status().is_success() {
+                    return Ok(());
+                }
+                let wait = retry_after(&resp);
+                let text = resp.text().await.unwrap_or_default();
+                (Some(status), wait, text)
+            }
+            Err(e) => (None, None, describe_reqwest(&e)),
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        last_err = format!(
+            "log request failed. Elapsed time: {elapsed:.3} seconds. Payload size: {}. Error: {}: {}",
+            body.len(),
+            status.map_or("transport".to_string(), |s| s.to_string()),
+            truncate(&text, 300)
+        );
+        let permanent = matches!(status, Some(400 | 401 | 403 | 404 | 413 | 422));
+        if permanent || i + 1 == tries {
+            break;
+        }
+        let delay = wait.unwrap_or_else(|| cfg.retry_base_delay * 2u32.saturating_pow(i));
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(dir) = &cfg.failed_payloads_dir {
+        write_payload(dir, &body);
+        eprintln!("braintrust: logging failed payloads to {}", dir.display());
+    }
+    eprintln!("braintrust: {last_err}");
+    eprintln!("braintrust: log request failed after {} tries; dropping batch of {rows} row(s)", tries);
+    Err(last_err)
+}
+
+fn overflow_ref(key: &str, size: usize) -> String {
+    serde_json::json!({
+        "rows": {"type": "logs3_overflow", "key": key, "size_bytes": size},
+        "api_version": 2
+    })
+    .to_string()
+}
+
+/// Spec §4.7: announce, upload, and return the key.
+async fn upload_overflow(
+    state: &State,
+    login: &LoginInfo,
+    http: &reqwest::Client,
+    key: &str,
+    body: &str,
+) -> Result<String, String> {
+    let parsed: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let rows_meta: Vec<Value> = parsed
+        .get("rows")
+        .and_then(Value::as_array)
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let mut ids = Map::new();
+                    for k in ["experiment_id", "dataset_id", "prompt_session_id", "project_id", "log_id", "function_data"] {
+                        if let Some(v) = r.get(k) {
+                            ids.insert(k.into(), v.clone());
+                        }
+                    }
+                    serde_json::json!({
+                        "object_ids": ids,
+                        "has_comment": false,
+                        "is_delete": false,
+                        "input_row": {"byte_size": serde_json::to_string(r).map(|s| s.len()).unwrap_or(0)}
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let req = serde_json::json!({"content_type": "application/json", "size_bytes": body.len(), "rows": rows_meta});
+    let v = state
+        .api_json(login, reqwest::Method::POST, "logs3/overflow", Some(req))
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = v.get("signedUrl").and_then(Value::as_str).ok_or("overflow response has no signedUrl")?;
+    let okey = v.get("key").and_then(Value::as_str).ok_or("overflow response has no key")?.to_string();
+    let method = v.get("method").and_then(Value::as_str).unwrap_or("PUT");
+    let headers = v.get("headers").and_then(Value::as_object).cloned().unwrap_or_default();
+    let resp = if method.eq_ignore_ascii_case("POST") {
+        let fields = v.get("fields").and_then(Value::as_object).cloned().unwrap_or_default();
+        let ct = fields
+            .get("Content-Type")
+            .and_then(Value::as_str)
+            .unwrap_or("application/json")
+            .to_string();
+        let mut form = reqwest::multipart::Form::new();
+        for (k, fv) in &fields {
+            form = form.text(k.clone(), fv.as_str().unwrap_or_default().to_string());
+        }
+        let part = reqwest::multipart::Part::bytes(body.as_bytes().to_vec())
+            .file_name("logs3.json")
+            .mime_str(&ct)
+            .map_err(|e| e.to_string())?;
+        form = form.part("file", part);
+        let mut rb = http.post(url).multipart(form);
+        for (k, hv) in &headers {
+            if !k.eq_ignore_ascii_case("content-type") {
+                rb = rb.header(k.as_str(), hv.as_str().unwrap_or_default());
+            }
+        }
+        rb.send().await
+    } else {
+        let mut rb = http.put(url).body(body.to_string());
+        for (k, hv) in &headers {
+            rb = rb.header(k.as_str(), hv.as_str().unwrap_or_default());
+        }
+        if url.contains("blob.core.windows.net") {
+            rb = rb.header("x-ms-blob-type", "BlockBlob");
+        }
+        rb.send().await
+    };
+    let _ = key;
+    match resp {
+        Ok(r) if r.status().is_success() => Ok(okey),
+        Ok(r) => Err(format!("overflow upload failed: [{}]", r.status().as_u16())),
+        Err(e) => Err(format!("overflow upload failed: {}", describe_reqwest(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_is_rfc3339_with_microseconds() {
+        assert_eq!(format_rfc3339(0.0), "1970-01-01T00:00:00.000000+00:00");
+        assert_eq!(format_rfc3339(1795459929.437756), "2026-11-23T18:52:09.437756+00:00");
+        assert_eq!(format_rfc3339(951782400.5), "2000-02-29T00:00:00.500000+00:00");
+    }
+}

@@ -1,0 +1,602 @@
+//! The span handle users hold, its arguments and its type.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+
+use crate::context::{self, SpanGuard};
+use crate::event::{Event, ValidationError};
+use crate::ids::Id;
+use crate::object::ObjectInner;
+
+/// `span_attributes.type`: the span types the protocol knows (spec §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanType {
+    /// A call to a language model.
+    Llm,
+    /// A scorer.
+    Score,
+    /// A function (the `#[traced]` default).
+    Function,
+    /// An evaluation (experiment roots).
+    Eval,
+    /// A task (project-log roots).
+    Task,
+    /// A tool call.
+    Tool,
+    /// An automation.
+    Automation,
+    /// A facet.
+    Facet,
+    /// A preprocessor.
+    Preprocessor,
+    /// A classifier.
+    Classifier,
+    /// A review.
+    Review,
+    /// A decision.
+    Decision,
+    /// A question.
+    Question,
+    /// A log line.
+    Log,
+}
+
+impl SpanType {
+    /// Every span type, in the spec's order.
+    pub const ALL: [SpanType; 14] = [
+        SpanType::Llm,
+        SpanType::Score,
+        SpanType::Function,
+        SpanType::Eval,
+        SpanType::Task,
+        SpanType::Tool,
+        SpanType::Automation,
+        SpanType::Facet,
+        SpanType::Preprocessor,
+        SpanType::Classifier,
+        SpanType::Review,
+        SpanType::Decision,
+        SpanType::Question,
+        SpanType::Log,
+    ];
+
+    /// The wire name, e.g. `"llm"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SpanType::Llm => "llm",
+            SpanType::Score => "score",
+            SpanType::Function => "function",
+            SpanType::Eval => "eval",
+            SpanType::Task => "task",
+            SpanType::Tool => "tool",
+            SpanType::Automation => "automation",
+            SpanType::Facet => "facet",
+            SpanType::Preprocessor => "preprocessor",
+            SpanType::Classifier => "classifier",
+            SpanType::Review => "review",
+            SpanType::Decision => "decision",
+            SpanType::Question => "question",
+            SpanType::Log => "log",
+        }
+    }
+}
+
+impl fmt::Display for SpanType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SpanType {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SpanType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "type",
+                    format!(
+                        "unknown span type {s:?}; expected one of: {}",
+                        SpanType::ALL.map(|t| t.as_str()).join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Where a new span hangs in the trace. Wins over the current span (spec §6.1).
+#[derive(Clone)]
+pub enum Parent {
+    /// Under this span (same trace, same container).
+    Span(Span),
+    /// Under the span an exported slug names (see [`Span::export`]), possibly
+    /// from another process or SDK.
+    Slug(String),
+    /// Under the span a W3C trace context names (see [`crate::extract`]).
+    W3c(crate::w3c::TraceContext),
+    /// No parent: a new trace.
+    Root,
+}
+
+impl From<Span> for Parent {
+    fn from(s: Span) -> Self {
+        Parent::Span(s)
+    }
+}
+impl From<&Span> for Parent {
+    fn from(s: &Span) -> Self {
+        Parent::Span(s.clone())
+    }
+}
+impl From<String> for Parent {
+    fn from(s: String) -> Self {
+        Parent::Slug(s)
+    }
+}
+impl From<&str> for Parent {
+    fn from(s: &str) -> Self {
+        Parent::Slug(s.to_string())
+    }
+}
+impl From<crate::w3c::TraceContext> for Parent {
+    fn from(c: crate::w3c::TraceContext) -> Self {
+        Parent::W3c(c)
+    }
+}
+
+/// Arguments of a new span. Everything is optional.
+///
+/// ```
+/// use braintrust_core::{SpanArgs, SpanType, Event};
+/// let args = SpanArgs::new()
+///     .name("retrieve")
+///     .span_type(SpanType::Tool)
+///     .event(Event::new().input("query"));
+/// # let _ = args;
+/// ```
+#[derive(Clone, Default)]
+pub struct SpanArgs {
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) span_type: Option<SpanType>,
+    pub(crate) parent: Option<Parent>,
+    pub(crate) extra_parents: Vec<Span>,
+    pub(crate) event: Option<Event>,
+    pub(crate) start_time: Option<f64>,
+    pub(crate) propagated_event: Option<Map<String, Value>>,
+    pub(crate) row_id: Option<String>,
+    pub(crate) function_name: Option<&'static str>,
+    pub(crate) instrumentation: Option<&'static str>,
+}
+
+impl SpanArgs {
+    /// Empty arguments: default name and type, parent from context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Display name (default: `root` for roots, `file:line` of the caller for children).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Span type (default: `task` for logger roots, `eval` for experiment roots, none for children).
+    pub fn span_type(mut self, t: SpanType) -> Self {
+        self.span_type = Some(t);
+        self
+    }
+    /// An explicit parent, which wins over the current span.
+    pub fn parent(mut self, p: impl Into<Parent>) -> Self {
+        self.parent = Some(p.into());
+        self
+    }
+    /// Another parent: the trace is a DAG and `span_parents` lists them all.
+    /// They must be spans of the same trace as the first parent.
+    pub fn also_parent(mut self, p: &Span) -> Self {
+        self.extra_parents.push(p.clone());
+        self
+    }
+    /// Fields logged with the span's first row (validated when the span starts).
+    pub fn event(mut self, e: Event) -> Self {
+        self.event = Some(e);
+        self
+    }
+    /// Start time in float Unix seconds (default: now).
+    pub fn start_time(mut self, t: f64) -> Self {
+        self.start_time = Some(t);
+        self
+    }
+    /// Fields deep-merged into this span's first row and every descendant's,
+    /// and carried in its exported slug.
+    pub fn propagated_event(mut self, e: Value) -> Self {
+        if let Value::Object(m) = e {
+            self.propagated_event = Some(m);
+        }
+        self
+    }
+    /// The row id (default: a fresh UUID). Reusing an id overwrites that row.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.row_id = Some(id.into());
+        self
+    }
+    /// The calling function's name, written to `context.caller_functionname`
+    /// (set by `#[traced]`).
+    pub fn function_name(mut self, f: &'static str) -> Self {
+        self.function_name = Some(f);
+        self
+    }
+    /// `context.span_origin.instrumentation.name` (e.g. `"openai"`).
+    pub fn instrumentation(mut self, name: &'static str) -> Self {
+        self.instrumentation = Some(name);
+        self
+    }
+}
+
+/// The tree position of a new span: trace id, parents and inherited bits.
+pub(crate) struct Lineage {
+    pub root_span_id: Id,
+    pub parents: Vec<Id>,
+    pub propagated: Option<Arc<Map<String, Value>>>,
+    pub trace_flags: Option<u8>,
+}
+
+pub(crate) struct SpanCore {
+    pub(crate) object: Arc<ObjectInner>,
+    pub(crate) row_id: Id,
+    pub(crate) span_id: Id,
+    pub(crate) root_span_id: Id,
+    pub(crate) parents: Option<Arc<[Id]>>,
+    pub(crate) propagated: Option<Arc<Map<String, Value>>>,
+    pub(crate) trace_flags: Option<u8>,
+    handles: AtomicUsize,
+    ended: AtomicBool,
+    /// What was logged and not yet taken by the logger thread. Logging merges
+    /// here, so a span queues at most one entry however often it logs before
+    /// the logger thread catches up (spec §4.5 merge, done early and cheaply).
+    pub(crate) pending: Mutex<Pending>,
+}
+
+/// A span's unsent writes.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub start: Option<Box<StartInfo>>,
+    pub event: Option<Event>,
+    pub end: Option<f64>,
+    /// An entry for this span is in the queue.
+    pub queued: bool,
+}
+
+impl SpanCore {
+    /// Applies `f` to the unsent writes and queues the span if it is not queued yet.
+    pub(crate) fn update(self: &Arc<Self>, f: impl FnOnce(&mut Pending)) {
+        let enqueue = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut p);
+            !std::mem::replace(&mut p.queued, true)
+        };
+        if enqueue {
+            self.object.state.enqueue_span(self);
+        }
+    }
+
+    /// Takes the unsent writes (logger thread, or a drop after a full queue).
+    pub(crate) fn take_pending(&self) -> Pending {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *p)
+    }
+}
+
+static EXEC_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// Float Unix seconds now.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// What the first row needs besides ids; moved to the logger thread as is.
+pub(crate) struct StartInfo {
+    pub start: f64,
+    pub name: Option<Cow<'static, str>>,
+    pub span_type: Option<SpanType>,
+    pub exec_counter: u64,
+    pub caller: &'static Location<'static>,
+    pub function_name: Option<&'static str>,
+    pub instrumentation: Option<&'static str>,
+    pub event: Option<Event>,
+}
+
+/// A span: one node of a trace. Cheap to clone; every clone is the same span.
+///
+/// A span ends when [`end`](Span::end) is called or when the last handle is
+/// dropped, whichever comes first, so no span is ever left open and lost.
+/// With no logger initialized, spans are no-ops that allocate nothing.
+pub struct Span {
+    core: Option<Arc<SpanCore>>,
+}
+
+impl Clone for Span {
+    fn clone(&self) -> Self {
+        if let Some(c) = &self.core {
+            c.handles.fetch_add(1, Ordering::Relaxed);
+        }
+        Span {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        if let Some(c) = &self.core {
+            if c.handles.fetch_sub(1, Ordering::AcqRel) == 1 && !c.ended.load(Ordering::Acquire) {
+                end_core(c, now_secs());
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.core {
+            None => f.write_str("Span(noop)"),
+            Some(c) => f
+                .debug_struct("Span")
+                .field("id", &c.row_id)
+                .field("span_id", &c.span_id)
+                .field("root_span_id", &c.root_span_id)
+                .finish(),
+        }
+    }
+}
+
+fn end_core(c: &Arc<SpanCore>, at: f64) -> bool {
+    if c.ended.swap(true, Ordering::AcqRel) {
+        return false;
+    }
+    c.update(|p| p.end = Some(at));
+    true
+}
+
+impl Span {
+    /// A span that records nothing (what you get with no logger).
+    pub const fn noop() -> Span {
+        Span { core: None }
+    }
+
+    /// True for the no-op span.
+    pub fn is_noop(&self) -> bool {
+        self.core.is_none()
+    }
+
+    pub(crate) fn core(&self) -> Option<&Arc<SpanCore>> {
+        self.core.as_ref()
+    }
+
+    /// Creates a span under `object` and queues its first row.
+    pub(crate) fn start(
+        object: &Arc<ObjectInner>,
+        lineage: Option<Lineage>,
+        args: SpanArgs,
+        caller: &'static Location<'static>,
+    ) -> Result<Span, ValidationError> {
+        let event = match args.event {
+            Some(e) => Some(e.validate()?),
+            None => None,
+        };
+        let legacy = object.state.legacy_ids();
+        let span_id = Id::new_span_id(legacy);
+        let is_root = lineage.is_none();
+        let (root_span_id, parents, propagated, trace_flags) = match lineage {
+            Some(l) => {
+                let mut parents = l.parents;
+                for extra in &args.extra_parents {
+                    if let Some(c) = extra.core() {
+                        if !parents.contains(&c.span_id) {
+                            parents.push(c.span_id.clone());
+                        }
+                    }
+                }
+                (l.root_span_id, Some(Arc::from(parents)), l.propagated, l.trace_flags)
+            }
+            None => {
+                let root = if legacy {
+                    span_id.clone()
+                } else {
+                    Id::new_trace_id(false)
+                };
+                (root, None, None, None)
+            }
+        };
+        let propagated = match args.propagated_event {
+            Some(p) => Some(Arc::new(p)),
+            None => propagated,
+        };
+        let row_id = match args.row_id {
+            Some(id) => Id::Str(Arc::from(id.as_str())),
+            None => Id::new_uuid(),
+        };
+        let span_type = args.span_type.or(if is_root {
+            Some(object.default_root_type())
+        } else {
+            None
+        });
+        let name = args.name.or(if is_root { Some(Cow::Borrowed("root")) } else { None });
+        let core = Arc::new(SpanCore {
+            object: object.clone(),
+            row_id,
+            span_id,
+            root_span_id,
+            parents,
+            propagated,
+            trace_flags,
+            handles: AtomicUsize::new(1),
+            ended: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
+        });
+        let info = StartInfo {
+            start: args.start_time.unwrap_or_else(now_secs),
+            name,
+            span_type,
+            exec_counter: EXEC_COUNTER.fetch_add(1, Ordering::Relaxed),
+            caller,
+            function_name: args.function_name,
+            instrumentation: args.instrumentation,
+            event,
+        };
+        core.update(|p| p.start = Some(Box::new(info)));
+        Ok(Span { core: Some(core) })
+    }
+
+    /// The lineage a child of this span gets.
+    pub(crate) fn child_lineage(&self) -> Option<Lineage> {
+        self.core.as_ref().map(|c| Lineage {
+            root_span_id: c.root_span_id.clone(),
+            parents: vec![c.span_id.clone()],
+            propagated: c.propagated.clone(),
+            trace_flags: c.trace_flags,
+        })
+    }
+
+    /// Logs fields on this span (a merge row). Invalid fields are rejected
+    /// with an error naming the field and rule, and nothing is queued.
+    ///
+    /// ```
+    /// use braintrust_core::{current_span, Event};
+    /// // On the no-op span this validates and then does nothing.
+    /// current_span().log(Event::new().output("done")).unwrap();
+    /// assert!(current_span().log(Event::new().score("s", 2.0)).is_err());
+    /// ```
+    pub fn log(&self, event: Event) -> Result<(), ValidationError> {
+        let event = event.validate()?;
+        if let Some(c) = &self.core {
+            if !event.is_empty() {
+                c.update(|p| match &mut p.event {
+                    Some(e) => e.merge_from(event),
+                    None => p.event = Some(event),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs metrics only (e.g. token counts).
+    pub fn log_metrics<K: Into<String>>(&self, metrics: impl IntoIterator<Item = (K, f64)>) {
+        // Metric values are plain floats, so this cannot fail validation.
+        let _ = self.log(Event::new().metrics(metrics));
+    }
+
+    /// Renames the span and/or changes its type (a merge row on `span_attributes`).
+    pub fn set_attributes(&self, name: Option<&str>, span_type: Option<SpanType>) {
+        let mut attrs = Map::new();
+        if let Some(n) = name {
+            attrs.insert("name".into(), Value::String(n.to_string()));
+        }
+        if let Some(t) = span_type {
+            attrs.insert("type".into(), Value::String(t.as_str().into()));
+        }
+        if !attrs.is_empty() {
+            let _ = self.log(Event::new().span_attributes(Value::Object(attrs)));
+        }
+    }
+
+    /// Starts a child span of this one (same trace and container).
+    #[track_caller]
+    pub fn start_span(&self, args: SpanArgs) -> Span {
+        let caller = Location::caller();
+        match &self.core {
+            None => Span::noop(),
+            Some(c) => {
+                let object = c.object.clone();
+                crate::object::start_with_parent(&object, Some(self), args, caller)
+            }
+        }
+    }
+
+    /// Ends the span now and returns the end time (float Unix seconds).
+    /// Idempotent: later calls write nothing and return the current time.
+    pub fn end(&self) -> f64 {
+        self.end_at(now_secs())
+    }
+
+    /// Ends the span at the given float Unix time.
+    pub fn end_at(&self, at: f64) -> f64 {
+        if let Some(c) = &self.core {
+            end_core(c, at);
+        }
+        at
+    }
+
+    /// True once [`end`](Span::end) ran (always true for the no-op span).
+    pub fn is_ended(&self) -> bool {
+        self.core
+            .as_ref()
+            .is_none_or(|c| c.ended.load(Ordering::Acquire))
+    }
+
+    /// The row id (`""` for the no-op span). Use it with `Logger::update_span`.
+    pub fn id(&self) -> String {
+        self.core.as_ref().map(|c| c.row_id.to_string()).unwrap_or_default()
+    }
+
+    /// The span id (`""` for the no-op span).
+    pub fn span_id(&self) -> String {
+        self.core.as_ref().map(|c| c.span_id.to_string()).unwrap_or_default()
+    }
+
+    /// The trace id (`""` for the no-op span).
+    pub fn root_span_id(&self) -> String {
+        self.core
+            .as_ref()
+            .map(|c| c.root_span_id.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The parents' span ids (empty for roots).
+    pub fn span_parents(&self) -> Vec<String> {
+        self.core
+            .as_ref()
+            .and_then(|c| c.parents.as_ref())
+            .map(|p| p.iter().map(|i| i.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Makes this span current on this thread until the guard drops.
+    pub fn enter(&self) -> SpanGuard {
+        SpanGuard::enter(self)
+    }
+
+    /// Runs `f` with this span current.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.enter();
+        f()
+    }
+
+    /// Waits until everything queued by this span's backend is delivered.
+    pub fn flush(&self) -> Result<(), crate::Error> {
+        match &self.core {
+            Some(c) => c.object.state.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// True when both handles are the same span.
+    pub fn same_span(&self, other: &Span) -> bool {
+        match (&self.core, &other.core) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// True when this span is current on this thread.
+    pub fn is_current(&self) -> bool {
+        context::current_span().same_span(self)
+    }
+}

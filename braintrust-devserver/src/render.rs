@@ -1,0 +1,224 @@
+//! Text rendering of traces and the trace summaries used by the viewer.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+fn str_field<'a>(row: &'a Value, field: &str) -> Option<&'a str> {
+    row.get(field).and_then(Value::as_str)
+}
+
+fn metric(row: &Value, name: &str) -> Option<f64> {
+    row.get("metrics").and_then(|m| m.get(name)).and_then(Value::as_f64)
+}
+
+/// The span's display name: `span_attributes.name`, else its id.
+pub(crate) fn span_name(row: &Value) -> String {
+    row.get("span_attributes")
+        .and_then(|a| a.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| str_field(row, "id").map(|id| format!("<{id}>")))
+        .unwrap_or_else(|| "<unnamed>".to_string())
+}
+
+/// The span's type (`span_attributes.type`), if any.
+pub(crate) fn span_type(row: &Value) -> Option<String> {
+    row.get("span_attributes")
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Duration in milliseconds from `metrics.start`/`metrics.end` (Unix seconds).
+pub(crate) fn duration_ms(row: &Value) -> Option<f64> {
+    Some((metric(row, "end")? - metric(row, "start")?) * 1000.0)
+}
+
+/// One line summarising the `error` field, if present and non-null.
+pub(crate) fn error_summary(row: &Value) -> Option<String> {
+    let err = row.get("error")?;
+    let text = match err {
+        Value::Null => return None,
+        Value::String(s) => {
+            let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let pick = if lines.first().is_some_and(|l| l.starts_with("Traceback")) {
+                lines.last()
+            } else {
+                lines.first()
+            };
+            pick.map(|s| s.to_string()).unwrap_or_default()
+        }
+        other => other.to_string(),
+    };
+    Some(truncate(&text, 200))
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max_chars).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn scores_summary(row: &Value) -> Option<String> {
+    let scores = row.get("scores")?.as_object()?;
+    if scores.is_empty() {
+        return None;
+    }
+    Some(
+        scores
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+fn render_line(out: &mut String, row: &Value, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+    out.push_str(&span_name(row));
+    if let Some(t) = span_type(row) {
+        let _ = write!(out, " [{t}]");
+    }
+    match duration_ms(row) {
+        Some(ms) => {
+            let _ = write!(out, " {ms:.1}ms");
+        }
+        None => out.push_str(" (unfinished)"),
+    }
+    if let Some(e) = error_summary(row) {
+        let _ = write!(out, " error: {e}");
+    }
+    if let Some(s) = scores_summary(row) {
+        let _ = write!(out, " scores: {s}");
+    }
+    out.push('\n');
+}
+
+fn parents(row: &Value) -> Vec<&str> {
+    match row.get("span_parents") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Renders the rows of one trace (in stored order) as an indented tree.
+///
+/// Each line is `<indent><name>[ [type]] <duration>ms[ error: <summary>][ scores: k=v, ...]`,
+/// with two spaces of indent per level. Children are ordered by `metrics.start`, then by storage
+/// order. Spans whose parent is not in the trace are shown as extra roots.
+pub(crate) fn render_trace(rows: &[Value]) -> String {
+    let span_ids: Vec<Option<&str>> = rows.iter().map(|r| str_field(r, "span_id")).collect();
+    let by_span: HashMap<&str, usize> = span_ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (s, i)))
+        .collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let parent = parents(row)
+            .into_iter()
+            .find_map(|p| by_span.get(p).copied())
+            .filter(|&p| p != i);
+        match parent {
+            Some(p) => children.entry(p).or_default().push(i),
+            None => roots.push(i),
+        }
+    }
+    let order = |v: &mut Vec<usize>| {
+        v.sort_by(|&a, &b| {
+            let sa = metric(&rows[a], "start").unwrap_or(f64::INFINITY);
+            let sb = metric(&rows[b], "start").unwrap_or(f64::INFINITY);
+            sa.partial_cmp(&sb)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(&b))
+        })
+    };
+    order(&mut roots);
+    for v in children.values_mut() {
+        order(v);
+    }
+    let mut out = String::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&r| (r, 0)).collect();
+    while let Some((i, depth)) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        render_line(&mut out, &rows[i], depth);
+        if let Some(kids) = children.get(&i) {
+            for &k in kids.iter().rev() {
+                stack.push((k, depth + 1));
+            }
+        }
+    }
+    // Rows caught in a parent cycle are never reached from a root: show them flat.
+    for (i, row) in rows.iter().enumerate() {
+        if !seen.contains(&i) {
+            render_line(&mut out, row, 0);
+        }
+    }
+    out
+}
+
+/// Summary of a trace root for `GET /dev/api/traces`.
+pub(crate) fn trace_summary(root: &Value, span_count: i64) -> Value {
+    let mut m = Map::new();
+    for k in [
+        "root_span_id",
+        "id",
+        "span_id",
+        "project_id",
+        "experiment_id",
+        "log_id",
+        "created",
+    ] {
+        if let Some(v) = root.get(k) {
+            m.insert(k.to_string(), v.clone());
+        }
+    }
+    m.insert("name".into(), json!(span_name(root)));
+    m.insert("type".into(), json!(span_type(root)));
+    m.insert("start".into(), json!(metric(root, "start")));
+    m.insert("end".into(), json!(metric(root, "end")));
+    m.insert("duration_ms".into(), json!(duration_ms(root)));
+    m.insert("error".into(), json!(error_summary(root)));
+    m.insert(
+        "scores".into(),
+        root.get("scores").cloned().unwrap_or(Value::Null),
+    );
+    m.insert("span_count".into(), json!(span_count));
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_nested_tree() {
+        let rows = vec![
+            json!({"id":"a","span_id":"s1","root_span_id":"t","span_parents":null,
+                   "span_attributes":{"name":"root","type":"task"},
+                   "metrics":{"start":1.0,"end":1.5}}),
+            json!({"id":"c","span_id":"s3","root_span_id":"t","span_parents":["s1"],
+                   "span_attributes":{"name":"second"},
+                   "metrics":{"start":1.2,"end":1.3},"error":"boom\n\ncaused by x"}),
+            json!({"id":"b","span_id":"s2","root_span_id":"t","span_parents":["s1"],
+                   "span_attributes":{"name":"first","type":"llm"},
+                   "metrics":{"start":1.1,"end":1.15},"scores":{"acc":1,"skip":null}}),
+        ];
+        assert_eq!(
+            render_trace(&rows),
+            "root [task] 500.0ms\n  first [llm] 50.0ms scores: acc=1, skip=null\n  second 100.0ms error: boom\n"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! braintrust-openai
