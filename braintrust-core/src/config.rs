@@ -50,7 +50,10 @@ impl fmt::Debug for HttpOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("proxy", &self.proxy.as_ref().map(|_| "<set>"))
             .field("root_certificates", &self.root_certificates_pem.len())
-            .field("identity", &self.identity_pem.as_ref().map(|_| "<redacted>"))
+            .field(
+                "identity",
+                &self.identity_pem.as_ref().map(|_| "<redacted>"),
+            )
             .field(
                 "default_headers",
                 &self
@@ -248,7 +251,8 @@ impl Config {
     /// Defaults, then every documented environment variable that is set.
     pub fn from_env() -> Self {
         let mut c = Config::default();
-        c.api_key = env_str("BRAINTRUST_API_KEY").map(|k| k.trim_end_matches(['\n', '\r']).to_string());
+        c.api_key =
+            env_str("BRAINTRUST_API_KEY").map(|k| k.trim_end_matches(['\n', '\r']).to_string());
         if let Some(v) = env_str("BRAINTRUST_APP_URL") {
             c.app_url = v;
         }
@@ -292,7 +296,8 @@ impl Config {
         if let Some(d) = env_secs("BRAINTRUST_QUEUE_DROP_LOGGING_PERIOD") {
             c.drop_logging_period = d;
         }
-        c.failed_payloads_dir = env_str("BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
+        c.failed_payloads_dir =
+            env_str("BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
         c.all_payloads_dir = env_str("BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
         c.lifecycle = LifecyclePolicy::from_env();
         c

@@ -55,7 +55,11 @@ impl SpanGuard {
         let prev = if span.is_noop() && !has_current() {
             None
         } else {
-            set_current(if span.is_noop() { None } else { Some(span.clone()) })
+            set_current(if span.is_noop() {
+                None
+            } else {
+                Some(span.clone())
+            })
         };
         SpanGuard {
             prev,

@@ -241,7 +241,10 @@ impl Event {
     /// `id` and unknown fields are rejected.
     pub fn from_json(v: Value) -> Result<Event, ValidationError> {
         let Value::Object(map) = v else {
-            return Err(ValidationError::new("event", "an event must be a JSON object"));
+            return Err(ValidationError::new(
+                "event",
+                "an event must be a JSON object",
+            ));
         };
         if map.contains_key("input") && map.contains_key("inputs") {
             return Err(ValidationError::new(
@@ -306,8 +309,12 @@ impl Event {
                 for (k, v) in m {
                     e = match v {
                         Value::Number(n) => e.metric(k, n.as_f64().unwrap_or(f64::NAN)),
-                        Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => {
-                            e.metrics.get_or_insert_with(Map::new).insert(k, Value::String(s));
+                        Value::String(s)
+                            if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") =>
+                        {
+                            e.metrics
+                                .get_or_insert_with(Map::new)
+                                .insert(k, Value::String(s));
                             e
                         }
                         _ => e.reject(ValidationError::new(
@@ -318,7 +325,10 @@ impl Event {
                 }
                 e
             }
-            _ => self.reject(ValidationError::new("metrics", "metrics must be a dictionary")),
+            _ => self.reject(ValidationError::new(
+                "metrics",
+                "metrics must be a dictionary",
+            )),
         }
     }
 
@@ -329,7 +339,10 @@ impl Event {
                 for item in items {
                     match item {
                         Value::String(s) => strings.push(s),
-                        _ => return self.reject(ValidationError::new("tags", "tags must be strings")),
+                        _ => {
+                            return self
+                                .reject(ValidationError::new("tags", "tags must be strings"))
+                        }
                     }
                 }
                 self.tags(strings)
@@ -480,7 +493,10 @@ mod tests {
             .score("c", 0.5)
             .validate()
             .unwrap();
-        assert_eq!(e.scores.unwrap(), json!({"a":1,"b":null,"c":0.5}).as_object().unwrap().clone());
+        assert_eq!(
+            e.scores.unwrap(),
+            json!({"a":1,"b":null,"c":0.5}).as_object().unwrap().clone()
+        );
         let err = Event::new().score("x", f64::NAN).validate().unwrap_err();
         assert_eq!(err.field, "scores.x");
         let err = Event::from_json(json!({"scores": {"x": "high"}})).unwrap_err();
@@ -492,7 +508,10 @@ mod tests {
     #[test]
     fn metrics_metadata_tags_and_id() {
         let err = Event::from_json(json!({"metrics": {"t": "x"}})).unwrap_err();
-        assert_eq!(err.to_string(), "invalid `metrics.t`: metric values must be numbers");
+        assert_eq!(
+            err.to_string(),
+            "invalid `metrics.t`: metric values must be numbers"
+        );
         let err = Event::new().metadata(json!([1])).validate().unwrap_err();
         assert_eq!(err.field, "metadata");
         let err = Event::new().tags(["a", "a"]).validate().unwrap_err();

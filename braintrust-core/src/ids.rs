@@ -43,7 +43,10 @@ impl Id {
     }
     /// Parses text into the most compact form that formats back to the same text.
     pub fn parse(s: &str) -> Id {
-        let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lower_hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
         if s.len() == 16 && lower_hex(s) {
             if let Ok(v) = u64::from_str_radix(s, 16) {
                 return Id::Hex64(v);

@@ -21,6 +21,8 @@ mod object;
 mod propagation;
 mod span;
 mod state;
+pub mod task;
+pub mod traced;
 pub mod w3c;
 
 pub use config::{Config, HttpOptions, QueueFullPolicy};
@@ -38,6 +40,9 @@ pub use propagation::{extract, permalink, update_span};
 pub use span::{now_secs, Parent, Span, SpanArgs, SpanType};
 pub use state::{LoginInfo, MaskingFunction, State, Stats};
 pub use w3c::{Carrier, TraceContext};
+// Re-exports of the `task` and `traced` modules (owned by their modules).
+pub use task::*;
+pub use traced::*;
 
 /// Flushes every backend in the process: blocks until everything queued
 /// before the call is delivered or has failed for good (the error).

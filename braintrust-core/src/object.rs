@@ -51,18 +51,14 @@ impl ObjectInner {
         let resolved = OnceLock::new();
         match &spec {
             ObjectSpec::Known { id } => {
-                let _ = resolved.set(Resolved {
-                    id: id.clone(),
-                });
+                let _ = resolved.set(Resolved { id: id.clone() });
             }
             ObjectSpec::Project {
                 name: Some(_),
                 id: Some(id),
             } => {
                 // With both, the official SDKs make no call and trust them.
-                let _ = resolved.set(Resolved {
-                    id: id.clone(),
-                });
+                let _ = resolved.set(Resolved { id: id.clone() });
             }
             _ => {}
         }
@@ -116,8 +112,14 @@ impl ObjectInner {
             let mut args = Map::new();
             match &self.spec {
                 ObjectSpec::Project { name, id } => {
-                    args.insert("project_name".into(), name.clone().map_or(Value::Null, Value::String));
-                    args.insert("project_id".into(), id.clone().map_or(Value::Null, Value::String));
+                    args.insert(
+                        "project_name".into(),
+                        name.clone().map_or(Value::Null, Value::String),
+                    );
+                    args.insert(
+                        "project_id".into(),
+                        id.clone().map_or(Value::Null, Value::String),
+                    );
                 }
                 ObjectSpec::Experiment { .. } | ObjectSpec::Known { .. } => {
                     // Experiments cannot be named by compute args (spec §7.5):
@@ -185,7 +187,9 @@ pub struct ExperimentOptions {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("config", self.config()).finish()
+        f.debug_struct("State")
+            .field("config", self.config())
+            .finish()
     }
 }
 

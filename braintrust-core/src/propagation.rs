@@ -23,19 +23,29 @@ pub(crate) fn object_for_parent(
     match parent? {
         Parent::Span(s) => s.core().map(|c| c.object.clone()),
         Parent::Root => fallback,
-        Parent::Slug(slug) => match SpanComponents::parse(slug) {
-            Ok(c) => Some(object_from_components(state, &c)),
-            Err(e) => {
-                crate::diagnostics::warn_once(
+        Parent::Slug(slug) => {
+            match SpanComponents::parse(slug) {
+                Ok(c) => Some(object_from_components(state, &c)),
+                Err(e) => {
+                    crate::diagnostics::warn_once(
                     "bad-parent-slug",
                     &format!("braintrust: ignoring an invalid parent slug ({e}); starting a new trace"),
                 );
-                fallback
+                    fallback
+                }
             }
-        },
-        Parent::W3c(ctx) => match ctx.braintrust_parent().as_deref().and_then(BraintrustParent::parse) {
-            Some(BraintrustParent::ProjectId(id)) => Some(known(state, ObjectType::ProjectLogs, &id)),
-            Some(BraintrustParent::ExperimentId(id)) => Some(known(state, ObjectType::Experiment, &id)),
+        }
+        Parent::W3c(ctx) => match ctx
+            .braintrust_parent()
+            .as_deref()
+            .and_then(BraintrustParent::parse)
+        {
+            Some(BraintrustParent::ProjectId(id)) => {
+                Some(known(state, ObjectType::ProjectLogs, &id))
+            }
+            Some(BraintrustParent::ExperimentId(id)) => {
+                Some(known(state, ObjectType::Experiment, &id))
+            }
             Some(BraintrustParent::ProjectName(name)) => Some(ObjectInner::new(
                 state.clone(),
                 ObjectType::ProjectLogs,
@@ -58,7 +68,11 @@ pub(crate) fn object_for_parent(
 }
 
 fn known(state: &State, kind: ObjectType, id: &str) -> Arc<ObjectInner> {
-    ObjectInner::new(state.clone(), kind, ObjectSpec::Known { id: id.to_string() })
+    ObjectInner::new(
+        state.clone(),
+        kind,
+        ObjectSpec::Known { id: id.to_string() },
+    )
 }
 
 fn object_from_components(state: &State, c: &SpanComponents) -> Arc<ObjectInner> {
@@ -230,7 +244,9 @@ fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -289,7 +305,9 @@ pub fn permalink(slug: &str, state: Option<&State>) -> String {
 pub fn update_span(exported: &str, event: Event, state: Option<&State>) -> Result<(), Error> {
     let event = event.validate()?;
     let comps = SpanComponents::parse(exported)?;
-    let (Some(row_id), Some(span_id), Some(root)) = (&comps.row_id, &comps.span_id, &comps.root_span_id) else {
+    let (Some(row_id), Some(span_id), Some(root)) =
+        (&comps.row_id, &comps.span_id, &comps.root_span_id)
+    else {
         return Err(Error::Validation(crate::ValidationError::new(
             "exported",
             "the slug must name a span (row_id, span_id and root_span_id)",

@@ -268,6 +268,9 @@ pub(crate) struct Pending {
     pub end: Option<f64>,
     /// An entry for this span is in the queue.
     pub queued: bool,
+    /// The span's entry was dropped (queue full): later writes are dropped
+    /// too, and the span was counted once.
+    pub dropped: bool,
 }
 
 impl SpanCore {
@@ -275,6 +278,9 @@ impl SpanCore {
     pub(crate) fn update(self: &Arc<Self>, f: impl FnOnce(&mut Pending)) {
         let enqueue = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.dropped {
+                return;
+            }
             f(&mut p);
             !std::mem::replace(&mut p.queued, true)
         };
@@ -283,10 +289,20 @@ impl SpanCore {
         }
     }
 
-    /// Takes the unsent writes (logger thread, or a drop after a full queue).
+    /// Takes the unsent writes (logger thread).
     pub(crate) fn take_pending(&self) -> Pending {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *p)
+    }
+
+    /// The queue had no room for this span: drop its writes, now and later.
+    pub(crate) fn mark_dropped(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *p = Pending {
+            dropped: true,
+            queued: true,
+            ..Pending::default()
+        };
     }
 }
 
@@ -403,7 +419,12 @@ impl Span {
                         }
                     }
                 }
-                (l.root_span_id, Some(Arc::from(parents)), l.propagated, l.trace_flags)
+                (
+                    l.root_span_id,
+                    Some(Arc::from(parents)),
+                    l.propagated,
+                    l.trace_flags,
+                )
             }
             None => {
                 let root = if legacy {
@@ -427,7 +448,11 @@ impl Span {
         } else {
             None
         });
-        let name = args.name.or(if is_root { Some(Cow::Borrowed("root")) } else { None });
+        let name = args.name.or(if is_root {
+            Some(Cow::Borrowed("root"))
+        } else {
+            None
+        });
         let core = Arc::new(SpanCore {
             object: object.clone(),
             row_id,
@@ -542,12 +567,18 @@ impl Span {
 
     /// The row id (`""` for the no-op span). Use it with `Logger::update_span`.
     pub fn id(&self) -> String {
-        self.core.as_ref().map(|c| c.row_id.to_string()).unwrap_or_default()
+        self.core
+            .as_ref()
+            .map(|c| c.row_id.to_string())
+            .unwrap_or_default()
     }
 
     /// The span id (`""` for the no-op span).
     pub fn span_id(&self) -> String {
-        self.core.as_ref().map(|c| c.span_id.to_string()).unwrap_or_default()
+        self.core
+            .as_ref()
+            .map(|c| c.span_id.to_string())
+            .unwrap_or_default()
     }
 
     /// The trace id (`""` for the no-op span).

@@ -174,7 +174,11 @@ impl State {
 
     /// The login result, once the background login has happened.
     pub fn login_info(&self) -> Option<LoginInfo> {
-        self.0.login.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .login
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Logs in now (blocking) and returns the result. Repeat calls reuse it.
@@ -238,7 +242,10 @@ impl State {
                         continue;
                     }
                     back.discard();
-                    inner.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .counters
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
                     self.report_drops_throttled();
                     return;
                 }
@@ -249,7 +256,11 @@ impl State {
     /// Reports queue drops on stderr at most once per drop-logging period.
     pub(crate) fn report_drops_throttled(&self) {
         let period = self.0.config.drop_logging_period;
-        let mut last = self.0.last_drop_report.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .0
+            .last_drop_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < period) {
             return;
@@ -273,7 +284,11 @@ impl State {
         }
         self.ensure_started();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let ctrl = self.0.ctrl.get().ok_or_else(|| Error::Logger("not started".into()))?;
+        let ctrl = self
+            .0
+            .ctrl
+            .get()
+            .ok_or_else(|| Error::Logger("not started".into()))?;
         ctrl.send(make(tx))
             .map_err(|_| Error::Logger("the logger thread has stopped".into()))?;
         rx.recv()
@@ -317,7 +332,11 @@ impl State {
         }
         self.ensure_started();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let ctrl = self.0.ctrl.get().ok_or_else(|| Error::Logger("not started".into()))?;
+        let ctrl = self
+            .0
+            .ctrl
+            .get()
+            .ok_or_else(|| Error::Logger("not started".into()))?;
         ctrl.send(Cmd::Flush {
             done: Responder::Async(tx),
             deadline,
@@ -427,7 +446,9 @@ impl State {
                 .as_ref()
                 .ok()
                 .and_then(logger::retry_after)
-                .unwrap_or_else(|| Duration::from_secs_f64((0.5 * 2f64.powi(attempt as i32 - 1)).min(10.0)));
+                .unwrap_or_else(|| {
+                    Duration::from_secs_f64((0.5 * 2f64.powi(attempt as i32 - 1)).min(10.0))
+                });
             tokio::time::sleep(wait.min(cfg.retry_base_delay * 10)).await;
         };
         let resp = resp.map_err(|e| Error::Http {
@@ -461,14 +482,12 @@ impl State {
         }
         let login = self.ensure_login().await?;
         let resolved = match &object.spec {
-            ObjectSpec::Known { id } => Resolved {
-                id: id.clone(),
-            },
+            ObjectSpec::Known { id } => Resolved { id: id.clone() },
             ObjectSpec::Project { name, id } => {
-                let p = self.register_project(&login, name.as_deref(), id.as_deref()).await?;
-                Resolved {
-                    id: p.0.clone(),
-                }
+                let p = self
+                    .register_project(&login, name.as_deref(), id.as_deref())
+                    .await?;
+                Resolved { id: p.0.clone() }
             }
             ObjectSpec::Experiment {
                 project_name,
@@ -498,7 +517,12 @@ impl State {
                     body.insert("tags".into(), serde_json::json!(t));
                 }
                 let v = self
-                    .api_json(&login, reqwest::Method::POST, "v1/experiment", Some(Value::Object(body)))
+                    .api_json(
+                        &login,
+                        reqwest::Method::POST,
+                        "v1/experiment",
+                        Some(Value::Object(body)),
+                    )
                     .await?;
                 let id = v
                     .get("id")
@@ -507,9 +531,7 @@ impl State {
                         context: "POST /v1/experiment".into(),
                         message: "response has no id".into(),
                     })?;
-                Resolved {
-                    id: id.to_string(),
-                }
+                Resolved { id: id.to_string() }
             }
         };
         let _ = object.resolved.set(resolved.clone());
@@ -526,7 +548,12 @@ impl State {
             (Some(n), Some(i)) => Ok((i.to_string(), n.to_string())),
             (None, Some(i)) => {
                 let v = self
-                    .api_json(login, reqwest::Method::GET, &format!("v1/project/{i}"), None)
+                    .api_json(
+                        login,
+                        reqwest::Method::GET,
+                        &format!("v1/project/{i}"),
+                        None,
+                    )
                     .await?;
                 let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
                 Ok((i.to_string(), name.to_string()))
@@ -537,10 +564,13 @@ impl State {
                 let v = self
                     .api_json(login, reqwest::Method::POST, "v1/project", Some(body))
                     .await?;
-                let id = v.get("id").and_then(Value::as_str).ok_or_else(|| Error::Http {
-                    context: "POST /v1/project".into(),
-                    message: "response has no id".into(),
-                })?;
+                let id = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Error::Http {
+                        context: "POST /v1/project".into(),
+                        message: "response has no id".into(),
+                    })?;
                 Ok((id.to_string(), n.to_string()))
             }
         }
@@ -589,7 +619,9 @@ fn parse_login(v: &Value, cfg: &Config) -> Result<LoginInfo, Error> {
         .ok_or_else(|| Error::Organization("login response has no org_info array".into()))?
         .iter()
         .filter_map(Value::as_object)
-        .filter(|o| o.get("id").is_some_and(Value::is_string) && o.get("name").is_some_and(Value::is_string))
+        .filter(|o| {
+            o.get("id").is_some_and(Value::is_string) && o.get("name").is_some_and(Value::is_string)
+        })
         .collect();
     if orgs.is_empty() {
         return Err(Error::Organization(
@@ -632,7 +664,11 @@ fn parse_login(v: &Value, cfg: &Config) -> Result<LoginInfo, Error> {
 }
 
 pub(crate) fn join_url(base: &str, path: &str) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
 }
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {
@@ -686,7 +722,8 @@ fn build_client(cfg: &Config) -> Result<reqwest::Client, String> {
     if let Some(pem) = &h.identity_pem {
         b = b.identity(reqwest::Identity::from_pem(pem).map_err(|e| format!("identity: {e}"))?);
     }
-    b.build().map_err(|e| format!("building the HTTP client: {e}"))
+    b.build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
 #[cfg(test)]
@@ -705,10 +742,17 @@ mod tests {
         assert_eq!((l.org_id.as_str(), l.api_url.as_str()), ("1", "http://a"));
         let l = parse_login(&v, &Config::default().org_name("b")).unwrap();
         assert_eq!(l.api_url, "http://b");
-        let l = parse_login(&v, &Config::default().org_name("b").api_url("http://override")).unwrap();
+        let l = parse_login(
+            &v,
+            &Config::default().org_name("b").api_url("http://override"),
+        )
+        .unwrap();
         assert_eq!(l.api_url, "http://override");
         let e = parse_login(&v, &Config::default().org_name("c")).unwrap_err();
-        assert_eq!(e.to_string(), "Organization c not found. Must be one of a, b");
+        assert_eq!(
+            e.to_string(),
+            "Organization c not found. Must be one of a, b"
+        );
         let e = parse_login(&json!({"org_info": []}), &Config::default()).unwrap_err();
         assert_eq!(e.to_string(), "This user is not part of any organizations.");
     }

@@ -575,15 +575,27 @@ mod tests {
 
     #[test]
     fn format_traceparent_flag_fallback() {
-        assert_eq!(format_traceparent(TRACE, SPAN, "00"), format!("00-{TRACE}-{SPAN}-00"));
-        assert_eq!(format_traceparent(TRACE, SPAN, "zz"), format!("00-{TRACE}-{SPAN}-01"));
-        assert_eq!(format_traceparent(TRACE, SPAN, "1"), format!("00-{TRACE}-{SPAN}-01"));
+        assert_eq!(
+            format_traceparent(TRACE, SPAN, "00"),
+            format!("00-{TRACE}-{SPAN}-00")
+        );
+        assert_eq!(
+            format_traceparent(TRACE, SPAN, "zz"),
+            format!("00-{TRACE}-{SPAN}-01")
+        );
+        assert_eq!(
+            format_traceparent(TRACE, SPAN, "1"),
+            format!("00-{TRACE}-{SPAN}-01")
+        );
     }
 
     #[test]
     fn baggage_value_codec() {
         assert_eq!(encode_baggage_value("a-Z_0.~"), "a-Z_0.~");
-        assert_eq!(encode_baggage_value("a:b c+d,e;f=g%/"), "a%3Ab%20c%2Bd%2Ce%3Bf%3Dg%25%2F");
+        assert_eq!(
+            encode_baggage_value("a:b c+d,e;f=g%/"),
+            "a%3Ab%20c%2Bd%2Ce%3Bf%3Dg%25%2F"
+        );
         assert_eq!(encode_baggage_value("😀"), "%F0%9F%98%80");
         assert_eq!(decode_baggage_value("%F0%9F%98%80"), "😀");
         assert_eq!(decode_baggage_value("a+b%20c%2bd"), "a+b c+d");
@@ -607,7 +619,9 @@ mod tests {
         assert_eq!(members[62], "k62=v");
         assert_eq!(members[63], "braintrust.parent=project_id%3Ap");
         // Byte limit: whole members only, ours always kept.
-        let big: Vec<String> = (0..10).map(|i| format!("k{i}={}", "x".repeat(1000))).collect();
+        let big: Vec<String> = (0..10)
+            .map(|i| format!("k{i}={}", "x".repeat(1000)))
+            .collect();
         let out = merge_baggage(Some(&big.join(",")), "project_id:p");
         assert!(out.len() <= MAX_BAGGAGE_BYTES);
         assert!(out.ends_with(",braintrust.parent=project_id%3Ap"));
@@ -631,10 +645,16 @@ mod tests {
         assert_eq!(merge_baggage(None, ""), "");
         assert_eq!(merge_baggage(Some(" , novalue ,a=b , "), ""), "a=b");
         assert_eq!(
-            merge_baggage(Some("braintrust%2Eparent=x;p, braintrust.parent =y,k=v"), ""),
+            merge_baggage(
+                Some("braintrust%2Eparent=x;p, braintrust.parent =y,k=v"),
+                ""
+            ),
             "k=v"
         );
-        assert_eq!(merge_baggage(Some("k=v;braintrust.parent=z"), "x"), "k=v;braintrust.parent=z,braintrust.parent=x");
+        assert_eq!(
+            merge_baggage(Some("k=v;braintrust.parent=z"), "x"),
+            "k=v;braintrust.parent=z,braintrust.parent=x"
+        );
     }
 
     #[test]
@@ -654,7 +674,10 @@ mod tests {
         let huge = format!("a={},braintrust.parent=x", "y".repeat(9000));
         assert_eq!(baggage_braintrust_parent(&huge), None);
         assert_eq!(cap_baggage(&huge), "");
-        assert_eq!(baggage_braintrust_parent("braintrust.parent=experiment_id%3Ae"), Some("experiment_id:e".into()));
+        assert_eq!(
+            baggage_braintrust_parent("braintrust.parent=experiment_id%3Ae"),
+            Some("experiment_id:e".into())
+        );
     }
 
     #[test]
@@ -700,7 +723,10 @@ mod tests {
         let mut m: BTreeMap<String, String> = BTreeMap::new();
         m.insert("TRACEPARENT".into(), format!("00-{TRACE}-{SPAN}-01"));
         m.insert("Traceparent".into(), "garbage".into());
-        assert_eq!(Carrier::get(&m, "traceparent").unwrap(), format!("00-{TRACE}-{SPAN}-01"));
+        assert_eq!(
+            Carrier::get(&m, "traceparent").unwrap(),
+            format!("00-{TRACE}-{SPAN}-01")
+        );
         m.insert("traceparent".into(), "exact".into());
         assert_eq!(Carrier::get(&m, "traceparent").unwrap(), "exact");
         inject_into(&mut m, TRACE, SPAN, "01", None);
@@ -726,7 +752,13 @@ mod tests {
         inject_into(&mut h, uuid, uuid, "01", Some("project_id:p"));
         inject_into(&mut h, &"0".repeat(32), SPAN, "01", Some("project_id:p"));
         inject_into(&mut h, TRACE, &"0".repeat(16), "01", Some("project_id:p"));
-        inject_into(&mut h, &TRACE.to_uppercase(), SPAN, "01", Some("project_id:p"));
+        inject_into(
+            &mut h,
+            &TRACE.to_uppercase(),
+            SPAN,
+            "01",
+            Some("project_id:p"),
+        );
         assert_eq!(h.len(), 1);
         assert_eq!(h["baggage"], "a=b");
     }

@@ -37,7 +37,10 @@ fn components(v: &Value) -> SpanComponents {
     let object_type: ObjectType = v["object_type"].as_str().unwrap().parse().unwrap();
     if let Some(n) = v.get("object_type_enum") {
         assert_eq!(u64::from(object_type.as_u8()), n.as_u64().unwrap());
-        assert_eq!(ObjectType::try_from(n.as_u64().unwrap() as u8).unwrap(), object_type);
+        assert_eq!(
+            ObjectType::try_from(n.as_u64().unwrap() as u8).unwrap(),
+            object_type
+        );
     }
     SpanComponents {
         object_type,
@@ -69,7 +72,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn raw_hex(slug: &str) -> String {
-    hex(&base64::engine::general_purpose::STANDARD.decode(slug).unwrap())
+    hex(&base64::engine::general_purpose::STANDARD
+        .decode(slug)
+        .unwrap())
 }
 
 fn check_raw_bytes(case: &Value) {
@@ -167,13 +172,24 @@ fn v3_non_ascii_tail_uses_python_escapes() {
         .find(|c| c["description"].as_str().unwrap().contains("non-ASCII"))
         .unwrap();
     let slug = case["slug"].as_str().unwrap();
-    let raw = base64::engine::general_purpose::STANDARD.decode(slug).unwrap();
-    assert!(String::from_utf8(raw).unwrap().contains(r#""Caf\u00e9 \u2603""#));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(slug)
+        .unwrap();
+    assert!(String::from_utf8(raw)
+        .unwrap()
+        .contains(r#""Caf\u00e9 \u2603""#));
     assert_eq!(components(&case["input"]).to_v3_string(), slug);
     // The same tail through the V4 writer uses the same escapes.
     let v4 = components(&case["input"]).to_v4_string();
-    let raw4 = base64::engine::general_purpose::STANDARD.decode(&v4).unwrap();
-    assert_eq!(&raw4[3..], &base64::engine::general_purpose::STANDARD.decode(slug).unwrap()[3..]);
+    let raw4 = base64::engine::general_purpose::STANDARD
+        .decode(&v4)
+        .unwrap();
+    assert_eq!(
+        &raw4[3..],
+        &base64::engine::general_purpose::STANDARD
+            .decode(slug)
+            .unwrap()[3..]
+    );
 }
 
 #[test]
@@ -188,8 +204,14 @@ fn legacy_v1_v2_decode() {
         let decoded = SpanComponents::parse(slug).unwrap_or_else(|e| panic!("{desc}: {e:?}"));
         assert_eq!(to_json(&decoded), case["decoded"], "{desc}");
         // Re-exporting a legacy slug gives an equivalent modern one.
-        assert_eq!(SpanComponents::parse(&decoded.to_v4_string()).unwrap(), decoded);
-        assert_eq!(SpanComponents::parse(&decoded.to_v3_string()).unwrap(), decoded);
+        assert_eq!(
+            SpanComponents::parse(&decoded.to_v4_string()).unwrap(),
+            decoded
+        );
+        assert_eq!(
+            SpanComponents::parse(&decoded.to_v3_string()).unwrap(),
+            decoded
+        );
     }
 }
 
@@ -216,9 +238,14 @@ fn w3c_vector_child_export_decodes_as_v4() {
     let child = &v["inject_extract"][1]["child_export_decoded"];
     let c = components(child);
     let slug = c.to_v4_string();
-    let raw = base64::engine::general_purpose::STANDARD.decode(&slug).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&slug)
+        .unwrap();
     assert_eq!(&raw[..4], &[4, 2, 2, 3]);
-    assert_eq!(to_json(&SpanComponents::parse(&slug).unwrap())["span_id"], child["span_id"]);
+    assert_eq!(
+        to_json(&SpanComponents::parse(&slug).unwrap())["span_id"],
+        child["span_id"]
+    );
     assert_eq!(c.to_export_string(), slug);
 }
 
@@ -232,8 +259,14 @@ fn json_leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
+        // serde_json without its `float_roundtrip` feature may parse extreme
+        // floats 1 ULP off; that is the parser, not the slug format.
         any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
+            .prop_filter("finite, parsed back exactly by serde_json", |f| {
+                f.is_finite()
+                    && serde_json::from_str::<f64>(&serde_json::to_string(f).unwrap()).ok()
+                        == Some(*f)
+            })
             .prop_map(Value::from),
         any::<String>().prop_map(Value::String),
     ]
@@ -342,7 +375,9 @@ proptest! {
         let raw = base64::engine::general_purpose::STANDARD.decode(&slug).unwrap();
         prop_assert_eq!(raw[0], 4);
         prop_assert_eq!(raw[2], if c.row_id.is_some() { 2 } else { 0 });
-        prop_assert!(raw.is_ascii());
+        // The JSON tail after the packed ids is pure ASCII (Python escapes).
+        let packed = if c.row_id.is_some() { 9 + 17 } else { 0 };
+        prop_assert!(raw[3 + packed..].is_ascii());
         prop_assert_eq!(SpanComponents::parse(&slug).unwrap(), c);
     }
 
@@ -435,7 +470,8 @@ fn check_parse_result(slug: &str) -> Result<(), TestCaseError> {
             prop_assert_eq!(again, normalized(c));
         }
         Err(e) => {
-            prop_assert!(matches!(e, SlugError::InvalidEncoding { .. }));
+            let is_decode_error = matches!(e, SlugError::InvalidEncoding { .. });
+            prop_assert!(is_decode_error);
             prop_assert_eq!(e.to_string(), INVALID_ENCODING_MESSAGE);
         }
     }

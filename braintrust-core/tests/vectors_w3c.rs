@@ -290,7 +290,8 @@ proptest! {
         prop_assert_eq!(tp.span_id, span);
         prop_assert_eq!(ctx.braintrust_parent(), Some(parent));
         if let Some(o) = other {
-            prop_assert!(ctx.baggage.unwrap().starts_with(&format!("{o},")));
+            let prefix = format!("{o},");
+            prop_assert!(ctx.baggage.unwrap().starts_with(&prefix));
         }
     }
 }

@@ -1,0 +1,1 @@
+//! Carrying the current span into spawned tasks, blocking pools and threads.

@@ -1,0 +1,1 @@
+//! Runtime support for `#[traced]` and the closure forms `traced(...)`.
