@@ -569,3 +569,38 @@ impl Store {
         Ok(found.map(|(ct, s)| (ct, parse(&s))))
     }
 }
+
+#[cfg(test)]
+mod perf_probe {
+    use super::*;
+    #[test]
+    fn probe() {
+        let rows: Vec<String> = (0..20000)
+            .map(|n| {
+                json!({"id": format!("row-{n}"), "span_id": format!("s{n}"),
+                       "root_span_id": format!("t{}", n / 10), "span_parents": null,
+                       "project_id": "p", "log_id": "g", "_is_merge": false,
+                       "created": "2026-01-01T00:00:00Z", "metrics": {"start": 1.0, "end": 2.0},
+                       "span_attributes": {"name": "span", "type": "task", "exec_counter": n},
+                       "input": {"question": "what is the answer?", "n": n},
+                       "output": {"answer": 42}, "metadata": {"model": "gpt"}})
+                .to_string()
+            })
+            .collect();
+        let bodies: Vec<String> = rows.chunks(100).map(|c| format!("{{\"rows\": [{}], \"api_version\": 2}}", c.join(","))).collect();
+        let store = Store::open(None).unwrap();
+        let t = std::time::Instant::now();
+        let mut parsed = Vec::new();
+        for b in &bodies {
+            let v: Value = serde_json::from_str(b).unwrap();
+            parsed.push(v);
+        }
+        let tp = t.elapsed();
+        let t = std::time::Instant::now();
+        for mut v in parsed {
+            let rows = match v["rows"].take() { Value::Array(a) => a, _ => panic!() };
+            store.ingest(rows).unwrap();
+        }
+        eprintln!("parse {:?} ingest {:?}", tp, t.elapsed());
+    }
+}
