@@ -875,7 +875,7 @@ fn python_float_repr(v: f64) -> String {
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if exp < -4 || exp >= 16 {
+    if !(-4..16).contains(&exp) {
         let exp_sign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{mantissa}e{exp_sign}{:02}", exp.unsigned_abs())
     } else {

@@ -28,6 +28,17 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Takes the entry's writes and tells whether it had any (a row to send).
+    fn has_rows(self) -> bool {
+        match self {
+            Op::Row(..) => true,
+            Op::Span(core) => {
+                let p = core.take_pending();
+                p.start.is_some() || p.event.is_some() || p.end.is_some()
+            }
+        }
+    }
+
     /// Drops an entry that did not fit in the queue. Its span's writes are
     /// dropped with it (and counted by the caller), never left half-queued.
     pub(crate) fn discard(self) {
@@ -196,7 +207,12 @@ impl Worker {
             if ops.is_empty() {
                 break;
             }
-            if let Some((n, m)) = self.send_ops(ops).await {
+            // Counted as in flight until this batch of entries is settled; if
+            // the round is abandoned at a deadline, the guard counts them lost.
+            let guard = InFlight::new(&self.state, ops.len() as u64);
+            let r = self.send_ops(ops).await;
+            guard.settle();
+            if let Some((n, m)) = r {
                 let total = lost.as_ref().map_or(0, |l| l.0) + n;
                 lost = Some((total, m));
             }
@@ -233,42 +249,16 @@ impl Worker {
             Some(None) => Ok(()),
             Some(Some((rows, message))) => Err(Error::Delivery { rows, message }),
             None => {
-                let undelivered = self.abandon_queue();
+                // The abandoned round's guard has already counted its entries.
+                let abandoned = self.state.0.counters.abandoned.swap(0, Ordering::AcqRel);
+                let undelivered =
+                    abandon_queue(&self.state, Instant::now() + EXIT_WRITE_BUDGET) + abandoned;
                 Err(Error::Timeout {
-                    waited_ms: deadline.map_or(0, |d| {
-                        d.saturating_duration_since(Instant::now()).as_millis()
-                    }),
+                    waited_ms: 0,
                     undelivered,
                 })
             }
         }
-    }
-
-    /// At a deadline: what is still queued is written to the failed-payload
-    /// directory (when set) and counted as failed.
-    fn abandon_queue(&mut self) -> u64 {
-        let ops = self.drain();
-        let rows: Vec<Row> = ops
-            .into_iter()
-            .filter_map(|op| op_to_row(op).map(|(_, r)| r))
-            .collect();
-        let n = rows.len() as u64;
-        if n > 0 {
-            let texts: Vec<String> = rows
-                .iter()
-                .map(|r| serde_json::to_string(r).unwrap_or_default())
-                .collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            if let Some(dir) = &self.state.0.config.failed_payloads_dir {
-                write_payload(dir, &crate::merge::logs3_body(&refs));
-            }
-            self.state
-                .0
-                .counters
-                .failed_rows
-                .fetch_add(n, Ordering::Relaxed);
-        }
-        n
     }
 
     /// Turns entries into rows and delivers them. Returns rows lost for good.
@@ -506,6 +496,75 @@ fn mask_failed(field: &str, why: &str) -> Value {
         &format!("braintrust: masking function failed on `{field}` ({why}); the field was replaced by an error marker"),
     );
     Value::String(format!("ERROR: Failed to mask field '{field}' - {why}"))
+}
+
+/// How long a missed deadline may still spend writing undelivered rows to
+/// the failed-payload directory.
+pub(crate) const EXIT_WRITE_BUDGET: Duration = Duration::from_millis(50);
+
+/// Entries taken from the queue and not yet settled (delivered or failed).
+struct InFlight {
+    state: State,
+    n: u64,
+    settled: bool,
+}
+
+impl InFlight {
+    fn new(state: &State, n: u64) -> Self {
+        state.0.counters.in_flight.fetch_add(n, Ordering::AcqRel);
+        InFlight {
+            state: state.clone(),
+            n,
+            settled: false,
+        }
+    }
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let c = &self.state.0.counters;
+        c.in_flight.fetch_sub(self.n, Ordering::AcqRel);
+        if !self.settled {
+            c.abandoned.fetch_add(self.n, Ordering::AcqRel);
+            c.failed_rows.fetch_add(self.n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// At a deadline: what is still queued is counted as failed and, when a
+/// failed-payload directory is set, written there until `write_until`
+/// (the exit path must stay bounded; what did not fit is counted, not
+/// written). Safe from any thread: the queue is multi-consumer, so the exit
+/// path can do this itself when the logger thread is busy in user code.
+pub(crate) fn abandon_queue(state: &State, write_until: Instant) -> u64 {
+    let q = &state.0.queue;
+    let dir = state.0.config.failed_payloads_dir.as_ref();
+    let mut texts: Vec<String> = Vec::new();
+    let mut n = 0u64;
+    while let Some(op) = q.pop() {
+        if dir.is_some() && Instant::now() < write_until {
+            if let Some((obj, mut row)) = op_to_row(op) {
+                if let Some(r) = obj.resolved.get() {
+                    obj.id_fields(&r.id, &mut row);
+                }
+                texts.push(serde_json::to_string(&row).unwrap_or_default());
+                n += 1;
+            }
+        } else {
+            n += u64::from(op.has_rows());
+        }
+    }
+    if let Some(dir) = dir {
+        if !texts.is_empty() {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            write_payload(dir, &crate::merge::logs3_body(&refs));
+        }
+    }
+    state.0.counters.failed_rows.fetch_add(n, Ordering::Relaxed);
+    n
 }
 
 /// Converts a queue entry into a row (without container ids).

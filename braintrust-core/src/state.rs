@@ -43,6 +43,10 @@ pub(crate) struct Counters {
     pub failed_rows: AtomicU64,
     pub requests: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Entries the logger thread holds and has not settled yet.
+    pub in_flight: AtomicU64,
+    /// Entries given up at a flush deadline (not yet reported).
+    pub abandoned: AtomicU64,
 }
 
 /// A snapshot of a state's counters.
@@ -309,11 +313,41 @@ impl State {
     /// undelivered then are written to the failed-payload directory (when
     /// set), counted and returned as [`Error::Timeout`].
     pub fn flush_with_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
-        self.call_worker(|done| Cmd::Flush {
-            done: Responder::Sync(done),
-            deadline: Some(deadline),
-        })
+        let start = Instant::now();
+        let deadline = start + timeout;
+        if self.is_worker_thread() {
+            return Err(Error::Logger("called from the logger thread itself".into()));
+        }
+        self.ensure_started();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let ctrl = self.0.ctrl.get().ok_or_else(|| Error::Logger("not started".into()))?;
+        if ctrl
+            .send(Cmd::Flush {
+                done: Responder::Sync(tx),
+                deadline: Some(deadline),
+            })
+            .is_err()
+        {
+            return Err(self.give_up(start));
+        }
+        // The logger thread enforces the deadline itself; this bound also
+        // holds when it is stuck in user code (a slow masking function).
+        match rx.recv_timeout(timeout + Duration::from_millis(25)) {
+            Ok(r) => r,
+            Err(_) => Err(self.give_up(start)),
+        }
+    }
+
+    /// The caller's side of a missed deadline: takes what is still queued
+    /// (written to the failed-payload directory when set) and counts what
+    /// the logger thread still holds.
+    fn give_up(&self, start: Instant) -> Error {
+        let queued = logger::abandon_queue(self, Instant::now() + logger::EXIT_WRITE_BUDGET);
+        let held = self.0.counters.in_flight.load(Ordering::Acquire);
+        Error::Timeout {
+            waited_ms: start.elapsed().as_millis(),
+            undelivered: queued + held,
+        }
     }
 
     /// The async form of [`flush`](State::flush).

@@ -285,9 +285,8 @@ fn cap_baggage(value: &str) -> &str {
     if value.len() <= MAX_BAGGAGE_BYTES && commas < MAX_BAGGAGE_MEMBERS {
         return value;
     }
-    let mut kept = 0usize;
     let mut length = 0usize;
-    for member in value.split(',') {
+    for (kept, member) in value.split(',').enumerate() {
         if kept >= MAX_BAGGAGE_MEMBERS {
             break;
         }
@@ -295,7 +294,6 @@ fn cap_baggage(value: &str) -> &str {
         if length + cost > MAX_BAGGAGE_BYTES {
             break;
         }
-        kept += 1;
         length += cost;
     }
     // `length` ends right before a comma (or at the end), a char boundary.

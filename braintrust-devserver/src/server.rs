@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::faults::Faults;
@@ -553,39 +554,32 @@ async fn logs3_store(s: &Arc<Shared>, body: Bytes) -> Result<(), ApiError> {
             ));
         }
     }
-    let mut b = json_object(&body)?;
-    let rows = match b.remove("rows") {
-        Some(Value::Array(rows)) => rows,
-        Some(Value::Object(r)) if r.get("type").and_then(Value::as_str) == Some("logs3_overflow") => {
-            let key = opt_str(&r, "key")
-                .ok_or_else(|| ApiError::bad_request("logs3_overflow reference without 'key'"))?;
+    let rows = match parse_rows_field(&body)? {
+        RowsField::Rows(rows) => rows,
+        RowsField::Overflow(key) => {
             let k = key.clone();
             let (_, payload) = db(s, move |st| st.upload_get(&k))
                 .await?
                 .ok_or_else(|| ApiError::bad_request(format!("no overflow upload for key {key}")))?;
-            match serde_json::from_slice::<Value>(&payload) {
-                Ok(Value::Object(mut m)) => match m.remove("rows") {
-                    Some(Value::Array(rows)) => rows,
-                    _ => return Err(ApiError::bad_request("overflow payload has no 'rows' array")),
-                },
-                Ok(Value::Array(rows)) => rows,
-                Ok(_) => return Err(ApiError::bad_request("overflow payload is not an object")),
-                Err(e) => {
-                    return Err(ApiError::bad_request(format!(
-                        "overflow payload is not valid JSON: {e}"
-                    )))
+            let trimmed = payload.trim_ascii_start();
+            if trimmed.starts_with(b"[") {
+                serde_json::from_slice::<Vec<Box<RawValue>>>(trimmed).map_err(|e| {
+                    ApiError::bad_request(format!("overflow payload is not valid JSON: {e}"))
+                })?
+            } else {
+                match parse_rows_field(&payload)? {
+                    RowsField::Rows(rows) => rows,
+                    RowsField::Overflow(_) => {
+                        return Err(ApiError::bad_request(
+                            "overflow payload must contain a 'rows' array",
+                        ))
+                    }
                 }
             }
         }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "'rows' must be an array or a logs3_overflow reference",
-            ))
-        }
-        None => return Err(ApiError::bad_request("missing 'rows'")),
     };
     let s2 = s.clone();
-    let n = tokio::task::spawn_blocking(move || s2.store.ingest(rows))
+    let n = tokio::task::spawn_blocking(move || s2.store.ingest(&rows))
         .await?
         .map_err(|e| match e {
             IngestError::BadRequest(m) => ApiError::bad_request(m),
@@ -593,6 +587,51 @@ async fn logs3_store(s: &Arc<Shared>, body: Bytes) -> Result<(), ApiError> {
         })?;
     s.logs3_rows.fetch_add(n, Ordering::SeqCst);
     Ok(())
+}
+
+/// The `rows` field of a `/logs3` body.
+enum RowsField {
+    /// Inline rows, each kept as raw JSON text.
+    Rows(Vec<Box<RawValue>>),
+    /// A `logs3_overflow` reference: the upload key.
+    Overflow(String),
+}
+
+#[derive(serde::Deserialize)]
+struct Logs3Envelope<'a> {
+    #[serde(borrow)]
+    rows: Option<&'a RawValue>,
+}
+
+/// Parses `{"rows": [...] | {"type":"logs3_overflow","key":..}, ...}` without building a JSON
+/// tree for the rows.
+fn parse_rows_field(body: &[u8]) -> Result<RowsField, ApiError> {
+    let env: Logs3Envelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let raw = env
+        .rows
+        .ok_or_else(|| ApiError::bad_request("missing 'rows'"))?
+        .get();
+    match raw.as_bytes().first() {
+        Some(b'[') => serde_json::from_str::<Vec<Box<RawValue>>>(raw)
+            .map(RowsField::Rows)
+            .map_err(|e| ApiError::bad_request(format!("invalid 'rows': {e}"))),
+        Some(b'{') => {
+            let r: Map<String, Value> = serde_json::from_str(raw)
+                .map_err(|e| ApiError::bad_request(format!("invalid 'rows': {e}")))?;
+            if r.get("type").and_then(Value::as_str) != Some("logs3_overflow") {
+                return Err(ApiError::bad_request(
+                    "'rows' object must be a logs3_overflow reference",
+                ));
+            }
+            opt_str(&r, "key")
+                .map(RowsField::Overflow)
+                .ok_or_else(|| ApiError::bad_request("logs3_overflow reference without 'key'"))
+        }
+        _ => Err(ApiError::bad_request(
+            "'rows' must be an array or a logs3_overflow reference",
+        )),
+    }
 }
 
 async fn logs3_overflow(State(s): St, body: Bytes) -> ApiResult {

@@ -3,7 +3,11 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use std::borrow::Cow;
+
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::merge;
@@ -119,6 +123,122 @@ fn root_span_id(row: &Map<String, Value>) -> Option<String> {
 
 fn parse(data: &str) -> Value {
     serde_json::from_str(data).unwrap_or(Value::Null)
+}
+
+/// Parses a stored row, dropping the control keys kept in rows stored verbatim.
+fn parse_row(data: &str) -> Value {
+    let mut v = parse(data);
+    if let Value::Object(m) = &mut v {
+        merge::strip_control(m);
+    }
+    v
+}
+
+/// What the store needs to know about an incoming row.
+struct Head {
+    key: [String; 6],
+    root_span_id: Option<String>,
+    is_root: bool,
+    is_merge: bool,
+    is_delete: bool,
+}
+
+/// Accepts a present field, so that `Option<Option<T>>` tells "missing" from `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// The row fields read without building the whole JSON tree.
+#[derive(serde::Deserialize)]
+struct RowHead {
+    id: Option<String>,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    experiment_id: Option<String>,
+    #[serde(default)]
+    dataset_id: Option<String>,
+    #[serde(default)]
+    prompt_session_id: Option<String>,
+    #[serde(default)]
+    log_id: Option<String>,
+    #[serde(default)]
+    span_id: Option<String>,
+    #[serde(default)]
+    root_span_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    span_parents: Option<Option<Vec<IgnoredAny>>>,
+    #[serde(default)]
+    _is_merge: Option<bool>,
+    #[serde(default)]
+    _object_delete: Option<bool>,
+}
+
+/// Fast path: reads the head of a well-formed row (string ids, boolean flags). `None` means
+/// the row needs the general path.
+fn fast_head(text: &str) -> Option<Head> {
+    let h: RowHead = serde_json::from_str(text).ok()?;
+    let id = h.id?;
+    let is_root = match &h.span_parents {
+        Some(None) => true,
+        Some(Some(p)) => p.is_empty(),
+        None => h.span_id.is_some() && h.span_id == h.root_span_id,
+    };
+    let s = |o: Option<String>| o.unwrap_or_default();
+    Some(Head {
+        key: [
+            s(h.project_id),
+            s(h.experiment_id),
+            s(h.dataset_id),
+            s(h.prompt_session_id),
+            s(h.log_id),
+            id,
+        ],
+        root_span_id: h.root_span_id,
+        is_root,
+        is_merge: h._is_merge == Some(true),
+        is_delete: h._object_delete == Some(true),
+    })
+}
+
+/// General path: parses the row fully, fills in a missing `id` (uuid4) or stringifies a
+/// non-string one, and returns the row text to store. `None` if the row is not an object.
+fn slow_head(text: &str) -> Option<(String, Head)> {
+    let Ok(Value::Object(mut row)) = serde_json::from_str::<Value>(text) else {
+        return None;
+    };
+    match row.get("id") {
+        Some(Value::String(_)) => {}
+        None | Some(Value::Null) => {
+            row.insert(
+                "id".into(),
+                Value::String(uuid::Uuid::new_v4().to_string()),
+            );
+        }
+        Some(other) => {
+            let s = other.to_string();
+            row.insert("id".into(), Value::String(s));
+        }
+    }
+    let head = Head {
+        key: [
+            key_value(&row, KEY_FIELDS[0]),
+            key_value(&row, KEY_FIELDS[1]),
+            key_value(&row, KEY_FIELDS[2]),
+            key_value(&row, KEY_FIELDS[3]),
+            key_value(&row, KEY_FIELDS[4]),
+            key_value(&row, "id"),
+        ],
+        root_span_id: root_span_id(&row),
+        is_root: is_root(&row),
+        is_merge: merge::is_merge(&row),
+        is_delete: matches!(row.get("_object_delete"), Some(Value::Bool(true))),
+    };
+    Some((Value::Object(row).to_string(), head))
 }
 
 impl Store {
@@ -317,10 +437,12 @@ impl Store {
 
     /// Stores a batch of `/logs3` rows in one transaction, applying the server-side merge.
     /// Returns the number of rows received.
-    pub(crate) fn ingest(&self, rows: Vec<Value>) -> Result<usize, IngestError> {
+    ///
+    /// Rows that need no merge are stored as the exact JSON text the client sent; control keys
+    /// (`_is_merge`, ...) are removed when rows are read back.
+    pub(crate) fn ingest(&self, rows: &[Box<RawValue>]) -> Result<usize, IngestError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let count = rows.len();
         {
             let mut select = tx.prepare_cached(
                 "SELECT seq, data FROM rows WHERE project_id = ?1 AND experiment_id = ?2
@@ -341,50 +463,42 @@ impl Store {
                 "DELETE FROM rows WHERE project_id = ?1 AND experiment_id = ?2
                  AND dataset_id = ?3 AND prompt_session_id = ?4 AND log_id = ?5 AND id = ?6",
             )?;
-            for (i, row) in rows.into_iter().enumerate() {
-                let Value::Object(mut row) = row else {
-                    return Err(IngestError::BadRequest(format!(
-                        "row {i} is not a JSON object"
-                    )));
+            for (i, raw) in rows.iter().enumerate() {
+                let (text, head): (Cow<'_, str>, Head) = match fast_head(raw.get()) {
+                    Some(h) => (Cow::Borrowed(raw.get()), h),
+                    None => {
+                        let (text, head) = slow_head(raw.get()).ok_or_else(|| {
+                            IngestError::BadRequest(format!("row {i} is not a JSON object"))
+                        })?;
+                        (Cow::Owned(text), head)
+                    }
                 };
-                match row.get("id") {
-                    Some(Value::String(_)) => {}
-                    None | Some(Value::Null) => {
-                        row.insert(
-                            "id".into(),
-                            Value::String(uuid::Uuid::new_v4().to_string()),
-                        );
-                    }
-                    Some(other) => {
-                        let s = other.to_string();
-                        row.insert("id".into(), Value::String(s));
-                    }
-                }
-                let key: [String; 6] = [
-                    key_value(&row, KEY_FIELDS[0]),
-                    key_value(&row, KEY_FIELDS[1]),
-                    key_value(&row, KEY_FIELDS[2]),
-                    key_value(&row, KEY_FIELDS[3]),
-                    key_value(&row, KEY_FIELDS[4]),
-                    key_value(&row, "id"),
-                ];
-                if matches!(row.get("_object_delete"), Some(Value::Bool(true))) {
-                    delete.execute(params![key[0], key[1], key[2], key[3], key[4], key[5]])?;
+                let k = &head.key;
+                if head.is_delete {
+                    delete.execute(params![k[0], k[1], k[2], k[3], k[4], k[5]])?;
                     continue;
                 }
-                if merge::is_merge(&row) {
+                if head.is_merge {
                     let existing: Option<(i64, String)> = select
-                        .query_row(
-                            params![key[0], key[1], key[2], key[3], key[4], key[5]],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
+                        .query_row(params![k[0], k[1], k[2], k[3], k[4], k[5]], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
                         .optional()?;
                     if let Some((seq, data)) = existing {
                         let mut stored = match serde_json::from_str::<Value>(&data) {
                             Ok(Value::Object(m)) => m,
                             _ => Map::new(),
                         };
-                        merge::merge_into(&mut stored, row);
+                        merge::strip_control(&mut stored);
+                        let incoming = match serde_json::from_str::<Value>(&text) {
+                            Ok(Value::Object(m)) => m,
+                            _ => {
+                                return Err(IngestError::BadRequest(format!(
+                                    "row {i} is not a JSON object"
+                                )))
+                            }
+                        };
+                        merge::merge_into(&mut stored, incoming);
                         let root = root_span_id(&stored);
                         let is_root = is_root(&stored);
                         update.execute(params![
@@ -396,24 +510,21 @@ impl Store {
                         continue;
                     }
                 }
-                merge::strip_control(&mut row);
-                let root = root_span_id(&row);
-                let is_root = is_root(&row);
                 upsert.execute(params![
-                    key[0],
-                    key[1],
-                    key[2],
-                    key[3],
-                    key[4],
-                    key[5],
-                    root,
-                    is_root,
-                    Value::Object(row).to_string()
+                    k[0],
+                    k[1],
+                    k[2],
+                    k[3],
+                    k[4],
+                    k[5],
+                    head.root_span_id,
+                    head.is_root,
+                    text.as_ref()
                 ])?;
             }
         }
         tx.commit()?;
-        Ok(count)
+        Ok(rows.len())
     }
 
     /// Stored rows matching the filter, in first-insert order.
@@ -432,7 +543,7 @@ impl Store {
             params![f.project_id, f.experiment_id, f.root_span_id, f.log_id],
             |r| r.get::<_, String>(0),
         )?;
-        rows.map(|r| r.map(|d| parse(&d))).collect()
+        rows.map(|r| r.map(|d| parse_row(&d))).collect()
     }
 
     /// Root rows (no parents) matching the filter, in first-insert order, with the number of
@@ -452,7 +563,7 @@ impl Store {
         let rows = stmt.query_map(params![f.project_id, f.experiment_id, f.log_id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?;
-        rows.map(|r| r.map(|(d, n)| (parse(&d), n))).collect()
+        rows.map(|r| r.map(|(d, n)| (parse_row(&d), n))).collect()
     }
 
     /// Distinct trace ids in order of their first stored row.
@@ -476,7 +587,7 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        Ok(data.map(|d| parse(&d)))
+        Ok(data.map(|d| parse_row(&d)))
     }
 
     /// Number of stored (merged) rows.
@@ -567,40 +678,5 @@ impl Store {
             )
             .optional()?;
         Ok(found.map(|(ct, s)| (ct, parse(&s))))
-    }
-}
-
-#[cfg(test)]
-mod perf_probe {
-    use super::*;
-    #[test]
-    fn probe() {
-        let rows: Vec<String> = (0..20000)
-            .map(|n| {
-                json!({"id": format!("row-{n}"), "span_id": format!("s{n}"),
-                       "root_span_id": format!("t{}", n / 10), "span_parents": null,
-                       "project_id": "p", "log_id": "g", "_is_merge": false,
-                       "created": "2026-01-01T00:00:00Z", "metrics": {"start": 1.0, "end": 2.0},
-                       "span_attributes": {"name": "span", "type": "task", "exec_counter": n},
-                       "input": {"question": "what is the answer?", "n": n},
-                       "output": {"answer": 42}, "metadata": {"model": "gpt"}})
-                .to_string()
-            })
-            .collect();
-        let bodies: Vec<String> = rows.chunks(100).map(|c| format!("{{\"rows\": [{}], \"api_version\": 2}}", c.join(","))).collect();
-        let store = Store::open(None).unwrap();
-        let t = std::time::Instant::now();
-        let mut parsed = Vec::new();
-        for b in &bodies {
-            let v: Value = serde_json::from_str(b).unwrap();
-            parsed.push(v);
-        }
-        let tp = t.elapsed();
-        let t = std::time::Instant::now();
-        for mut v in parsed {
-            let rows = match v["rows"].take() { Value::Array(a) => a, _ => panic!() };
-            store.ingest(rows).unwrap();
-        }
-        eprintln!("parse {:?} ingest {:?}", tp, t.elapsed());
     }
 }

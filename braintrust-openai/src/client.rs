@@ -1,0 +1,575 @@
+//! The client, its builder, and the HTTP plumbing every endpoint shares:
+//! headers, timeouts, retries and error decoding.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Serialize;
+
+use crate::error::{truncate_utf8, ApiError, OpenAiError};
+
+/// The default base URL, `https://api.openai.com/v1`.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_MAX_RETRIES: u32 = 2;
+const MAX_ERROR_BODY: usize = 8 * 1024;
+
+/// An API key that never shows up in `Debug` output or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+pub(crate) struct Inner {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub stream_idle_timeout: Option<Duration>,
+    pub max_retries: u32,
+    pub retry_base_delay: Duration,
+    pub include_usage_in_streams: bool,
+}
+
+/// An async client for OpenAI and OpenAI-compatible servers (vLLM, Ollama,
+/// llama.cpp, Together, Groq, Azure OpenAI...) whose every call is a
+/// Braintrust `llm` span.
+///
+/// Cheap to clone (an `Arc` inside); clones share the connection pool. It can
+/// be built outside a Tokio runtime; calls need one (with the time driver,
+/// as `#[tokio::main]` sets up).
+///
+/// Tracing is on by default and costs nothing while no Braintrust logger is
+/// initialized and no span is current. Turn it off per client with
+/// [`with_tracing(false)`](OpenAiClient::with_tracing).
+///
+/// ```no_run
+/// use braintrust_openai::{OpenAiClient, ChatCompletionRequest, ChatMessage};
+/// # async fn demo() -> Result<(), braintrust_openai::OpenAiError> {
+/// let client = OpenAiClient::builder()
+///     .base_url("http://localhost:11434/v1") // Ollama, vLLM, ...
+///     .api_key("sk-...")
+///     .build()?;
+/// let reply = client
+///     .chat()
+///     .create(ChatCompletionRequest::new(
+///         "llama3.2",
+///         vec![ChatMessage::user("Capital of France?")],
+///     ))
+///     .await?;
+/// println!("{}", reply.text().unwrap_or_default());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct OpenAiClient {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) tracing: bool,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("base_url", &self.inner.base_url)
+            .field("api_key", &self.inner.api_key)
+            .field("organization", &self.inner.organization)
+            .field("project", &self.inner.project)
+            .field("timeout", &self.inner.timeout)
+            .field("max_retries", &self.inner.max_retries)
+            .field("include_usage_in_streams", &self.inner.include_usage_in_streams)
+            .field("tracing", &self.tracing)
+            .finish()
+    }
+}
+
+impl OpenAiClient {
+    /// A builder with the defaults: `https://api.openai.com/v1`, no key,
+    /// a 600 s timeout, 2 retries, tracing on.
+    pub fn builder() -> OpenAiClientBuilder {
+        OpenAiClientBuilder::default()
+    }
+
+    /// A client configured from the environment: `OPENAI_API_KEY`,
+    /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`),
+    /// `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID`.
+    pub fn from_env() -> Result<OpenAiClient, OpenAiError> {
+        OpenAiClientBuilder::from_env().build()
+    }
+
+    /// The same client with tracing turned on or off. A client with tracing
+    /// off never starts spans, even under a current span.
+    pub fn with_tracing(&self, on: bool) -> OpenAiClient {
+        OpenAiClient {
+            inner: self.inner.clone(),
+            tracing: on,
+        }
+    }
+
+    /// Whether this client's calls become spans (when logging is enabled).
+    pub fn tracing_enabled(&self) -> bool {
+        self.tracing
+    }
+
+    /// The base URL requests go to (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Chat completions: `POST /chat/completions`.
+    pub fn chat(&self) -> crate::chat::Chat<'_> {
+        crate::chat::Chat { client: self }
+    }
+
+    /// Embeddings: `POST /embeddings`.
+    pub fn embeddings(&self) -> crate::embeddings::Embeddings<'_> {
+        crate::embeddings::Embeddings { client: self }
+    }
+
+    /// The Responses API: `POST /responses`.
+    pub fn responses(&self) -> crate::responses::Responses<'_> {
+        crate::responses::Responses { client: self }
+    }
+
+    /// True when this call should be traced: tracing is on for this client
+    /// and a logger or a current span exists (one atomic load and one
+    /// thread-local read).
+    #[inline]
+    pub(crate) fn traced(&self) -> bool {
+        self.tracing && braintrust_core::is_enabled()
+    }
+}
+
+/// Builds an [`OpenAiClient`]. Every setting is optional.
+#[derive(Clone)]
+pub struct OpenAiClientBuilder {
+    base_url: Option<String>,
+    api_key: Option<Secret>,
+    organization: Option<String>,
+    project: Option<String>,
+    headers: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    stream_idle_timeout: Option<Option<Duration>>,
+    max_retries: u32,
+    retry_base_delay: Duration,
+    include_usage_in_streams: bool,
+    tracing: bool,
+    http: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for OpenAiClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("organization", &self.organization)
+            .field("project", &self.project)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for OpenAiClientBuilder {
+    fn default() -> Self {
+        OpenAiClientBuilder {
+            base_url: None,
+            api_key: None,
+            organization: None,
+            project: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+            timeout: Some(DEFAULT_TIMEOUT),
+            connect_timeout: None,
+            stream_idle_timeout: None,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_base_delay: Duration::from_millis(500),
+            include_usage_in_streams: false,
+            tracing: true,
+            http: None,
+        }
+    }
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl OpenAiClientBuilder {
+    /// A builder pre-filled from `OPENAI_API_KEY`, `OPENAI_BASE_URL`,
+    /// `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID` (unset or empty ones are skipped).
+    pub fn from_env() -> Self {
+        let mut b = OpenAiClientBuilder::default();
+        if let Some(k) = env_nonempty("OPENAI_API_KEY") {
+            b = b.api_key(k);
+        }
+        if let Some(u) = env_nonempty("OPENAI_BASE_URL") {
+            b = b.base_url(u);
+        }
+        if let Some(o) = env_nonempty("OPENAI_ORG_ID") {
+            b = b.organization(o);
+        }
+        if let Some(p) = env_nonempty("OPENAI_PROJECT_ID") {
+            b = b.project(p);
+        }
+        b
+    }
+
+    /// The base URL, including the version path (e.g. `http://localhost:8000/v1`).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+    /// The API key, sent as `Authorization: Bearer <key>`. Never printed.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Secret(key.into()));
+        self
+    }
+    /// The `OpenAI-Organization` header.
+    pub fn organization(mut self, org: impl Into<String>) -> Self {
+        self.organization = Some(org.into());
+        self
+    }
+    /// The `OpenAI-Project` header.
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+    /// An extra header sent with every request (e.g. Azure's `api-key`).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    /// An extra query parameter sent with every request (e.g. Azure's `api-version`).
+    pub fn query_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.push((name.into(), value.into()));
+        self
+    }
+    /// Time limit of one attempt of a non-streaming call, and of waiting for
+    /// the response headers of a streaming one (default 600 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// No time limit per attempt.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+    /// Time limit for establishing a connection.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
+    }
+    /// Longest gap allowed between two chunks of a streaming response before
+    /// it fails with [`OpenAiError::Timeout`] (default: the [`timeout`](Self::timeout)).
+    pub fn stream_idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.stream_idle_timeout = Some(d);
+        self
+    }
+    /// Retries after 408, 409, 429, 5xx, timeouts and connection failures
+    /// (default 2). `Retry-After` / `retry-after-ms` are honoured up to 60 s;
+    /// otherwise the delay doubles from [`retry_base_delay`](Self::retry_base_delay)
+    /// up to 8 s, with jitter. Retries stay inside the call's one span.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// First retry delay when the server gave no `Retry-After` (default 500 ms).
+    pub fn retry_base_delay(mut self, d: Duration) -> Self {
+        self.retry_base_delay = d;
+        self
+    }
+    /// Opt-in: on streaming chat calls whose request has no `stream_options`,
+    /// send `stream_options: {"include_usage": true}` so the server reports
+    /// token usage and the span gets token metrics. Off by default, because it
+    /// changes the request (the stream then ends with one extra chunk whose
+    /// `choices` is empty). A request that sets `stream_options` itself is
+    /// never changed.
+    pub fn include_usage_in_streams(mut self, on: bool) -> Self {
+        self.include_usage_in_streams = on;
+        self
+    }
+    /// Whether calls become spans (default true). See [`OpenAiClient::with_tracing`].
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.tracing = on;
+        self
+    }
+    /// Use this `reqwest::Client` (proxies, TLS roots...). The builder's
+    /// connect timeout is then ignored; the per-call timeouts still apply.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Builds the client. Fails on a malformed base URL or header. Works
+    /// outside a Tokio runtime.
+    pub fn build(self) -> Result<OpenAiClient, OpenAiError> {
+        let base_url = self
+            .base_url
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let parsed = reqwest::Url::parse(&base_url)
+            .map_err(|e| OpenAiError::Config(format!("invalid base URL {base_url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(OpenAiError::Config(format!(
+                "base URL must be http or https, got {base_url:?}"
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| OpenAiError::Config(format!("invalid header name {name:?}")))?;
+            let mut v = HeaderValue::from_str(value)
+                .map_err(|_| OpenAiError::Config(format!("invalid value for header {name:?}")))?;
+            v.set_sensitive(true);
+            headers.insert(n, v);
+        }
+        if let Some(k) = &self.api_key {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", k.0))
+                .map_err(|_| OpenAiError::Config("the API key is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        for (name, value) in [
+            ("openai-organization", &self.organization),
+            ("openai-project", &self.project),
+        ] {
+            if let Some(value) = value {
+                let v = HeaderValue::from_str(value)
+                    .map_err(|_| OpenAiError::Config(format!("invalid value for {name}")))?;
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+        let http = match self.http {
+            Some(c) => c,
+            None => {
+                let mut b = reqwest::Client::builder()
+                    .user_agent(concat!("braintrust-openai-rust/", env!("CARGO_PKG_VERSION")));
+                if let Some(d) = self.connect_timeout {
+                    b = b.connect_timeout(d);
+                }
+                b.build().map_err(OpenAiError::Transport)?
+            }
+        };
+        Ok(OpenAiClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                api_key: self.api_key,
+                organization: self.organization,
+                project: self.project,
+                headers,
+                query: self.query,
+                timeout: self.timeout,
+                stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
+                max_retries: self.max_retries,
+                retry_base_delay: self.retry_base_delay,
+                include_usage_in_streams: self.include_usage_in_streams,
+            }),
+            tracing: self.tracing,
+        })
+    }
+}
+
+/// A reqwest error as text, with its source chain (reqwest's own `Display`
+/// leaves out the interesting part).
+pub(crate) fn reqwest_error_text(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let v = get("retry-after")?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    None
+}
+
+impl Inner {
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base_url, path.trim_start_matches('/'))
+    }
+
+    fn backoff(&self, attempt: u32, server: Option<Duration>) -> Duration {
+        if let Some(d) = server {
+            if d <= Duration::from_secs(60) {
+                return d;
+            }
+        }
+        let base = self.retry_base_delay.as_secs_f64() * 2f64.powi(attempt as i32);
+        let capped = base.min(8.0);
+        // Up to 25% less, so concurrent clients spread out.
+        Duration::from_secs_f64(capped * (1.0 - 0.25 * fastrand::f64()))
+    }
+
+    /// POSTs `body` as JSON, retrying per the policy, and returns the
+    /// successful response (headers read; the body is the caller's).
+    pub(crate) async fn post<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+        stream: bool,
+    ) -> Result<reqwest::Response, OpenAiError> {
+        let url = self.url(path);
+        let payload = serde_json::to_vec(body).map_err(|e| OpenAiError::decode(e, b""))?;
+        let payload = bytes::Bytes::from(payload);
+        let mut attempt = 0u32;
+        loop {
+            let result = self.attempt(&url, payload.clone(), stream).await;
+            let err = match result {
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            };
+            if attempt >= self.max_retries || !err.is_retryable() {
+                return Err(err);
+            }
+            let server_delay = match &err {
+                OpenAiError::Http { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            tokio::time::sleep(self.backoff(attempt, server_delay)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        payload: bytes::Bytes,
+        stream: bool,
+    ) -> Result<reqwest::Response, OpenAiError> {
+        let mut req = self
+            .http
+            .post(url)
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::ACCEPT,
+                if stream { "text/event-stream" } else { "application/json" },
+            )
+            .body(payload);
+        if !self.query.is_empty() {
+            req = req.query(&self.query);
+        }
+        let send = async {
+            let resp = req.send().await.map_err(|e| self.map_send_error(e))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            let retry_after = retry_after(resp.headers());
+            let body = resp.bytes().await.unwrap_or_default();
+            let text = truncate_utf8(&body, MAX_ERROR_BODY);
+            Err(OpenAiError::Http {
+                status: status.as_u16(),
+                error: ApiError::from_body(&text),
+                body: text,
+                retry_after,
+            })
+        };
+        match self.timeout {
+            Some(t) => tokio::time::timeout(t, send)
+                .await
+                .unwrap_or(Err(OpenAiError::Timeout(t))),
+            None => send.await,
+        }
+    }
+
+    fn map_send_error(&self, e: reqwest::Error) -> OpenAiError {
+        if e.is_timeout() {
+            OpenAiError::Timeout(self.timeout.unwrap_or_default())
+        } else {
+            OpenAiError::Transport(e)
+        }
+    }
+
+    /// Reads a whole non-streaming body, bounded by the call timeout.
+    pub(crate) async fn read_body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, OpenAiError> {
+        let read = async {
+            resp.bytes().await.map_err(|e| {
+                if e.is_timeout() {
+                    OpenAiError::Timeout(self.timeout.unwrap_or_default())
+                } else {
+                    OpenAiError::Stream {
+                        message: reqwest_error_text(&e),
+                        error: None,
+                    }
+                }
+            })
+        };
+        match self.timeout {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .unwrap_or(Err(OpenAiError::Timeout(t))),
+            None => read.await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let b = OpenAiClient::builder().api_key("sk-secret-123");
+        assert!(!format!("{b:?}").contains("sk-secret"));
+        let c = b.build().unwrap();
+        let s = format!("{c:?}");
+        assert!(!s.contains("sk-secret"), "{s}");
+        assert!(s.contains("[redacted]"));
+    }
+
+    #[test]
+    fn builds_outside_a_runtime_and_checks_urls() {
+        let c = OpenAiClient::builder().base_url("http://x:1/v1/").build().unwrap();
+        assert_eq!(c.base_url(), "http://x:1/v1");
+        assert_eq!(c.inner.url("/chat/completions"), "http://x:1/v1/chat/completions");
+        assert!(matches!(
+            OpenAiClient::builder().base_url("not a url").build(),
+            Err(OpenAiError::Config(_))
+        ));
+        assert!(matches!(
+            OpenAiClient::builder().base_url("ftp://x").build(),
+            Err(OpenAiError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn retry_after_parsing_and_backoff() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        let c = OpenAiClient::builder().build().unwrap();
+        assert_eq!(c.inner.backoff(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        let d = c.inner.backoff(10, Some(Duration::from_secs(3600)));
+        assert!(d <= Duration::from_secs(8) && d >= Duration::from_secs(6), "{d:?}");
+    }
+}

@@ -1,0 +1,761 @@
+//! The Responses API (`POST /responses`), plain and streaming, and its spans
+//! (spec §9.3): one `llm` span per call plus a `tool` child span per tool
+//! item in the output.
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use braintrust_core::{Event, Span, SpanArgs, SpanType};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::client::OpenAiClient;
+use crate::error::{ApiError, OpenAiError};
+use crate::sse::EventStream;
+use crate::trace::{metrics_event, split_request, CallTrace, INSTRUMENTATION};
+
+/// A Responses API request. Anything without a field goes in
+/// [`extra`](Self::extra) (or [`param`](Self::param)).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResponseRequest {
+    /// The model.
+    pub model: String,
+    /// A string, or a list of input items (messages, tool outputs...).
+    pub input: Value,
+    /// System-style instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Output token limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Tools (functions and built-in tools such as `web_search`), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    /// Tool choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// Continue from a previous response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
+    /// Reasoning options, e.g. `{"effort": "low"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Value>,
+    /// Text format options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<Value>,
+    /// Set by [`Responses::create_stream`]; leave it unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Store the response server-side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+    /// Parameters this crate has no field for.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ResponseRequest {
+    /// A request for `model` with this input (a string or a list of items).
+    pub fn new(model: impl Into<String>, input: impl Into<Value>) -> Self {
+        ResponseRequest {
+            model: model.into(),
+            input: input.into(),
+            ..Default::default()
+        }
+    }
+    /// Sets `instructions`.
+    pub fn instructions(mut self, s: impl Into<String>) -> Self {
+        self.instructions = Some(s.into());
+        self
+    }
+    /// Sets `tools`.
+    pub fn tools(mut self, tools: Vec<Value>) -> Self {
+        self.tools = Some(tools);
+        self
+    }
+    /// Sets any other parameter.
+    pub fn param(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Token usage of a response.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResponseUsage {
+    /// Input tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+    /// e.g. `cached_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens_details: Option<Map<String, Value>>,
+    /// e.g. `reasoning_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_details: Option<Map<String, Value>>,
+    /// Fields this crate does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A response object (`object: "response"`). Output items are JSON values;
+/// [`output_text`](Self::output_text) and [`function_calls`](Self::function_calls)
+/// read the common ones.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Response {
+    /// Response id.
+    #[serde(default)]
+    pub id: String,
+    /// `"response"`.
+    #[serde(default)]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<f64>,
+    /// `completed`, `incomplete`, `failed`, `in_progress`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The model.
+    #[serde(default)]
+    pub model: String,
+    /// Output items (`message`, `function_call`, `web_search_call`, `reasoning`...).
+    #[serde(default)]
+    pub output: Vec<Value>,
+    /// Token usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResponseUsage>,
+    /// The error of a failed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    /// Why a response is incomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_details: Option<Value>,
+    /// Fields this crate does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Response {
+    /// All `output_text` parts of all `message` items, concatenated.
+    pub fn output_text(&self) -> String {
+        let mut s = String::new();
+        for item in &self.output {
+            if item.get("type").and_then(Value::as_str) != Some("message") {
+                continue;
+            }
+            for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                if part.get("type").and_then(Value::as_str) == Some("output_text") {
+                    s.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+            }
+        }
+        s
+    }
+    /// The `function_call` items.
+    pub fn function_calls(&self) -> impl Iterator<Item = &Value> {
+        self.output
+            .iter()
+            .filter(|i| i.get("type").and_then(Value::as_str) == Some("function_call"))
+    }
+}
+
+/// One event of a streaming response (`response.created`,
+/// `response.output_text.delta`, `response.completed`...).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResponseStreamEvent {
+    /// The event type, e.g. `"response.output_text.delta"`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Position in the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    /// The response, on `response.created` / `in_progress` / `completed` / `incomplete` / `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
+    /// Which output item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_index: Option<usize>,
+    /// Which content part of the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_index: Option<usize>,
+    /// The item id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// The item, on `response.output_item.added` / `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Value>,
+    /// The new text, on `*.delta` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Value>,
+    /// Fields this crate does not know (`text`, `arguments`, `part`, `message`...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The Responses API. Get one with [`OpenAiClient::responses`].
+#[derive(Debug, Clone, Copy)]
+pub struct Responses<'a> {
+    pub(crate) client: &'a OpenAiClient,
+}
+
+impl Responses<'_> {
+    /// Creates a response. Traced as an `openai.responses.create` `llm` span:
+    /// `input` = the request input, `metadata` = the other parameters plus
+    /// `provider` and the response's `id`, `model`, `status`, `created_at`,
+    /// `object`..., `output` = the response's output items, metrics = usage
+    /// and `time_to_first_token`. Each tool item of the output
+    /// (`function_call`, `web_search_call`, `mcp_call`...) also gets a `tool`
+    /// child span.
+    #[track_caller]
+    pub fn create(
+        &self,
+        request: ResponseRequest,
+    ) -> impl Future<Output = Result<Response, OpenAiError>> + Send + 'static {
+        let client = self.client.clone();
+        let caller = Location::caller();
+        async move { create(client, request, caller).await }
+    }
+
+    /// Creates a streaming response: a [`ResponseStream`] of events. The
+    /// span ends with the stream (or when it is dropped, then marked
+    /// cancelled); its output is the final response's output, or is rebuilt
+    /// from the item and text-delta events if the stream ended without one.
+    #[track_caller]
+    pub fn create_stream(
+        &self,
+        request: ResponseRequest,
+    ) -> impl Future<Output = Result<ResponseStream, OpenAiError>> + Send + 'static {
+        let client = self.client.clone();
+        let caller = Location::caller();
+        async move { create_stream(client, request, caller).await }
+    }
+}
+
+const PATH: &str = "responses";
+const NAME: &str = "openai.responses.create";
+const RESULT_METADATA_KEYS: [&str; 9] = [
+    "id",
+    "model",
+    "status",
+    "created_at",
+    "object",
+    "service_tier",
+    "background",
+    "incomplete_details",
+    "moderation",
+];
+
+async fn create(
+    client: OpenAiClient,
+    request: ResponseRequest,
+    caller: &'static Location<'static>,
+) -> Result<Response, OpenAiError> {
+    if request.stream == Some(true) {
+        return Err(OpenAiError::Config(
+            "`stream: true` needs responses().create_stream()".into(),
+        ));
+    }
+    let inner = &client.inner;
+    if !client.traced() {
+        let resp = inner.post(PATH, &request, false).await?;
+        let body = inner.read_body(resp).await?;
+        return serde_json::from_slice(&body).map_err(|e| OpenAiError::decode(e, &body));
+    }
+    let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
+    drop(request);
+    let (input, metadata) = split_request(&body, "input");
+    let trace = CallTrace::start(NAME, input, metadata, caller);
+    let result = async {
+        let resp = inner.post(PATH, &body, false).await?;
+        let bytes = inner.read_body(resp).await?;
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| OpenAiError::decode(e, &bytes))
+    }
+    .await;
+    let value = match result {
+        Ok(v) => v,
+        Err(e) => {
+            trace.fail(Event::new(), &e);
+            return Err(e);
+        }
+    };
+    let ttft = trace.elapsed();
+    let event = result_event(&value, Some(ttft));
+    let output = value.get("output").cloned();
+    match serde_json::from_value::<Response>(value) {
+        Ok(response) => {
+            trace.log(event);
+            log_tool_spans(&trace.span, output.as_ref());
+            trace.finish(Event::new());
+            Ok(response)
+        }
+        Err(e) => {
+            let err = OpenAiError::Decode {
+                source: e,
+                snippet: String::new(),
+            };
+            trace.fail(event, &err);
+            Err(err)
+        }
+    }
+}
+
+/// Output, response metadata and metrics of a finished response object.
+fn result_event(response: &Value, ttft: Option<f64>) -> Event {
+    let mut event = metrics_event(response.get("usage"), ttft);
+    if let Some(output) = response.get("output") {
+        event = event.output(output.clone());
+    }
+    let mut meta = Map::new();
+    for k in RESULT_METADATA_KEYS {
+        if let Some(v) = response.get(k).filter(|v| !v.is_null()) {
+            meta.insert(k.to_string(), v.clone());
+        }
+    }
+    if !meta.is_empty() {
+        event = event.metadata(Value::Object(meta));
+    }
+    event
+}
+
+/// Input keys of each tool item type; the presence of a type here makes it a tool.
+fn tool_input_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "function_call" | "mcp_call" => &["arguments"],
+        "web_search_call" | "computer_call" => &["action"],
+        "file_search_call" => &["queries"],
+        "code_interpreter_call" => &["code", "container_id"],
+        "image_generation_call" => &[],
+        _ => return None,
+    })
+}
+
+/// Parses a string that looks like a JSON object or array; anything else as is.
+fn maybe_json(v: &Value) -> Value {
+    if let Value::String(s) = v {
+        let t = s.trim();
+        if t.starts_with('{') || t.starts_with('[') {
+            if let Ok(parsed) = serde_json::from_str(t) {
+                return parsed;
+            }
+        }
+    }
+    v.clone()
+}
+
+/// One `tool` child span per tool item of `output` (spec §9.3).
+fn log_tool_spans(parent: &Span, output: Option<&Value>) {
+    let Some(Value::Array(items)) = output else {
+        return;
+    };
+    for item in items {
+        let Value::Object(item) = item else { continue };
+        let kind = item.get("type").and_then(Value::as_str).unwrap_or("");
+        let Some(input_keys) = tool_input_keys(kind) else {
+            continue;
+        };
+        let str_of = |k: &str| item.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let name = match (str_of("server_label"), str_of("name")) {
+            (Some(label), Some(name)) => format!("{label}.{name}"),
+            (_, Some(name)) => name.to_string(),
+            _ => kind.to_string(),
+        };
+        let mut input_map = Map::new();
+        for k in input_keys {
+            if let Some(v) = item.get(*k).filter(|v| !v.is_null()) {
+                input_map.insert(k.to_string(), maybe_json(v));
+            }
+        }
+        let input = if *input_keys == ["arguments"] {
+            input_map.remove("arguments")
+        } else if input_map.is_empty() {
+            None
+        } else {
+            Some(Value::Object(input_map))
+        };
+        let mut metadata = Map::new();
+        for (meta_key, item_key) in [
+            ("tool_type", "type"),
+            ("tool_id", "id"),
+            ("call_id", "call_id"),
+            ("status", "status"),
+            ("server_label", "server_label"),
+        ] {
+            if let Some(v) = item.get(item_key).filter(|v| !v.is_null()) {
+                metadata.insert(meta_key.to_string(), v.clone());
+            }
+        }
+        let mut start = Event::new();
+        if let Some(i) = input {
+            start = start.input(i);
+        }
+        if !metadata.is_empty() {
+            start = start.metadata(Value::Object(metadata));
+        }
+        let child = parent.start_span(
+            SpanArgs::new()
+                .name(name)
+                .span_type(SpanType::Tool)
+                .instrumentation(INSTRUMENTATION)
+                .event(start),
+        );
+        if let Some(err) = item.get("error").filter(|v| !v.is_null()) {
+            let err = match maybe_json(err) {
+                v @ (Value::Object(_) | Value::Array(_)) => v,
+                Value::String(s) => Value::String(s),
+                other => Value::String(other.to_string()),
+            };
+            let _ = child.log(Event::new().error(err));
+        } else if kind != "function_call" {
+            let excluded = ["id", "type", "name", "call_id", "server_label", "error"];
+            let out: Map<String, Value> = item
+                .iter()
+                .filter(|(k, v)| {
+                    !v.is_null() && !excluded.contains(&k.as_str()) && !input_keys.contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), if k == "output" { maybe_json(v) } else { v.clone() }))
+                .collect();
+            if !out.is_empty() {
+                let _ = child.log(Event::new().output(Value::Object(out)));
+            }
+        }
+        child.end();
+    }
+}
+
+async fn create_stream(
+    client: OpenAiClient,
+    mut request: ResponseRequest,
+    caller: &'static Location<'static>,
+) -> Result<ResponseStream, OpenAiError> {
+    let inner = client.inner.clone();
+    request.stream = Some(true);
+    if !client.traced() {
+        let resp = inner.post(PATH, &request, true).await?;
+        return Ok(ResponseStream {
+            events: EventStream::new(resp, inner.stream_idle_timeout),
+            trace: None,
+            done: false,
+        });
+    }
+    let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
+    drop(request);
+    let (input, metadata) = split_request(&body, "input");
+    let trace = CallTrace::start(NAME, input, metadata, caller);
+    match inner.post(PATH, &body, true).await {
+        Ok(resp) => Ok(ResponseStream {
+            events: EventStream::new(resp, inner.stream_idle_timeout),
+            trace: Some(Box::new(ResponseTrace {
+                call: trace,
+                acc: ResponseAccumulator::default(),
+                first_event: true,
+            })),
+            done: false,
+        }),
+        Err(e) => {
+            trace.fail(Event::new(), &e);
+            Err(e)
+        }
+    }
+}
+
+struct ResponseTrace {
+    call: CallTrace,
+    acc: ResponseAccumulator,
+    first_event: bool,
+}
+
+/// A streaming response: a `Stream` of `Result<ResponseStreamEvent, OpenAiError>`.
+/// `Unpin`; ends when the server closes the stream. An `error` event is
+/// returned as [`OpenAiError::Stream`] and ends the stream.
+pub struct ResponseStream {
+    events: EventStream,
+    trace: Option<Box<ResponseTrace>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("traced", &self.trace.is_some())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl ResponseStream {
+    /// Reads the rest of the stream and returns the final response (from
+    /// `response.completed`, `incomplete` or `failed`).
+    pub async fn final_response(mut self) -> Result<Response, OpenAiError> {
+        use futures_util::StreamExt;
+        let mut last = None;
+        while let Some(ev) = self.next().await {
+            let ev = ev?;
+            if matches!(
+                ev.kind.as_str(),
+                "response.completed" | "response.incomplete" | "response.failed"
+            ) {
+                last = ev.response;
+            }
+        }
+        last.ok_or_else(|| OpenAiError::Stream {
+            message: "the stream ended without a final response".into(),
+            error: None,
+        })
+    }
+
+    fn finish(&mut self, err: Option<&OpenAiError>, cancelled: bool) {
+        self.done = true;
+        let Some(t) = self.trace.take() else { return };
+        let t = *t;
+        let (event, output) = t.acc.event();
+        if let Some(e) = err {
+            t.call.fail(event, e);
+        } else if cancelled {
+            t.call.cancel(event);
+        } else {
+            t.call.log(event);
+            log_tool_spans(&t.call.span, output.as_ref());
+            let mut end = Event::new();
+            if let Some(e) = t.acc.failure.clone() {
+                end = end.error(e);
+            }
+            t.call.finish(end);
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        if self.trace.is_some() {
+            self.finish(None, true);
+        }
+    }
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<ResponseStreamEvent, OpenAiError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let ev = match Pin::new(&mut this.events).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.finish(None, false);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.finish(Some(&e), false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(ev))) => ev,
+            };
+            let data = ev.data.trim();
+            if data.is_empty() {
+                continue;
+            }
+            if data == "[DONE]" {
+                this.finish(None, false);
+                return Poll::Ready(None);
+            }
+            let value: Value = match serde_json::from_str(data) {
+                Ok(v) => v,
+                Err(e) => {
+                    let err = OpenAiError::decode(e, data.as_bytes());
+                    this.finish(Some(&err), false);
+                    return Poll::Ready(Some(Err(err)));
+                }
+            };
+            let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind == "error" || ev.event.as_deref() == Some("error") {
+                let api = ApiError::from_value(&value).or_else(|| serde_json::from_value(value.clone()).ok());
+                let err = OpenAiError::Stream {
+                    message: api
+                        .as_ref()
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| data.to_string()),
+                    error: api,
+                };
+                this.finish(Some(&err), false);
+                return Poll::Ready(Some(Err(err)));
+            }
+            if let Some(t) = this.trace.as_mut() {
+                if std::mem::take(&mut t.first_event) {
+                    let ttft = t.call.elapsed();
+                    t.call.log(Event::new().metric("time_to_first_token", ttft));
+                }
+                t.acc.push(&value);
+            }
+            return match serde_json::from_value::<ResponseStreamEvent>(value) {
+                Ok(e) => Poll::Ready(Some(Ok(e))),
+                Err(e) => {
+                    let err = OpenAiError::decode(e, data.as_bytes());
+                    this.finish(Some(&err), false);
+                    Poll::Ready(Some(Err(err)))
+                }
+            };
+        }
+    }
+}
+
+/// Rebuilds the span fields from stream events (spec §9.3, streaming).
+#[derive(Default)]
+struct ResponseAccumulator {
+    /// The final response, from `response.completed` / `incomplete` / `failed`.
+    final_response: Option<Value>,
+    /// The latest response snapshot (`response.created`, `in_progress`).
+    snapshot: Option<Value>,
+    items: Vec<Value>,
+    failure: Option<Value>,
+}
+
+impl ResponseAccumulator {
+    fn push(&mut self, ev: &Value) {
+        let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
+        let index = ev.get("output_index").and_then(Value::as_u64).map(|i| i as usize);
+        match kind {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                if let Some(r) = ev.get("response") {
+                    if kind == "response.failed" {
+                        self.failure = r.get("error").filter(|e| !e.is_null()).map(|e| {
+                            match ApiError::from_value(&json!({"error": e})) {
+                                Some(a) => Value::String(a.to_string()),
+                                None => e.clone(),
+                            }
+                        });
+                    }
+                    self.final_response = Some(r.clone());
+                }
+            }
+            "response.created" | "response.in_progress" | "response.queued" => {
+                self.snapshot = ev.get("response").cloned();
+            }
+            "response.output_item.added" => {
+                if let Some(item) = ev.get("item") {
+                    let i = index.unwrap_or(self.items.len());
+                    while self.items.len() <= i {
+                        self.items.push(json!({}));
+                    }
+                    self.items[i] = item.clone();
+                }
+            }
+            "response.output_item.done" => {
+                if let (Some(i), Some(item)) = (index, ev.get("item")) {
+                    if i < self.items.len() {
+                        self.items[i] = item.clone();
+                    }
+                }
+            }
+            "response.output_text.delta" | "response.refusal.delta" => {
+                let (Some(i), Some(delta)) = (index, ev.get("delta").and_then(Value::as_str)) else {
+                    return;
+                };
+                let Some(Value::Object(item)) = self.items.get_mut(i) else {
+                    return;
+                };
+                let ci = ev.get("content_index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let content = item.entry("content").or_insert_with(|| json!([]));
+                let Value::Array(parts) = content else { return };
+                while parts.len() <= ci {
+                    parts.push(json!({}));
+                }
+                let (part_type, field) = if kind == "response.refusal.delta" {
+                    ("refusal", "refusal")
+                } else {
+                    ("output_text", "text")
+                };
+                if let Value::Object(part) = &mut parts[ci] {
+                    part.entry("type").or_insert_with(|| json!(part_type));
+                    match part.get_mut(field) {
+                        Some(Value::String(s)) => s.push_str(delta),
+                        _ => {
+                            part.insert(field.into(), json!(delta));
+                        }
+                    }
+                }
+            }
+            "response.function_call_arguments.delta" | "response.mcp_call_arguments.delta" => {
+                let (Some(i), Some(delta)) = (index, ev.get("delta").and_then(Value::as_str)) else {
+                    return;
+                };
+                if let Some(Value::Object(item)) = self.items.get_mut(i) {
+                    match item.get_mut("arguments") {
+                        Some(Value::String(s)) => s.push_str(delta),
+                        _ => {
+                            item.insert("arguments".into(), json!(delta));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The span fields, and the output (for tool spans).
+    fn event(&self) -> (Event, Option<Value>) {
+        match &self.final_response {
+            Some(r) => (result_event(r, None), r.get("output").cloned()),
+            None => {
+                // No final response: the snapshot's metadata, and the output
+                // rebuilt from the item and delta events.
+                let output = Value::Array(self.items.clone());
+                let event = match &self.snapshot {
+                    Some(s) => result_event(s, None),
+                    None => Event::new(),
+                };
+                (event.output(output.clone()), Some(output))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebuilds_output_without_a_final_response() {
+        let mut acc = ResponseAccumulator::default();
+        for ev in [
+            json!({"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"m","output":[]}}),
+            json!({"type":"response.output_item.added","output_index":0,"item":{"id":"msg_1","type":"message","role":"assistant","status":"in_progress","content":[]}}),
+            json!({"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"Hi"}),
+            json!({"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"!"}),
+            json!({"type":"response.output_item.added","output_index":1,"item":{"id":"fc_1","type":"function_call","name":"f","call_id":"c1","arguments":""}}),
+            json!({"type":"response.function_call_arguments.delta","output_index":1,"delta":"{\"a\":"}),
+            json!({"type":"response.function_call_arguments.delta","output_index":1,"delta":"1}"}),
+        ] {
+            acc.push(&ev);
+        }
+        let (_, output) = acc.event();
+        let output = output.unwrap();
+        assert_eq!(output[0]["content"], json!([{"type":"output_text","text":"Hi!"}]));
+        assert_eq!(output[1]["arguments"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn tool_names_and_inputs() {
+        assert_eq!(maybe_json(&json!("{\"a\":1}")), json!({"a":1}));
+        assert_eq!(maybe_json(&json!("plain")), json!("plain"));
+        assert_eq!(maybe_json(&json!("{bad")), json!("{bad"));
+        assert!(tool_input_keys("message").is_none());
+        assert_eq!(tool_input_keys("code_interpreter_call"), Some(&["code", "container_id"][..]));
+    }
+}

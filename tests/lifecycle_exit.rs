@@ -1,0 +1,218 @@
+//! Exit-time behaviour, each case a real child process (the `exit_flush`
+//! example) logging to a local server.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use braintrust_devserver::{DevServer, DevServerConfig};
+
+fn example_bin() -> PathBuf {
+    // target/<profile>/deps/<this test> → target/<profile>/examples/exit_flush
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("examples").join(format!("exit_flush{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "build the example first: cargo build --example exit_flush ({bin:?})");
+    bin
+}
+
+struct Outcome {
+    status: std::process::ExitStatus,
+    /// Time from the child's "main returns" line to its exit.
+    exit_after_main: Duration,
+    stderr: String,
+}
+
+/// Children run one at a time: the timing assertions measure the child, not
+/// how busy two cores are with its siblings.
+static ONE_CHILD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_child(server: &DevServer, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let _one = ONE_CHILD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(example_bin());
+    cmd.args(args)
+        .env_remove("BRAINTRUST_DISABLE_ATEXIT_FLUSH")
+        .env_remove("BRAINTRUST_EXIT_FLUSH_TIMEOUT")
+        .env("BRAINTRUST_API_KEY", "test-key")
+        .env("BRAINTRUST_APP_URL", server.url())
+        .env("BRAINTRUST_API_URL", server.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s).unwrap();
+        s
+    });
+    let mut returned_at = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("MAIN_RETURNING") {
+            returned_at = Some(Instant::now());
+        }
+    }
+    let status = child.wait().unwrap();
+    let exited = Instant::now();
+    let stderr = err_reader.join().unwrap();
+    let returned_at = returned_at.unwrap_or_else(|| panic!("child never reached the end of main; stderr:\n{stderr}"));
+    Outcome {
+        status,
+        exit_after_main: exited.duration_since(returned_at),
+        stderr,
+    }
+}
+
+fn stored_work_rows(server: &DevServer) -> usize {
+    server
+        .rows()
+        .iter()
+        .filter(|r| r["span_attributes"]["name"] == "work")
+        .count()
+}
+
+fn logs3_requests(server: &DevServer) -> usize {
+    server.requests().iter().filter(|r| r.path == "/logs3").count()
+}
+
+#[test]
+fn default_policy_delivers_every_span_at_exit() {
+    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let out = run_child(&server, &["--spans", "5000", "--policy", "default"], &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(stored_work_rows(&server), 5000, "stderr: {}", out.stderr);
+}
+
+/// The user's scenario: a slow masking API and a slow backend with 20,000
+/// spans queued; the exit must not wait for them.
+fn slow_backend() -> DevServer {
+    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    server.faults().logs3_delay(Duration::from_millis(1500));
+    server
+}
+
+const SLOW: [&str; 4] = ["--spans", "20000", "--mask-delay-ms", "1500"];
+
+#[test]
+fn disabled_by_env_exits_at_once_without_an_exit_request() {
+    let server = slow_backend();
+    let out = run_child(&server, &SLOW, &[("BRAINTRUST_DISABLE_ATEXIT_FLUSH", "true")]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.exit_after_main < Duration::from_millis(200), "took {:?}", out.exit_after_main);
+    assert_eq!(logs3_requests(&server), 0);
+}
+
+#[test]
+fn disabled_by_builder_option_exits_at_once() {
+    let server = slow_backend();
+    let mut args = SLOW.to_vec();
+    args.extend(["--policy", "manual"]);
+    let out = run_child(&server, &args, &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.exit_after_main < Duration::from_millis(200), "took {:?}", out.exit_after_main);
+    assert_eq!(logs3_requests(&server), 0);
+}
+
+#[test]
+fn unregistered_at_runtime_behaves_as_disabled() {
+    let server = slow_backend();
+    let mut args = SLOW.to_vec();
+    args.extend(["--policy", "unregister"]);
+    let out = run_child(&server, &args, &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.exit_after_main < Duration::from_millis(200), "took {:?}", out.exit_after_main);
+    assert_eq!(logs3_requests(&server), 0);
+}
+
+#[test]
+fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
+    let server = slow_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = SLOW.to_vec();
+    args.extend(["--policy", "deadline:300"]);
+    let out = run_child(
+        &server,
+        &args,
+        &[("BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR", dir.path().to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.exit_after_main < Duration::from_millis(300 + 400),
+        "took {:?}; stderr: {}",
+        out.exit_after_main,
+        out.stderr
+    );
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("exit flush deadline"))
+        .unwrap_or_else(|| panic!("no deadline line in stderr:\n{}", out.stderr));
+    let undelivered: usize = line
+        .split_whitespace()
+        .zip(line.split_whitespace().skip(1))
+        .find(|(_, next)| next.starts_with("row"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert_eq!(
+        out.stderr.matches("exit flush deadline").count(),
+        1,
+        "reported in one line"
+    );
+    assert_eq!(undelivered, 20000 - stored_work_rows(&server), "{line}");
+    // What was still queued was written to the failed-payload directory.
+    let written: usize = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap();
+            v["rows"].as_array().unwrap().len()
+        })
+        .sum();
+    assert!(written > 0 && written <= undelivered, "written {written}, undelivered {undelivered}");
+}
+
+#[test]
+fn flush_then_exit_sends_no_row_twice() {
+    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let out = run_child(&server, &["--spans", "2000", "--policy", "default", "--flush-first"], &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(stored_work_rows(&server), 2000);
+    // One row per span on the wire, merged before sending: nothing resent.
+    let sent: usize = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/logs3")
+        .filter_map(|r| r.json())
+        .map(|b| {
+            b["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["_is_merge"] != true)
+                .count()
+        })
+        .sum();
+    assert_eq!(sent, 2000);
+}
+
+#[test]
+fn exit_from_every_runtime_flavour_flushes_without_deadlock() {
+    for runtime in ["sync", "current", "multi"] {
+        for exit in [false, true] {
+            let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+            let mut args = vec!["--spans", "300", "--policy", "default", "--runtime", runtime];
+            if exit {
+                args.push("--exit");
+            }
+            let out = run_child(&server, &args, &[]);
+            assert!(out.status.success(), "{runtime} exit={exit}: {}", out.stderr);
+            assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+            assert_eq!(stored_work_rows(&server), 300, "{runtime} exit={exit}");
+        }
+    }
+}
