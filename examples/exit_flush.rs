@@ -42,7 +42,10 @@ fn parse_args() -> Options {
             "--spans" => o.spans = args.next().and_then(|v| v.parse().ok()).expect("--spans N"),
             "--policy" => o.policy = args.next().expect("--policy P"),
             "--mask-delay-ms" => {
-                o.mask_delay = args.next().and_then(|v| v.parse().ok()).map(Duration::from_millis)
+                o.mask_delay = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis)
             }
             "--flush-first" => o.flush_first = true,
             "--runtime" => o.runtime = args.next().expect("--runtime R"),
@@ -77,7 +80,9 @@ fn main() {
         "manual" => config.lifecycle(LifecyclePolicy::Manual),
         p if p.starts_with("deadline:") => {
             let ms: u64 = p["deadline:".len()..].parse().expect("deadline:<ms>");
-            config.lifecycle(LifecyclePolicy::FlushAtExitWithin(Duration::from_millis(ms)))
+            config.lifecycle(LifecyclePolicy::FlushAtExitWithin(Duration::from_millis(
+                ms,
+            )))
         }
         p => panic!("unknown policy {p}"),
     };
@@ -89,7 +94,10 @@ fn main() {
         })));
     }
     let logger = braintrust::init_logger(
-        LoggerOptions::new().project("lifecycle").state(state.clone()).set_current(true),
+        LoggerOptions::new()
+            .project("lifecycle")
+            .state(state.clone())
+            .set_current(true),
     )
     .expect("logger");
     // Log in and register before the burst, as a long-running service would have.
@@ -122,9 +130,18 @@ fn main() {
     if let Some(s) = &local {
         // The exit flush runs after main: flush here only to show the tree.
         logger.flush().expect("flush");
-        println!("{}", s.render_all_traces().lines().take(5).collect::<Vec<_>>().join("\n"));
+        println!(
+            "{}",
+            s.render_all_traces()
+                .lines()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     println!("MAIN_RETURNING {}", t.as_millis());
     if o.exit {
         std::process::exit(0);

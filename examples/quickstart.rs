@@ -12,11 +12,21 @@ use braintrust::{current_span, Event, LoggerOptions, SpanArgs, SpanType};
 use serde_json::json;
 
 fn retrieve(question: &str) -> Vec<&'static str> {
-    let span = current_span().start_span(SpanArgs::new().name("retrieve").span_type(SpanType::Tool));
+    let span =
+        current_span().start_span(SpanArgs::new().name("retrieve").span_type(SpanType::Tool));
     let _in = span.enter();
-    let docs = if question.contains("1+1") { vec!["arithmetic.md"] } else { vec![] };
-    span.log(Event::new().input(question).output(json!(docs)).score("relevance", 0.8))
-        .expect("valid event");
+    let docs = if question.contains("1+1") {
+        vec!["arithmetic.md"]
+    } else {
+        vec![]
+    };
+    span.log(
+        Event::new()
+            .input(question)
+            .output(json!(docs))
+            .score("relevance", 0.8),
+    )
+    .expect("valid event");
     docs
 }
 
@@ -32,7 +42,11 @@ fn answer(question: &str, docs: &[&str]) -> Result<String, String> {
     let event = Event::new()
         .input(messages)
         .metadata(json!({"model": "stand-in-model", "temperature": 0}))
-        .metrics([("prompt_tokens", 12.0), ("completion_tokens", 1.0), ("tokens", 13.0)]);
+        .metrics([
+            ("prompt_tokens", 12.0),
+            ("completion_tokens", 1.0),
+            ("tokens", 13.0),
+        ]);
     let event = match &result {
         Ok(a) => event.output(a.as_str()),
         Err(e) => event.error(e.as_str()),
@@ -44,12 +58,20 @@ fn answer(question: &str, docs: &[&str]) -> Result<String, String> {
 fn handle_request(logger: &braintrust::Logger, question: &str) {
     let root = logger.start_span(SpanArgs::new().name("handle_request"));
     let _in = root.enter();
-    root.log(Event::new().input(json!({"question": question})).metadata(json!({"user": 7})))
-        .expect("valid event");
+    root.log(
+        Event::new()
+            .input(json!({"question": question}))
+            .metadata(json!({"user": 7})),
+    )
+    .expect("valid event");
     let docs = retrieve(question);
     let output = answer(question, &docs).unwrap_or_else(|e| format!("sorry: {e}"));
-    root.log(Event::new().output(output.as_str()).score("answered", !docs.is_empty()))
-        .expect("valid event");
+    root.log(
+        Event::new()
+            .output(output.as_str())
+            .score("answered", !docs.is_empty()),
+    )
+    .expect("valid event");
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -58,14 +80,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None
     } else {
         let server = braintrust_devserver::DevServer::start_blocking(Default::default())?;
-        println!("No BRAINTRUST_API_KEY: logging to a local Braintrust-compatible server at {}", server.url());
+        println!(
+            "No BRAINTRUST_API_KEY: logging to a local Braintrust-compatible server at {}",
+            server.url()
+        );
         Some(server)
     };
     let options = LoggerOptions::new().project("Quickstart");
     let logger = match &local {
         Some(server) => {
             let state = braintrust::State::new(
-                braintrust::Config::from_env().api_key("local").app_url(server.url()),
+                braintrust::Config::from_env()
+                    .api_key("local")
+                    .app_url(server.url()),
             )?;
             braintrust::init_logger(options.state(state).set_current(true))?
         }

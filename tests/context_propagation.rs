@@ -220,7 +220,7 @@ fn select_loser_is_dropped_in_its_span_and_ended() {
     let seen = Arc::new(Mutex::new(None));
     let slow_id = runtime().block_on({
         let seen = seen.clone();
-        let root = root.clone();
+        let r = root.clone();
         async move {
             let fast = span("fast");
             let slow = span("slow");
@@ -241,7 +241,7 @@ fn select_loser_is_dropped_in_its_span_and_ended() {
             };
             assert_eq!(won, 1);
             // The loser was dropped; its span is not left current.
-            assert!(root.is_current(), "stale current span after select!");
+            assert!(r.is_current(), "stale current span after select!");
             leaf("after");
             slow_id
         }
@@ -478,7 +478,7 @@ fn nested_spawns_five_levels_deep() {
     let env = Env::new("nested");
     let root = env.root("root");
     runtime()
-        .block_on(braintrust::spawn(level(1)).in_span(root.clone()))
+        .block_on(async { braintrust::spawn(level(1)).await }.in_span(root.clone()))
         .unwrap();
     root.end();
     let tree = env.tree();

@@ -38,8 +38,13 @@ fn run_capture_program(logger: &braintrust::Logger) {
             .name("root-request")
             .event(Event::new().input(json!({"question": "hi"}))),
     );
-    root.log(Event::new().output(json!({"answer": "hello"})).metadata(json!({"user": "u1"})).tags(["t1"]))
-        .unwrap();
+    root.log(
+        Event::new()
+            .output(json!({"answer": "hello"}))
+            .metadata(json!({"user": "u1"}))
+            .tags(["t1"]),
+    )
+    .unwrap();
     let child = root.start_span(SpanArgs::new().name("child-llm").span_type(SpanType::Llm));
     child
         .log(
@@ -50,7 +55,11 @@ fn run_capture_program(logger: &braintrust::Logger) {
                 .score("quality", 0.9)
                 .score("bool_score", true)
                 .score("skipped", None::<f64>)
-                .metrics([("prompt_tokens", 10.0), ("completion_tokens", 5.0), ("tokens", 15.0)]),
+                .metrics([
+                    ("prompt_tokens", 10.0),
+                    ("completion_tokens", 5.0),
+                    ("tokens", 15.0),
+                ]),
         )
         .unwrap();
     child.end();
@@ -64,7 +73,11 @@ fn run_capture_program(logger: &braintrust::Logger) {
     f.log(Event::new().output(4)).unwrap();
     f.end();
     root.end();
-    let failing = logger.start_span(SpanArgs::new().name("failing-span").span_type(SpanType::Tool));
+    let failing = logger.start_span(
+        SpanArgs::new()
+            .name("failing-span")
+            .span_type(SpanType::Tool),
+    );
     failing.log(Event::new().error("boom")).unwrap();
     failing.end();
 }
@@ -98,31 +111,52 @@ fn batched_rows_have_the_official_sdk_shape() {
             "row {} differs in structure",
             t["span_attributes"]["name"]
         );
-        assert!(o.get("_is_merge").is_none(), "merged full rows carry no _is_merge");
+        assert!(
+            o.get("_is_merge").is_none(),
+            "merged full rows carry no _is_merge"
+        );
         assert_eq!(o["span_attributes"]["name"], t["span_attributes"]["name"]);
         assert_eq!(o["span_attributes"]["type"], t["span_attributes"]["type"]);
         assert_eq!(o["log_id"], "g");
     }
     // Values the SDK computes the same way.
     let llm = &ours[1];
-    assert_eq!(llm["scores"], json!({"quality": 0.9, "bool_score": 1, "skipped": null}));
+    assert_eq!(
+        llm["scores"],
+        json!({"quality": 0.9, "bool_score": 1, "skipped": null})
+    );
     assert_eq!(llm["metrics"]["tokens"], 15);
     assert_eq!(llm["span_parents"], json!([ours[0]["span_id"]]));
     assert_eq!(llm["root_span_id"], ours[0]["root_span_id"]);
     assert_eq!(ours[0]["span_parents"], Value::Null);
     assert_eq!(ours[0]["span_id"].as_str().unwrap().len(), 16);
     assert_eq!(ours[0]["root_span_id"].as_str().unwrap().len(), 32);
-    assert_eq!(ours[0]["context"]["span_origin"]["name"], "braintrust.sdk.rust");
+    assert_eq!(
+        ours[0]["context"]["span_origin"]["name"],
+        "braintrust.sdk.rust"
+    );
     assert_eq!(ours[2]["context"]["caller_functionname"], "logger_scenario");
-    assert!(ours[0]["context"]["caller_filename"].as_str().unwrap().ends_with("core_protocol.rs"));
+    assert!(ours[0]["context"]["caller_filename"]
+        .as_str()
+        .unwrap()
+        .ends_with("core_protocol.rs"));
     assert_ne!(ours[3]["root_span_id"], ours[0]["root_span_id"]);
     assert_eq!(ours[3]["error"], "boom");
 
     // Registration happened as the official SDK does it.
-    let paths: Vec<String> = server.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let paths: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     assert_eq!(
         &paths[..4],
-        ["POST /api/apikey/login", "POST /v1/project", "GET /version", "POST /logs3"]
+        [
+            "POST /api/apikey/login",
+            "POST /v1/project",
+            "GET /version",
+            "POST /logs3"
+        ]
     );
     let proj = server.requests()[1].json().unwrap();
     assert_eq!(proj["name"], "spec-capture");
@@ -131,9 +165,14 @@ fn batched_rows_have_the_official_sdk_shape() {
 #[test]
 fn stepwise_flushes_write_initial_and_merge_rows() {
     let (server, _state, logger) = setup("stepwise", |c| c.sync_flush(true));
-    let root = logger.start_span(SpanArgs::new().name("root-request").event(Event::new().input(json!({"question": "hi"}))));
+    let root = logger.start_span(
+        SpanArgs::new()
+            .name("root-request")
+            .event(Event::new().input(json!({"question": "hi"}))),
+    );
     logger.flush().unwrap();
-    root.log(Event::new().output(json!({"answer": "hello"})).tags(["t1"])).unwrap();
+    root.log(Event::new().output(json!({"answer": "hello"})).tags(["t1"]))
+        .unwrap();
     logger.flush().unwrap();
     root.end();
     logger.flush().unwrap();
@@ -151,9 +190,24 @@ fn stepwise_flushes_write_initial_and_merge_rows() {
     assert!(rows[2]["metrics"]["end"].is_f64());
     // Each shape matches the official SDK's stepwise capture.
     let theirs = capture_rows("stepwise");
-    assert_eq!(shape(&without_functionname(rows[0].clone())), shape(&without_functionname(theirs[0].clone())));
-    assert_eq!(shape(rows[1]).as_object().unwrap().keys().filter(|k| *k != "metadata").count(),
-               shape(&theirs[1]).as_object().unwrap().keys().filter(|k| *k != "metadata").count());
+    assert_eq!(
+        shape(&without_functionname(rows[0].clone())),
+        shape(&without_functionname(theirs[0].clone()))
+    );
+    assert_eq!(
+        shape(rows[1])
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "metadata")
+            .count(),
+        shape(&theirs[1])
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "metadata")
+            .count()
+    );
     // The server merged them into one complete row.
     let stored = row_named(&server, "root-request");
     assert_eq!(stored["output"], json!({"answer": "hello"}));
@@ -168,7 +222,10 @@ fn batch_size_splits_requests() {
     }
     logger.flush().unwrap();
     let bodies = logs3_bodies(&server);
-    let sizes: Vec<usize> = bodies.iter().map(|b| b["rows"].as_array().unwrap().len()).collect();
+    let sizes: Vec<usize> = bodies
+        .iter()
+        .map(|b| b["rows"].as_array().unwrap().len())
+        .collect();
     let mut sorted = sizes.clone();
     sorted.sort();
     assert_eq!(sorted, vec![1, 2, 2]);
@@ -190,31 +247,49 @@ fn a_503_is_retried_and_delivered_once() {
 
 #[test]
 fn retry_after_is_honoured() {
-    let (server, _state, logger) = setup("retry-after", |c| c.sync_flush(true).retry_base_delay(Duration::from_millis(1)));
+    let (server, _state, logger) = setup("retry-after", |c| {
+        c.sync_flush(true)
+            .retry_base_delay(Duration::from_millis(1))
+    });
     logger.flush().unwrap();
     server.faults().retry_after(1);
     server.faults().fail_next_logs3(1, 429);
     logger.log(Event::new().input("x")).unwrap();
     let t = Instant::now();
     logger.flush().unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(950), "waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        t.elapsed()
+    );
     assert_eq!(server.rows().len(), 1);
 }
 
 #[test]
 fn a_413_is_not_retried_and_lands_in_the_failed_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, state, logger) = setup("too-large", |c| c.sync_flush(true).failed_payloads_dir(dir.path()));
+    let (server, state, logger) = setup("too-large", |c| {
+        c.sync_flush(true).failed_payloads_dir(dir.path())
+    });
     logger.flush().unwrap();
     server.faults().fail_next_logs3(5, 413);
     logger.log(Event::new().input("x")).unwrap();
     let err = logger.flush().unwrap_err();
-    assert!(matches!(err, braintrust::Error::Delivery { rows: 1, .. }), "{err}");
+    assert!(
+        matches!(err, braintrust::Error::Delivery { rows: 1, .. }),
+        "{err}"
+    );
     assert_eq!(logs3_bodies(&server).len(), 1, "413 is never retried");
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
-    assert!(name.starts_with("payload_") && name.ends_with(".json"), "{name}");
+    assert!(
+        name.starts_with("payload_") && name.ends_with(".json"),
+        "{name}"
+    );
     let body: Value = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
     assert_eq!(body["rows"][0]["input"], "x");
     assert_eq!(state.stats().failed_rows, 1);
@@ -228,7 +303,11 @@ fn permanent_failure_is_dropped_counted_and_reported_by_flush() {
     logger.log(Event::new().input("lost")).unwrap();
     let err = logger.flush().unwrap_err();
     assert!(err.to_string().contains("could not be delivered"), "{err}");
-    assert_eq!(logs3_bodies(&server).len(), 3, "num_retries 2 means 3 tries");
+    assert_eq!(
+        logs3_bodies(&server).len(),
+        3,
+        "num_retries 2 means 3 tries"
+    );
     assert_eq!(state.stats().failed_rows, 1);
     // Nothing queued later is affected.
     server.faults().reset();
@@ -247,9 +326,16 @@ fn queue_full_drops_exactly_the_excess_and_keeps_the_rest() {
     logger.flush().unwrap();
     let rows = server.rows();
     assert_eq!(rows.len(), 10);
-    let mut got: Vec<i64> = rows.iter().map(|r| r["input"]["i"].as_i64().unwrap()).collect();
+    let mut got: Vec<i64> = rows
+        .iter()
+        .map(|r| r["input"]["i"].as_i64().unwrap())
+        .collect();
     got.sort();
-    assert_eq!(got, (0..10).collect::<Vec<_>>(), "the newest are dropped, the first 10 kept");
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "the newest are dropped, the first 10 kept"
+    );
 }
 
 #[test]
@@ -266,7 +352,8 @@ fn init_against_a_closed_port_returns_at_once_and_spans_work() {
             .lifecycle(braintrust::LifecyclePolicy::Manual),
     )
     .unwrap();
-    let logger = braintrust::init_logger(LoggerOptions::new().project("p").state(state.clone())).unwrap();
+    let logger =
+        braintrust::init_logger(LoggerOptions::new().project("p").state(state.clone())).unwrap();
     let elapsed = t.elapsed();
     assert!(elapsed < Duration::from_millis(10), "init took {elapsed:?}");
     let span = logger.start_span(SpanArgs::new().name("still works"));
@@ -282,7 +369,9 @@ fn validation_errors_name_the_field_and_queue_nothing() {
     let (server, _state, logger) = setup("validation", |c| c.sync_flush(true));
     let span = logger.start_span(SpanArgs::new().name("s"));
     span.log(Event::new().output("kept")).unwrap();
-    let err = span.log(Event::new().output("lost").score("bad", 7.0)).unwrap_err();
+    let err = span
+        .log(Event::new().output("lost").score("bad", 7.0))
+        .unwrap_err();
     assert_eq!(err.field, "scores.bad");
     let err = span.log(Event::new().metadata(json!("nope"))).unwrap_err();
     assert_eq!(err.field, "metadata");
@@ -297,7 +386,11 @@ fn validation_errors_name_the_field_and_queue_nothing() {
 fn non_finite_metrics_are_sent_as_strings() {
     let (server, _state, logger) = setup("nan", |c| c.sync_flush(true));
     let span = logger.start_span(SpanArgs::new().name("n"));
-    span.log_metrics([("a", f64::NAN), ("b", f64::INFINITY), ("c", f64::NEG_INFINITY)]);
+    span.log_metrics([
+        ("a", f64::NAN),
+        ("b", f64::INFINITY),
+        ("c", f64::NEG_INFINITY),
+    ]);
     span.end();
     logger.flush().unwrap();
     let row = row_named(&server, "n");
@@ -338,14 +431,26 @@ fn masking_applies_to_user_fields_and_failures_become_markers() {
         other => Ok(other),
     })));
     let span = logger.start_span(SpanArgs::new().name("m"));
-    span.log(Event::new().input("my secret").output("explode").metadata(json!({"k": 1}))).unwrap();
+    span.log(
+        Event::new()
+            .input("my secret")
+            .output("explode")
+            .metadata(json!({"k": 1})),
+    )
+    .unwrap();
     span.end();
     logger.flush().unwrap();
     let row = row_named(&server, "m");
     assert_eq!(row["input"], "[REDACTED]");
-    assert_eq!(row["output"], "ERROR: Failed to mask field 'output' - mask service down");
+    assert_eq!(
+        row["output"],
+        "ERROR: Failed to mask field 'output' - mask service down"
+    );
     assert_eq!(row["metadata"], json!({"k": 1}));
-    assert_eq!(row["span_attributes"]["name"], "m", "span attributes are not masked");
+    assert_eq!(
+        row["span_attributes"]["name"], "m",
+        "span attributes are not masked"
+    );
 }
 
 #[test]
@@ -360,7 +465,8 @@ fn experiments_register_and_log_eval_roots() {
             .state(state),
     )
     .unwrap();
-    let span = exp.start_span(SpanArgs::new().event(Event::new().input(1).output(2).score("s", 1.0)));
+    let span =
+        exp.start_span(SpanArgs::new().event(Event::new().input(1).output(2).score("s", 1.0)));
     span.end();
     exp.flush().unwrap();
     let req = server
@@ -386,14 +492,21 @@ fn flush_works_from_sync_multi_thread_and_current_thread_contexts() {
     logger.log(Event::new().input("sync")).unwrap();
     logger.flush().unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         logger.log(Event::new().input("multi-async")).unwrap();
         logger.flush_async().await.unwrap();
         logger.log(Event::new().input("multi-blocking")).unwrap();
         logger.flush().unwrap();
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         logger.log(Event::new().input("current-async")).unwrap();
         logger.flush_async().await.unwrap();
@@ -401,9 +514,22 @@ fn flush_works_from_sync_multi_thread_and_current_thread_contexts() {
         logger.flush().unwrap();
         braintrust::flush_async().await.unwrap();
     });
-    let mut inputs: Vec<String> = server.rows().iter().map(|r| r["input"].as_str().unwrap().to_string()).collect();
+    let mut inputs: Vec<String> = server
+        .rows()
+        .iter()
+        .map(|r| r["input"].as_str().unwrap().to_string())
+        .collect();
     inputs.sort();
-    assert_eq!(inputs, ["current-async", "current-blocking", "multi-async", "multi-blocking", "sync"]);
+    assert_eq!(
+        inputs,
+        [
+            "current-async",
+            "current-blocking",
+            "multi-async",
+            "multi-blocking",
+            "sync"
+        ]
+    );
 }
 
 #[test]
@@ -420,13 +546,23 @@ fn background_mode_delivers_without_explicit_flush_calls_in_between() {
     assert_eq!(state.stats().dropped_queue_full, 0);
     // Every stored row is complete whatever the request boundaries were.
     for r in server.rows() {
-        assert!(r["metrics"]["start"].is_f64() && r["metrics"]["end"].is_f64(), "{r}");
+        assert!(
+            r["metrics"]["start"].is_f64() && r["metrics"]["end"].is_f64(),
+            "{r}"
+        );
     }
 }
 
 #[test]
 fn api_key_never_appears_in_debug_or_errors() {
-    let state = State::new(Config::default().api_key("sk-very-secret-value").app_url("http://127.0.0.1:9").num_retries(0).lifecycle(braintrust::LifecyclePolicy::Manual)).unwrap();
+    let state = State::new(
+        Config::default()
+            .api_key("sk-very-secret-value")
+            .app_url("http://127.0.0.1:9")
+            .num_retries(0)
+            .lifecycle(braintrust::LifecyclePolicy::Manual),
+    )
+    .unwrap();
     assert!(!format!("{state:?}").contains("very-secret"));
     let err = state.login().unwrap_err();
     assert!(!err.to_string().contains("very-secret"), "{err}");

@@ -12,8 +12,13 @@ fn example_bin() -> PathBuf {
     // target/<profile>/deps/<this test> → target/<profile>/examples/exit_flush
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join(format!("exit_flush{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "build the example first: cargo build --example exit_flush ({bin:?})");
+    let bin = dir
+        .join("examples")
+        .join(format!("exit_flush{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "build the example first: cargo build --example exit_flush ({bin:?})"
+    );
     bin
 }
 
@@ -29,7 +34,9 @@ struct Outcome {
 static ONE_CHILD_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run_child(server: &DevServer, args: &[&str], env: &[(&str, &str)]) -> Outcome {
-    let _one = ONE_CHILD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CHILD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let mut cmd = Command::new(example_bin());
     cmd.args(args)
         .env_remove("BRAINTRUST_DISABLE_ATEXIT_FLUSH")
@@ -60,7 +67,8 @@ fn run_child(server: &DevServer, args: &[&str], env: &[(&str, &str)]) -> Outcome
     let status = child.wait().unwrap();
     let exited = Instant::now();
     let stderr = err_reader.join().unwrap();
-    let returned_at = returned_at.unwrap_or_else(|| panic!("child never reached the end of main; stderr:\n{stderr}"));
+    let returned_at = returned_at
+        .unwrap_or_else(|| panic!("child never reached the end of main; stderr:\n{stderr}"));
     Outcome {
         status,
         exit_after_main: exited.duration_since(returned_at),
@@ -77,7 +85,11 @@ fn stored_work_rows(server: &DevServer) -> usize {
 }
 
 fn logs3_requests(server: &DevServer) -> usize {
-    server.requests().iter().filter(|r| r.path == "/logs3").count()
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/logs3")
+        .count()
 }
 
 #[test]
@@ -101,9 +113,17 @@ const SLOW: [&str; 4] = ["--spans", "20000", "--mask-delay-ms", "1500"];
 #[test]
 fn disabled_by_env_exits_at_once_without_an_exit_request() {
     let server = slow_backend();
-    let out = run_child(&server, &SLOW, &[("BRAINTRUST_DISABLE_ATEXIT_FLUSH", "true")]);
+    let out = run_child(
+        &server,
+        &SLOW,
+        &[("BRAINTRUST_DISABLE_ATEXIT_FLUSH", "true")],
+    );
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.exit_after_main < Duration::from_millis(200), "took {:?}", out.exit_after_main);
+    assert!(
+        out.exit_after_main < Duration::from_millis(200),
+        "took {:?}",
+        out.exit_after_main
+    );
     assert_eq!(logs3_requests(&server), 0);
 }
 
@@ -114,7 +134,11 @@ fn disabled_by_builder_option_exits_at_once() {
     args.extend(["--policy", "manual"]);
     let out = run_child(&server, &args, &[]);
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.exit_after_main < Duration::from_millis(200), "took {:?}", out.exit_after_main);
+    assert!(
+        out.exit_after_main < Duration::from_millis(200),
+        "took {:?}",
+        out.exit_after_main
+    );
     assert_eq!(logs3_requests(&server), 0);
 }
 
@@ -125,7 +149,11 @@ fn unregistered_at_runtime_behaves_as_disabled() {
     args.extend(["--policy", "unregister"]);
     let out = run_child(&server, &args, &[]);
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.exit_after_main < Duration::from_millis(200), "took {:?}", out.exit_after_main);
+    assert!(
+        out.exit_after_main < Duration::from_millis(200),
+        "took {:?}",
+        out.exit_after_main
+    );
     assert_eq!(logs3_requests(&server), 0);
 }
 
@@ -138,7 +166,10 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
     let out = run_child(
         &server,
         &args,
-        &[("BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR", dir.path().to_str().unwrap())],
+        &[(
+            "BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR",
+            dir.path().to_str().unwrap(),
+        )],
     );
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
@@ -173,13 +204,20 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
             v["rows"].as_array().unwrap().len()
         })
         .sum();
-    assert!(written > 0 && written <= undelivered, "written {written}, undelivered {undelivered}");
+    assert!(
+        written > 0 && written <= undelivered,
+        "written {written}, undelivered {undelivered}"
+    );
 }
 
 #[test]
 fn flush_then_exit_sends_no_row_twice() {
     let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
-    let out = run_child(&server, &["--spans", "2000", "--policy", "default", "--flush-first"], &[]);
+    let out = run_child(
+        &server,
+        &["--spans", "2000", "--policy", "default", "--flush-first"],
+        &[],
+    );
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(stored_work_rows(&server), 2000);
     // One row per span on the wire, merged before sending: nothing resent.
@@ -205,12 +243,23 @@ fn exit_from_every_runtime_flavour_flushes_without_deadlock() {
     for runtime in ["sync", "current", "multi"] {
         for exit in [false, true] {
             let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
-            let mut args = vec!["--spans", "300", "--policy", "default", "--runtime", runtime];
+            let mut args = vec![
+                "--spans",
+                "300",
+                "--policy",
+                "default",
+                "--runtime",
+                runtime,
+            ];
             if exit {
                 args.push("--exit");
             }
             let out = run_child(&server, &args, &[]);
-            assert!(out.status.success(), "{runtime} exit={exit}: {}", out.stderr);
+            assert!(
+                out.status.success(),
+                "{runtime} exit={exit}: {}",
+                out.stderr
+            );
             assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
             assert_eq!(stored_work_rows(&server), 300, "{runtime} exit={exit}");
         }

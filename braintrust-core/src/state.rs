@@ -320,7 +320,11 @@ impl State {
         }
         self.ensure_started();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let ctrl = self.0.ctrl.get().ok_or_else(|| Error::Logger("not started".into()))?;
+        let ctrl = self
+            .0
+            .ctrl
+            .get()
+            .ok_or_else(|| Error::Logger("not started".into()))?;
         if ctrl
             .send(Cmd::Flush {
                 done: Responder::Sync(tx),
@@ -460,31 +464,14 @@ impl State {
         }
         let http = self.http()?;
         let url = join_url(&cfg.app_url, "api/apikey/login");
-        let mut attempt = 0u32;
-        let resp = loop {
-            attempt += 1;
-            let r = http
-                .post(&url)
-                .header("authorization", self.bearer()?)
-                .header("content-length", "0")
-                .send()
-                .await;
-            let retryable = match &r {
-                Ok(resp) => matches!(resp.status().as_u16(), 408 | 429 | 500 | 502 | 503 | 504),
-                Err(_) => true,
-            };
-            if !retryable || attempt >= 4 {
-                break r;
-            }
-            let wait = r
-                .as_ref()
-                .ok()
-                .and_then(logger::retry_after)
-                .unwrap_or_else(|| {
-                    Duration::from_secs_f64((0.5 * 2f64.powi(attempt as i32 - 1)).min(10.0))
-                });
-            tokio::time::sleep(wait.min(cfg.retry_base_delay * 10)).await;
-        };
+        // One attempt: the logger thread retries the whole resolution with
+        // the configured backoff, so retrying here too would multiply waits.
+        let resp = http
+            .post(&url)
+            .header("authorization", self.bearer()?)
+            .header("content-length", "0")
+            .send()
+            .await;
         let resp = resp.map_err(|e| Error::Http {
             context: format!("POST {url}"),
             message: logger::describe_reqwest(&e),

@@ -199,7 +199,10 @@ where
 /// assert_eq!(rt.block_on(shout("hi".into())), "HI");
 /// ```
 #[track_caller]
-pub fn wrap_traced_async<A, Fut, F>(args: SpanArgs, f: F) -> impl Fn(A) -> TracedFuture<Fut, LogOutput>
+pub fn wrap_traced_async<A, Fut, F>(
+    args: SpanArgs,
+    f: F,
+) -> impl Fn(A) -> TracedFuture<Fut, LogOutput>
 where
     F: Fn(A) -> Fut,
     Fut: Future,
@@ -220,7 +223,10 @@ where
 
 fn json_or_placeholder<T: Serialize + ?Sized>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_else(|e| {
-        Value::String(format!("<unserializable {}: {e}>", std::any::type_name::<T>()))
+        Value::String(format!(
+            "<unserializable {}: {e}>",
+            std::any::type_name::<T>()
+        ))
     })
 }
 
@@ -373,13 +379,13 @@ pub mod __macro_support {
     use serde_json::{Map, Value};
 
     pub use super::{OnReady, TracedFuture};
+    use crate::event::{error_string, Event};
+    use crate::object::start_span_at;
+    use crate::span::{Span, SpanArgs, SpanType};
     pub use crate::{
         __traced_capture as capture, __traced_error_text as error_text,
         __traced_record_return as record_return,
     };
-    use crate::event::{error_string, Event};
-    use crate::object::start_span_at;
-    use crate::span::{Span, SpanArgs, SpanType};
 
     /// The location of the tokens of this call: the macro emits the call with
     /// the span of the function's name, so this is the traced function.
@@ -511,7 +517,10 @@ pub mod __macro_support {
     impl<T: Serialize + ?Sized> CaptureSerialize for &&Capture<'_, T> {
         fn __bt_capture(&self) -> Value {
             serde_json::to_value(self.0).unwrap_or_else(|e| {
-                Value::String(format!("<unserializable {}: {e}>", std::any::type_name::<T>()))
+                Value::String(format!(
+                    "<unserializable {}: {e}>",
+                    std::any::type_name::<T>()
+                ))
             })
         }
     }
@@ -691,10 +700,16 @@ macro_rules! __traced_record_return {
         use $crate::traced::__macro_support::{ViewResult as _, ViewValue as _};
         match (&&$crate::traced::__macro_support::Ret($ret)).__bt_view() {
             $crate::traced::__macro_support::View::Value(__bt_v) => {
-                $crate::traced::__macro_support::log_output($span, $crate::__traced_capture!(__bt_v))
+                $crate::traced::__macro_support::log_output(
+                    $span,
+                    $crate::__traced_capture!(__bt_v),
+                )
             }
             $crate::traced::__macro_support::View::Err(__bt_e) => {
-                $crate::traced::__macro_support::log_error($span, $crate::__traced_error_text!(__bt_e))
+                $crate::traced::__macro_support::log_error(
+                    $span,
+                    $crate::__traced_error_text!(__bt_e),
+                )
             }
         }
     }};
@@ -704,7 +719,10 @@ macro_rules! __traced_record_return {
         match (&&$crate::traced::__macro_support::Ret($ret)).__bt_view() {
             $crate::traced::__macro_support::View::Value(_) => {}
             $crate::traced::__macro_support::View::Err(__bt_e) => {
-                $crate::traced::__macro_support::log_error($span, $crate::__traced_error_text!(__bt_e))
+                $crate::traced::__macro_support::log_error(
+                    $span,
+                    $crate::__traced_error_text!(__bt_e),
+                )
             }
         }
     }};
@@ -742,10 +760,16 @@ mod tests {
     #[test]
     fn capture_prefers_serialize_then_debug_then_placeholder() {
         assert_eq!(crate::__traced_capture!(&Both { a: 1 }), json!({"a": 1}));
-        assert_eq!(crate::__traced_capture!(&DebugOnly(2)), json!("DebugOnly(2)"));
+        assert_eq!(
+            crate::__traced_capture!(&DebugOnly(2)),
+            json!("DebugOnly(2)")
+        );
         assert_eq!(
             crate::__traced_capture!(&Neither),
-            json!(format!("<unserializable {}>", std::any::type_name::<Neither>()))
+            json!(format!(
+                "<unserializable {}>",
+                std::any::type_name::<Neither>()
+            ))
         );
         let s: &str = "hi";
         assert_eq!(crate::__traced_capture!(&s), json!("hi"));
@@ -792,8 +816,12 @@ mod tests {
             crate::__traced_error_text!(&e),
             "outer failed\n\nCaused by:\n    0: disk on fire"
         );
-        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Outer(std::io::Error::other("x")));
-        assert_eq!(crate::__traced_error_text!(&boxed), "outer failed\n\nCaused by:\n    0: x");
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(Outer(std::io::Error::other("x")));
+        assert_eq!(
+            crate::__traced_error_text!(&boxed),
+            "outer failed\n\nCaused by:\n    0: x"
+        );
         let boxed: Box<dyn std::error::Error> = "plain".into();
         assert_eq!(crate::__traced_error_text!(&boxed), "plain");
         assert_eq!(crate::__traced_error_text!(&String::from("bad")), "bad");
@@ -805,11 +833,19 @@ mod tests {
     fn result_view_splits_ok_and_err() {
         use __macro_support::{ViewResult as _, ViewValue as _};
         let ok: Result<u8, String> = Ok(1);
-        assert!(matches!((&&__macro_support::Ret(&ok)).__bt_view(), __macro_support::View::Value(1)));
+        assert!(matches!(
+            (&&__macro_support::Ret(&ok)).__bt_view(),
+            __macro_support::View::Value(1)
+        ));
         let err: Result<u8, String> = Err("e".into());
-        assert!(matches!((&&__macro_support::Ret(&err)).__bt_view(), __macro_support::View::Err(e) if e == "e"));
+        assert!(
+            matches!((&&__macro_support::Ret(&err)).__bt_view(), __macro_support::View::Err(e) if e == "e")
+        );
         let plain = Some(3u8);
-        assert!(matches!((&&__macro_support::Ret(&plain)).__bt_view(), __macro_support::View::Value(Some(3))));
+        assert!(matches!(
+            (&&__macro_support::Ret(&plain)).__bt_view(),
+            __macro_support::View::Value(Some(3))
+        ));
     }
 
     #[test]
@@ -824,11 +860,17 @@ mod tests {
     fn noop_span_runs_the_body_and_touches_nothing() {
         let span = Span::noop();
         assert_eq!(__macro_support::run_sync(&span, || 41 + 1), 42);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let fut = TracedFuture::new(Span::noop(), async { 7 }, EndSpan);
         assert_eq!(rt.block_on(fut), 7);
         // Dropped half-way with a no-op span: nothing to record, no panic.
-        drop(TracedFuture::new(Span::noop(), std::future::pending::<()>(), EndSpan));
+        drop(TracedFuture::new(
+            Span::noop(),
+            std::future::pending::<()>(),
+            EndSpan,
+        ));
     }
 
     /// A logger on a fresh devserver, not the current logger, so tests run in parallel.
@@ -854,7 +896,8 @@ mod tests {
                 assert!(outer.is_current());
                 traced(SpanArgs::new().name("inner"), |_| ());
             });
-            let r = panic::catch_unwind(|| traced(SpanArgs::new().name("boom"), |_| panic!("kaboom")));
+            let r =
+                panic::catch_unwind(|| traced(SpanArgs::new().name("boom"), |_| panic!("kaboom")));
             assert!(r.is_err());
             let add = wrap_traced(SpanArgs::new().name("add"), |(a, b): (i32, i32)| a + b);
             assert_eq!(add((1, 2)), 3);
@@ -876,7 +919,10 @@ mod tests {
     #[test]
     fn traced_future_records_cancellation_panics_and_completion() {
         let (server, logger) = setup();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let root = logger.start_span(SpanArgs::new().name("root"));
         let root2 = root.clone();
         rt.block_on(async move {
@@ -904,7 +950,9 @@ mod tests {
             let r = futures_util::FutureExt::catch_unwind(AssertUnwindSafe(bad)).await;
             assert!(r.is_err());
             let shout = root2.in_scope(|| {
-                wrap_traced_async(SpanArgs::new().name("shout"), |s: String| async move { s.to_uppercase() })
+                wrap_traced_async(SpanArgs::new().name("shout"), |s: String| async move {
+                    s.to_uppercase()
+                })
             });
             let fut = root2.in_scope(|| shout("hi".to_string()));
             assert_eq!(fut.await, "HI");

@@ -91,10 +91,7 @@ async fn main() -> ExitCode {
         .first()
         .cloned()
         .unwrap_or_else(|| "dev-key".to_string());
-    let config = args
-        .config
-        .db_path(args.db.clone())
-        .api_keys(args.api_keys);
+    let config = args.config.db_path(args.db.clone()).api_keys(args.api_keys);
     let server = match DevServer::start(config).await {
         Ok(s) => s,
         Err(e) => {

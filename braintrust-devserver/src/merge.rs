@@ -67,7 +67,7 @@ pub(crate) fn merge_into(stored: &mut Map<String, Value>, incoming: Map<String, 
             continue;
         }
         path.push(k);
-        let replace = paths.iter().any(|p| *p == path);
+        let replace = paths.contains(&path);
         let k = path.pop().expect("pushed above");
         if replace {
             stored.insert(k, v);
@@ -129,10 +129,13 @@ mod tests {
 
     #[test]
     fn deep_merge_and_replace() {
-        let mut stored = obj(json!({"id":"r","metadata":{"a":{"b":1,"c":[1,2]},"k":"v"},"scores":{"s":0.5}}));
+        let mut stored =
+            obj(json!({"id":"r","metadata":{"a":{"b":1,"c":[1,2]},"k":"v"},"scores":{"s":0.5}}));
         merge_into(
             &mut stored,
-            obj(json!({"id":"r","_is_merge":true,"metadata":{"a":{"c":[3],"d":2},"k":null},"scores":{"t":1}})),
+            obj(
+                json!({"id":"r","_is_merge":true,"metadata":{"a":{"c":[3],"d":2},"k":null},"scores":{"t":1}}),
+            ),
         );
         assert_eq!(
             Value::Object(stored),
@@ -159,7 +162,9 @@ mod tests {
             obj(json!({"created":"first","span_id":"s","root_span_id":"t","span_parents":null}));
         merge_into(
             &mut stored,
-            obj(json!({"_is_merge":true,"created":"second","span_id":"s2","root_span_id":"t2","span_parents":["zz"],"output":3})),
+            obj(
+                json!({"_is_merge":true,"created":"second","span_id":"s2","root_span_id":"t2","span_parents":["zz"],"output":3}),
+            ),
         );
         assert_eq!(
             Value::Object(stored),
@@ -172,7 +177,9 @@ mod tests {
         let mut stored = obj(json!({"metadata":{"a":{"b":1}},"tags":["x"]}));
         merge_into(
             &mut stored,
-            obj(json!({"_is_merge":true,"_merge_paths":[["metadata","a"],["tags"]],"metadata":{"a":{"c":2}},"tags":["y"]})),
+            obj(
+                json!({"_is_merge":true,"_merge_paths":[["metadata","a"],["tags"]],"metadata":{"a":{"c":2}},"tags":["y"]}),
+            ),
         );
         assert_eq!(
             Value::Object(stored),

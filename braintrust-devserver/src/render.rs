@@ -10,7 +10,9 @@ fn str_field<'a>(row: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 fn metric(row: &Value, name: &str) -> Option<f64> {
-    row.get("metrics").and_then(|m| m.get(name)).and_then(Value::as_f64)
+    row.get("metrics")
+        .and_then(|m| m.get(name))
+        .and_then(Value::as_f64)
 }
 
 /// The span's display name: `span_attributes.name`, else its id.

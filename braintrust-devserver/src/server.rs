@@ -120,7 +120,10 @@ impl From<rusqlite::Error> for ApiError {
 
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {e}"),
+        )
     }
 }
 
@@ -192,7 +195,9 @@ async fn record(State(s): St, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
-        Err(e) => return ApiError::bad_request(format!("failed to read body: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::bad_request(format!("failed to read body: {e}")).into_response()
+        }
     };
     let headers = parts
         .headers
@@ -212,7 +217,9 @@ async fn record(State(s): St, req: Request, next: Next) -> Response {
         body: bytes.to_vec(),
         status: 0,
     });
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     s.set_status(seq, resp.status().as_u16());
     resp
 }
@@ -284,7 +291,11 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 // ------------------------------------------------------------------- login
@@ -403,7 +414,10 @@ async fn v1_experiment_create(State(s): St, body: Bytes) -> ApiResult {
     let project_id =
         opt_str(&b, "project_id").ok_or_else(|| ApiError::bad_request("missing 'project_id'"))?;
     let name = opt_str(&b, "name");
-    let ensure_new = b.get("ensure_new").and_then(Value::as_bool).unwrap_or(false);
+    let ensure_new = b
+        .get("ensure_new")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let extra = experiment_extra(&b);
     Ok(Json(
         db(&s, move |st| {
@@ -432,9 +446,7 @@ async fn resolve_project_filter(
     }
     if let Some(name) = project_name {
         let p = db(s, move |st| st.project_by_name(&name)).await?;
-        return Ok(Some(
-            p.and_then(|p| p["id"].as_str().map(str::to_string)),
-        ));
+        return Ok(Some(p.and_then(|p| p["id"].as_str().map(str::to_string))));
     }
     Ok(None)
 }
@@ -462,10 +474,7 @@ async fn find_experiments(
     Ok(found)
 }
 
-async fn v1_experiment_list(
-    State(s): St,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+async fn v1_experiment_list(State(s): St, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     let found = find_experiments(
         &s,
         q.get("project_id").cloned(),
@@ -504,7 +513,9 @@ async fn legacy_experiment_register(State(s): St, body: Bytes) -> ApiResult {
         st.experiment_register(&pid, name.as_deref(), !update, extra)
     })
     .await?;
-    Ok(Json(json!({ "project": project, "experiment": experiment })))
+    Ok(Json(
+        json!({ "project": project, "experiment": experiment }),
+    ))
 }
 
 async fn legacy_experiment_get(State(s): St, body: Bytes) -> ApiResult {
@@ -558,9 +569,9 @@ async fn logs3_store(s: &Arc<Shared>, body: Bytes) -> Result<(), ApiError> {
         RowsField::Rows(rows) => rows,
         RowsField::Overflow(key) => {
             let k = key.clone();
-            let (_, payload) = db(s, move |st| st.upload_get(&k))
-                .await?
-                .ok_or_else(|| ApiError::bad_request(format!("no overflow upload for key {key}")))?;
+            let (_, payload) = db(s, move |st| st.upload_get(&k)).await?.ok_or_else(|| {
+                ApiError::bad_request(format!("no overflow upload for key {key}"))
+            })?;
             let trimmed = payload.trim_ascii_start();
             if trimmed.starts_with(b"[") {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(trimmed).map_err(|e| {
@@ -701,7 +712,9 @@ async fn attachment_get(State(s): St, Query(q): Query<HashMap<String, String>>) 
         None if upload_exists => json!({"upload_status": "done"}),
         None => return Err(ApiError::not_found(format!("attachment {key} not found"))),
     };
-    Ok(Json(json!({"downloadUrl": upload_url(&s, &key), "status": status})))
+    Ok(Json(
+        json!({"downloadUrl": upload_url(&s, &key), "status": status}),
+    ))
 }
 
 async fn upload_put(
@@ -720,7 +733,10 @@ async fn upload_put(
 
 async fn upload_get(State(s): St, Path(key): Path<String>) -> Result<Response, ApiError> {
     let k = key.clone();
-    let (upload, meta) = db(&s, move |st| Ok((st.upload_get(&k)?, st.attachment_get(&k)?))).await?;
+    let (upload, meta) = db(&s, move |st| {
+        Ok((st.upload_get(&k)?, st.attachment_get(&k)?))
+    })
+    .await?;
     let (ct, data) = upload.ok_or_else(|| ApiError::not_found(format!("no upload {key}")))?;
     let ct = meta
         .and_then(|(ct, _)| ct)

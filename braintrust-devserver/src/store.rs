@@ -83,6 +83,9 @@ impl From<rusqlite::Error> for IngestError {
     }
 }
 
+/// An upload: `(content_type, bytes)`.
+pub(crate) type Upload = (Option<String>, Vec<u8>);
+
 /// Filter for row and trace queries.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RowFilter {
@@ -107,8 +110,8 @@ fn key_value(row: &Map<String, Value>, field: &str) -> String {
 
 fn is_root(row: &Map<String, Value>) -> bool {
     match row.get("span_parents") {
-        Some(Value::Null) => true,
-        None => row.contains_key("span_id") && row.get("span_id") == row.get("root_span_id"),
+        // Python always sends `span_parents` (null for roots); TypeScript omits it on roots.
+        None | Some(Value::Null) => true,
         Some(Value::Array(a)) => a.is_empty(),
         _ => false,
     }
@@ -143,15 +146,6 @@ struct Head {
     is_delete: bool,
 }
 
-/// Accepts a present field, so that `Option<Option<T>>` tells "missing" from `null`.
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    serde::Deserialize::deserialize(d).map(Some)
-}
-
 /// The row fields read without building the whole JSON tree.
 #[derive(serde::Deserialize)]
 struct RowHead {
@@ -167,11 +161,9 @@ struct RowHead {
     #[serde(default)]
     log_id: Option<String>,
     #[serde(default)]
-    span_id: Option<String>,
-    #[serde(default)]
     root_span_id: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    span_parents: Option<Option<Vec<IgnoredAny>>>,
+    #[serde(default)]
+    span_parents: Option<Vec<IgnoredAny>>,
     #[serde(default)]
     _is_merge: Option<bool>,
     #[serde(default)]
@@ -183,11 +175,8 @@ struct RowHead {
 fn fast_head(text: &str) -> Option<Head> {
     let h: RowHead = serde_json::from_str(text).ok()?;
     let id = h.id?;
-    let is_root = match &h.span_parents {
-        Some(None) => true,
-        Some(Some(p)) => p.is_empty(),
-        None => h.span_id.is_some() && h.span_id == h.root_span_id,
-    };
+    // Python always sends `span_parents` (null for roots); TypeScript omits it on roots.
+    let is_root = h.span_parents.as_ref().is_none_or(|p| p.is_empty());
     let s = |o: Option<String>| o.unwrap_or_default();
     Some(Head {
         key: [
@@ -214,10 +203,7 @@ fn slow_head(text: &str) -> Option<(String, Head)> {
     match row.get("id") {
         Some(Value::String(_)) => {}
         None | Some(Value::Null) => {
-            row.insert(
-                "id".into(),
-                Value::String(uuid::Uuid::new_v4().to_string()),
-            );
+            row.insert("id".into(), Value::String(uuid::Uuid::new_v4().to_string()));
         }
         Some(other) => {
             let s = other.to_string();
@@ -617,10 +603,7 @@ impl Store {
     }
 
     /// Returns `(content_type, bytes)` of an upload.
-    pub(crate) fn upload_get(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Option<String>, Vec<u8>)>, rusqlite::Error> {
+    pub(crate) fn upload_get(&self, key: &str) -> Result<Option<Upload>, rusqlite::Error> {
         self.conn()
             .query_row(
                 "SELECT content_type, data FROM uploads WHERE key = ?1",

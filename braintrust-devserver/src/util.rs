@@ -50,6 +50,9 @@ mod tests {
             format_unix_millis(1_795_459_929_439),
             "2026-11-23T18:52:09.439Z"
         );
-        assert_eq!(format_unix_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_unix_millis(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

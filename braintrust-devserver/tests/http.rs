@@ -139,7 +139,12 @@ async fn any_non_empty_key_is_accepted_by_default() {
 #[tokio::test]
 async fn project_get_or_create_is_idempotent() {
     let server = start(DevServerConfig::default()).await;
-    let (s1, p1) = post(&server, "/v1/project", json!({"name": "proj", "org_name": "dev-org"})).await;
+    let (s1, p1) = post(
+        &server,
+        "/v1/project",
+        json!({"name": "proj", "org_name": "dev-org"}),
+    )
+    .await;
     let (s2, p2) = post(&server, "/v1/project", json!({"name": "proj"})).await;
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(p1, p2);
@@ -168,7 +173,12 @@ async fn project_get_or_create_is_idempotent() {
     assert_eq!(status, 200);
     assert_eq!(q["name"], "proj");
 
-    let (_, other) = post(&server, "/api/project/register", json!({"project_name": "other"})).await;
+    let (_, other) = post(
+        &server,
+        "/api/project/register",
+        json!({"project_name": "other"}),
+    )
+    .await;
     assert_ne!(other["project"]["id"], p1["id"]);
     let projects = server.projects();
     assert_eq!(projects.len(), 2);
@@ -208,8 +218,18 @@ async fn experiment_registration_both_generations() {
     assert_eq!(same["id"], e1["id"]);
 
     // No name: one is generated.
-    let (_, gen1) = post(&server, "/v1/experiment", json!({"project_id": pid, "ensure_new": true})).await;
-    let (_, gen2) = post(&server, "/v1/experiment", json!({"project_id": pid, "ensure_new": true})).await;
+    let (_, gen1) = post(
+        &server,
+        "/v1/experiment",
+        json!({"project_id": pid, "ensure_new": true}),
+    )
+    .await;
+    let (_, gen2) = post(
+        &server,
+        "/v1/experiment",
+        json!({"project_id": pid, "ensure_new": true}),
+    )
+    .await;
     assert!(gen1["name"].as_str().is_some_and(|n| !n.is_empty()));
     assert_ne!(gen1["name"], gen2["name"]);
 
@@ -233,7 +253,11 @@ async fn experiment_registration_both_generations() {
     assert_eq!(legacy2["experiment"]["name"], "run-1");
     assert_eq!(legacy2["project"]["id"], legacy["project"]["id"]);
 
-    let (status, got) = get(&server, &format!("/v1/experiment/{}", e1["id"].as_str().unwrap())).await;
+    let (status, got) = get(
+        &server,
+        &format!("/v1/experiment/{}", e1["id"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(got["name"], "exp-1");
     assert_eq!(server.experiments().len(), 7);
@@ -244,7 +268,10 @@ async fn version_reports_payload_limit_only_when_configured() {
     let server = start(DevServerConfig::default()).await;
     let (status, v) = get(&server, "/version").await;
     assert_eq!(status, 200);
-    assert!(v["version"].as_str().unwrap().starts_with("braintrust-devserver "));
+    assert!(v["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("braintrust-devserver "));
     assert!(v.get("logs3_payload_max_bytes").is_none());
 
     let limited = start(DevServerConfig::default().logs3_payload_max_bytes(Some(1234))).await;
@@ -266,10 +293,12 @@ async fn logs3_merge_semantics() {
     // First write + merges across separate requests.
     let (status, body) = logs3(
         &server,
-        json!([with(json!({"id": "r1", "span_id": "s1", "root_span_id": "t1", "span_parents": null,
+        json!([with(
+            json!({"id": "r1", "span_id": "s1", "root_span_id": "t1", "span_parents": null,
             "_is_merge": false, "created": "c0", "metrics": {"start": 1.0},
             "span_attributes": {"name": "root", "type": "task"}, "input": {"q": "hi"},
-            "tags": ["a"], "metadata": {"m": {"x": 1, "y": [1, 2]}}}))]),
+            "tags": ["a"], "metadata": {"m": {"x": 1, "y": [1, 2]}}})
+        )]),
     )
     .await;
     assert_eq!(status, 200);
@@ -277,11 +306,15 @@ async fn logs3_merge_semantics() {
     logs3(
         &server,
         json!([
-            with(json!({"id": "r1", "span_id": "s1", "root_span_id": "t1", "span_parents": null,
+            with(
+                json!({"id": "r1", "span_id": "s1", "root_span_id": "t1", "span_parents": null,
                 "_is_merge": true, "output": {"a": 1}, "tags": ["b", "a"],
-                "metadata": {"m": {"y": [3], "z": null}}, "created": "later"})),
-            with(json!({"id": "r1", "span_id": "s1", "root_span_id": "t1", "span_parents": ["bogus"],
-                "_is_merge": true, "metrics": {"end": 2.0}}))
+                "metadata": {"m": {"y": [3], "z": null}}, "created": "later"})
+            ),
+            with(
+                json!({"id": "r1", "span_id": "s1", "root_span_id": "t1", "span_parents": ["bogus"],
+                "_is_merge": true, "metrics": {"end": 2.0}})
+            )
         ]),
     )
     .await;
@@ -298,26 +331,49 @@ async fn logs3_merge_semantics() {
     assert!(rows[0].get("_is_merge").is_none());
 
     // A merge row for an unknown key is stored as is (minus _is_merge).
-    logs3(&server, json!([with(json!({"id": "r2", "_is_merge": true, "output": 5}))])).await;
-    assert_eq!(server.row("r2").unwrap(), with(json!({"id": "r2", "output": 5})));
+    logs3(
+        &server,
+        json!([with(json!({"id": "r2", "_is_merge": true, "output": 5}))]),
+    )
+    .await;
+    assert_eq!(
+        server.row("r2").unwrap(),
+        with(json!({"id": "r2", "output": 5}))
+    );
 
     // A non-merge row replaces the stored row but keeps its position.
-    logs3(&server, json!([with(json!({"id": "r1", "_is_merge": false, "input": 2}))])).await;
+    logs3(
+        &server,
+        json!([with(json!({"id": "r1", "_is_merge": false, "input": 2}))]),
+    )
+    .await;
     let rows = server.rows();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0], with(json!({"id": "r1", "input": 2})));
     assert_eq!(rows[1]["id"], "r2");
 
     // The same id under another object is a different row.
-    logs3(&server, json!([{"id": "r1", "experiment_id": "e1", "_is_merge": true, "output": 9}])).await;
+    logs3(
+        &server,
+        json!([{"id": "r1", "experiment_id": "e1", "_is_merge": true, "output": 9}]),
+    )
+    .await;
     assert_eq!(server.rows().len(), 3);
 
     // _merge_paths replace instead of merging.
-    logs3(&server, json!([with(json!({"id": "r3", "metadata": {"a": {"b": 1}}, "tags": ["x"]}))])).await;
     logs3(
         &server,
-        json!([with(json!({"id": "r3", "_is_merge": true, "_merge_paths": [["metadata", "a"], ["tags"]],
-            "metadata": {"a": {"c": 2}}, "tags": ["y"]}))]),
+        json!([with(
+            json!({"id": "r3", "metadata": {"a": {"b": 1}}, "tags": ["x"]})
+        )]),
+    )
+    .await;
+    logs3(
+        &server,
+        json!([with(
+            json!({"id": "r3", "_is_merge": true, "_merge_paths": [["metadata", "a"], ["tags"]],
+            "metadata": {"a": {"c": 2}}, "tags": ["y"]})
+        )]),
     )
     .await;
     assert_eq!(
@@ -338,12 +394,33 @@ async fn logs3_merge_semantics() {
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert!(server.row("raw").is_some());
 
+    // Dataset-style delete removes the stored row; a row without an id gets one.
+    logs3(
+        &server,
+        json!([{"id": "d1", "dataset_id": "ds", "input": 1}]),
+    )
+    .await;
+    assert!(server.row("d1").is_some());
+    logs3(
+        &server,
+        json!([{"id": "d1", "dataset_id": "ds", "_object_delete": true}]),
+    )
+    .await;
+    assert!(server.row("d1").is_none());
+    logs3(&server, json!([{"dataset_id": "ds", "input": "no id"}])).await;
+    let generated = server
+        .rows()
+        .into_iter()
+        .find(|r| r["input"] == "no id")
+        .unwrap();
+    assert_eq!(generated["id"].as_str().unwrap().len(), 36);
+
     // Bad bodies are 400 and store nothing.
     let (status, _) = post(&server, "/logs3", json!({"rows": [1, 2]})).await;
     assert_eq!(status, 400);
     let (status, _) = post(&server, "/logs3", json!({"nope": true})).await;
     assert_eq!(status, 400);
-    assert_eq!(server.rows().len(), 5);
+    assert_eq!(server.rows().len(), 6);
 }
 
 #[tokio::test]
@@ -465,7 +542,11 @@ async fn attachment_upload_flow() {
     assert_eq!(url, format!("{}/dev/upload/{key}", server.url()));
     assert!(signed["headers"].is_object());
 
-    let (_, info) = get(&server, &format!("/attachment?key={key}&filename=hello.txt")).await;
+    let (_, info) = get(
+        &server,
+        &format!("/attachment?key={key}&filename=hello.txt"),
+    )
+    .await;
     assert_eq!(info["status"]["upload_status"], "uploading");
 
     let resp = client()
@@ -514,23 +595,31 @@ async fn trace_tree_of_three_spans() {
     logs3(
         &server,
         json!([
-            span(json!({"id": "1", "span_id": "root", "span_parents": null, "_is_merge": false,
+            span(
+                json!({"id": "1", "span_id": "root", "span_parents": null, "_is_merge": false,
                 "span_attributes": {"name": "handle_request", "type": "task"},
-                "metrics": {"start": 100.0}})),
-            span(json!({"id": "2", "span_id": "llm", "span_parents": ["root"], "_is_merge": false,
+                "metrics": {"start": 100.0}})
+            ),
+            span(
+                json!({"id": "2", "span_id": "llm", "span_parents": ["root"], "_is_merge": false,
                 "span_attributes": {"name": "Chat Completion", "type": "llm"},
-                "metrics": {"start": 100.1, "end": 100.35}, "scores": {"quality": 0.5}})),
-            span(json!({"id": "3", "span_id": "tool", "span_parents": ["llm"], "_is_merge": false,
+                "metrics": {"start": 100.1, "end": 100.35}, "scores": {"quality": 0.5}})
+            ),
+            span(
+                json!({"id": "3", "span_id": "tool", "span_parents": ["llm"], "_is_merge": false,
                 "span_attributes": {"name": "lookup", "type": "tool"},
                 "metrics": {"start": 100.2, "end": 100.3},
-                "error": "not found\n\ncaused by: missing row"})),
+                "error": "not found\n\ncaused by: missing row"})
+            ),
         ]),
     )
     .await;
     // The root ends in a later request (merge).
     logs3(
         &server,
-        json!([span(json!({"id": "1", "span_id": "root", "_is_merge": true, "metrics": {"end": 100.5}}))]),
+        json!([span(
+            json!({"id": "1", "span_id": "root", "_is_merge": true, "metrics": {"end": 100.5}})
+        )]),
     )
     .await;
     let tree = server.trace_tree("trace1");
@@ -541,6 +630,28 @@ async fn trace_tree_of_three_spans() {
     assert_eq!(server.render_all_traces(), tree);
     assert_eq!(server.trace_tree("unknown"), "");
 
+    // A TypeScript-style root (no `span_parents` key at all) with an unfinished child.
+    logs3(
+        &server,
+        json!([
+            {"id": "ts1", "span_id": "a", "root_span_id": "trace2", "project_id": "p", "log_id": "g",
+             "span_attributes": {"name": "ts-root", "type": "task"},
+             "metrics": {"start": 200.0, "end": 200.002}},
+            {"id": "ts2", "span_id": "b", "root_span_id": "trace2", "span_parents": ["a"],
+             "project_id": "p", "log_id": "g", "span_attributes": {"name": "pending"},
+             "metrics": {"start": 200.001}}
+        ]),
+    )
+    .await;
+    assert_eq!(
+        server.trace_tree("trace2"),
+        "ts-root [task] 2.0ms\n  pending (unfinished)\n"
+    );
+    assert_eq!(
+        server.render_all_traces(),
+        format!("{tree}ts-root [task] 2.0ms\n  pending (unfinished)\n")
+    );
+
     // The viewer APIs see the same trace.
     let traces: Value = client()
         .get(format!("{}/dev/api/traces", server.url()))
@@ -550,9 +661,11 @@ async fn trace_tree_of_three_spans() {
         .json()
         .await
         .unwrap();
-    assert_eq!(traces.as_array().unwrap().len(), 1);
+    assert_eq!(traces.as_array().unwrap().len(), 2);
     assert_eq!(traces[0]["name"], "handle_request");
     assert_eq!(traces[0]["span_count"], 3);
+    assert_eq!(traces[1]["name"], "ts-root");
+    assert_eq!(traces[1]["span_count"], 2);
     let rows: Value = client()
         .get(format!("{}/dev/api/rows?project_id=p", server.url()))
         .send()
@@ -561,7 +674,16 @@ async fn trace_tree_of_three_spans() {
         .json()
         .await
         .unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert_eq!(rows.as_array().unwrap().len(), 5);
+    let html = client()
+        .get(server.url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("/dev/api/traces") && !html.contains("https://"));
 }
 
 #[tokio::test]
@@ -580,7 +702,11 @@ async fn persistence_across_restart() {
         json!({"project_id": project["id"], "name": "e", "ensure_new": true}),
     )
     .await;
-    logs3(&server, json!([{"id": "row", "project_id": project["id"], "log_id": "g", "input": 1}])).await;
+    logs3(
+        &server,
+        json!([{"id": "row", "project_id": project["id"], "log_id": "g", "input": 1}]),
+    )
+    .await;
     let key = "att-key";
     client()
         .put(format!("{}/dev/upload/{key}", server.url()))
@@ -635,7 +761,11 @@ fn start_blocking_works_from_sync_code() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (status, _) = logs3(&server, json!([{"id": "x", "project_id": "p", "log_id": "g"}])).await;
+        let (status, _) = logs3(
+            &server,
+            json!([{"id": "x", "project_id": "p", "log_id": "g"}]),
+        )
+        .await;
         assert_eq!(status, 200);
         assert!(server.wait_for_rows(1, Duration::from_secs(5)).await);
         assert!(!server.wait_for_rows(2, Duration::from_millis(50)).await);
@@ -696,7 +826,13 @@ async fn ingest_throughput() {
         let url = url.clone();
         handles.push(tokio::spawn(async move {
             for body in chunk {
-                let resp = http.post(&url).bearer_auth(KEY).body(body).send().await.unwrap();
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(KEY)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status().as_u16(), 200);
             }
         }));
@@ -710,5 +846,8 @@ async fn ingest_throughput() {
     let rate = total as f64 / elapsed.as_secs_f64();
     eprintln!("ingested {total} rows in {elapsed:?} ({rate:.0} rows/s)");
     // Generous bound so unoptimised debug builds on slow CI machines pass too.
-    assert!(elapsed < Duration::from_secs(60), "ingest too slow: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "ingest too slow: {elapsed:?}"
+    );
 }

@@ -1,1 +1,204 @@
-//! braintrust-macros
+//! `#[traced]`: trace a function into Braintrust.
+//!
+//! Use it through the facade crate (`use braintrust::traced;`); the code it
+//! generates calls only `::braintrust::...`. This crate parses (`attr`) and
+//! generates (`expand`); everything that happens at run time lives in
+//! `braintrust_core::traced`, where it is tested as ordinary code.
+//!
+//! See [`macro@traced`] for the forms and what is logged.
+
+#![warn(missing_docs)]
+
+use proc_macro::TokenStream;
+
+mod attr;
+mod expand;
+
+/// Traces every call of a function as a span.
+///
+/// Each call starts a span under the current span (or as a root of the
+/// current logger), makes it current for the body, so traced functions
+/// called from it become its children, and ends it when the function
+/// returns. With no logger initialized the call costs one check and the body
+/// runs as written: nothing is captured, moved, cloned or allocated.
+///
+/// # What is logged
+///
+/// - `span_attributes.name`: the function's name, or `name = "..."`.
+/// - `span_attributes.type`: `"function"`, or `type = "..."`, one of `llm`,
+///   `score`, `function`, `eval`, `task`, `tool`, `automation`, `facet`,
+///   `preprocessor`, `classifier`, `review`, `decision`, `question`, `log`
+///   (anything else is a compile error).
+/// - `input`: `{arg_name: value}` for every argument but `self`. Values
+///   that implement `serde::Serialize` are serialized, others are logged as
+///   their `Debug` text, others as `"<unserializable TYPE>"`. No bound is
+///   needed on your types. In a generic function this follows the bounds
+///   you declare (`T: Serialize` is serialized; an unbounded `T` gets the
+///   placeholder). Pattern arguments log each name they bind.
+/// - `output`: the return value, captured the same way. A `Result` logs
+///   `Ok(v)` as `output = v` and `Err(e)` as `error` (for a
+///   `std::error::Error`, its `Display` and its `source()` chain; for
+///   `anyhow::Error` and `Box<dyn Error>`, the same; otherwise `Display` or
+///   `Debug`), and the `Err` is returned unchanged. `None` is a normal
+///   output (`null`).
+/// - `error` on panic: `"panicked: <message>"`; the span ends and the panic
+///   keeps unwinding unchanged.
+/// - `context.caller_functionname`, `caller_filename`, `caller_lineno`: the
+///   function's name and where it is defined.
+///
+/// # Forms
+///
+/// ```
+/// use braintrust::traced;
+///
+/// // name = "add", type = "function", input = {"a": 1, "b": 2}, output = 3
+/// #[traced]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// // A custom name and span type.
+/// #[traced(type = "llm", name = "Custom LLM")]
+/// fn complete(prompt: &str) -> String {
+///     format!("echo: {prompt}")
+/// }
+///
+/// assert_eq!(add(1, 2), 3);
+/// assert_eq!(complete("hi"), "echo: hi");
+/// ```
+///
+/// Choosing what is logged:
+///
+/// ```
+/// use braintrust::traced;
+/// use serde_json::json;
+/// # struct Client;
+///
+/// // input = {"question": ...}: `client` and `api_key` are left out.
+/// #[traced(skip(client, api_key))]
+/// fn ask(client: &Client, api_key: &str, question: &str) -> usize { question.len() }
+///
+/// // input = {"question": ...}: only the arguments listed.
+/// #[traced(input(question))]
+/// fn ask_again(client: &Client, api_key: &str, question: &str) -> usize { question.len() }
+///
+/// // No input at all.
+/// #[traced(skip_all)]
+/// fn login(user: &str, password: &str) -> bool { !user.is_empty() && !password.is_empty() }
+///
+/// // The return value is not logged (an `Err` is still logged as `error`).
+/// #[traced(no_output)]
+/// fn fetch_secret(name: &str) -> Result<String, std::io::Error> { Ok(format!("secret-{name}")) }
+///
+/// // Neither input nor output, as the Python SDK's `notrace_io`.
+/// #[traced(notrace_io)]
+/// fn handle(body: Vec<u8>) -> Vec<u8> { body }
+///
+/// // Metadata: any `Serialize` value that serializes to a JSON object,
+/// // evaluated (only when tracing is on) with the arguments in scope.
+/// #[traced(metadata = json!({"model": model, "temperature": 0.1}))]
+/// fn generate(model: &str, prompt: &str) -> String { format!("{model}: {prompt}") }
+///
+/// # let c = Client;
+/// # ask(&c, "k", "q"); ask_again(&c, "k", "q"); login("u", "p");
+/// # fetch_secret("x").unwrap(); handle(vec![1]); generate("m", "p");
+/// ```
+///
+/// # `async fn` and futures
+///
+/// The span is current across every `.await` of the body. A future dropped
+/// before it completes (by `tokio::select!`, a timeout, an aborted task)
+/// ends its span with `error = "cancelled"`. Sync functions that return an
+/// `async` block, `Box::pin(async ...)` (as `#[async_trait]` generates) or an
+/// `impl Future` trace the future they return.
+///
+/// ```
+/// use braintrust::{current_span, traced, Event};
+///
+/// #[traced(type = "tool")]
+/// async fn lookup(id: u64) -> Option<String> {
+///     tokio::task::yield_now().await;
+///     // The span is still current after the await.
+///     current_span().log(Event::new().metadata(serde_json::json!({"cache": "miss"}))).unwrap();
+///     (id == 1).then(|| "one".to_string())
+/// }
+///
+/// #[traced]
+/// fn lookup_later(id: u64) -> impl std::future::Future<Output = u64> {
+///     async move { id * 2 }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert_eq!(lookup(2).await, None);
+/// assert_eq!(lookup_later(2).await, 4);
+/// # });
+/// ```
+///
+/// # Methods and errors
+///
+/// `self` is never captured. Errors are returned unchanged.
+///
+/// ```
+/// use braintrust::traced;
+///
+/// #[derive(Debug)]
+/// struct ParseError(std::num::ParseIntError);
+/// impl std::fmt::Display for ParseError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("could not parse the count")
+///     }
+/// }
+/// impl std::error::Error for ParseError {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> { Some(&self.0) }
+/// }
+///
+/// struct Counter { total: u64 }
+///
+/// impl Counter {
+///     // error = "could not parse the count\n\nCaused by:\n    0: invalid digit found in string"
+///     #[traced]
+///     fn add(&mut self, text: &str) -> Result<u64, ParseError> {
+///         self.total += text.parse::<u64>().map_err(ParseError)?;
+///         Ok(self.total)
+///     }
+/// }
+///
+/// let mut c = Counter { total: 0 };
+/// assert_eq!(c.add("2").unwrap(), 2);
+/// assert!(c.add("x").is_err());
+/// ```
+///
+/// # Mistakes are compile errors
+///
+/// ```compile_fail
+/// #[braintrust::traced(type = "model")] // unknown span type `model`; expected one of: llm, ...
+/// fn f() {}
+/// ```
+///
+/// ```compile_fail
+/// #[braintrust::traced(skip(secret))] // no parameter named `secret`
+/// fn f(password: &str) {}
+/// ```
+///
+/// Also rejected: unknown or repeated options, `skip_all` with `skip`,
+/// `input` with `skip`/`skip_all`, `notrace_io` with any of them or with
+/// `no_output`, a `name` that is not a string literal, `const fn`, and items
+/// that are not functions.
+///
+/// # Without the macro
+///
+/// The same behaviour is available as functions: `braintrust::traced(args,
+/// |span| ...)`, `braintrust::traced_async(args, |span| async move { ... })`,
+/// and `braintrust::wrap_traced(args, f)` to wrap an existing function value.
+#[proc_macro_attribute]
+pub fn traced(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    match syn::parse::<attr::TracedArgs>(args) {
+        Ok(args) => expand::traced(args, item).into(),
+        Err(e) => {
+            // Keep the function so the mistake causes no follow-on errors.
+            let e = e.to_compile_error();
+            quote::quote!(#item #e).into()
+        }
+    }
+}

@@ -541,10 +541,15 @@ impl std::fmt::Debug for ChatStream {
 }
 
 impl ChatStream {
+    /// The next chunk, `None` once the stream is over: the same as
+    /// `StreamExt::next`, without needing `futures` in scope.
+    pub async fn next(&mut self) -> Option<Result<ChatCompletionChunk, OpenAiError>> {
+        futures_util::StreamExt::next(self).await
+    }
+
     /// Reads the rest of the stream and returns the aggregated completion
     /// (choices with their full content and tool calls, and usage if sent).
     pub async fn collect_completion(mut self) -> Result<ChatCompletion, OpenAiError> {
-        use futures_util::StreamExt;
         let mut acc = ChatAccumulator::default();
         let mut first: Option<ChatCompletionChunk> = None;
         while let Some(chunk) = self.next().await {
@@ -647,7 +652,7 @@ impl Stream for ChatStream {
                 if let Some(api) = crate::error::ApiError::from_value(&parsed) {
                     let err = OpenAiError::Stream {
                         message: api.to_string(),
-                        error: Some(api),
+                        error: Some(Box::new(api)),
                     };
                     this.finish_err(&err);
                     return Poll::Ready(Some(Err(err)));

@@ -30,9 +30,9 @@ pub struct ApiError {
 impl ApiError {
     /// Reads the error object out of a response body: `{"error": {...}}`,
     /// `{"error": "text"}`, or a bare `{"message": ...}`.
-    pub(crate) fn from_body(body: &str) -> Option<ApiError> {
+    pub(crate) fn from_body(body: &str) -> Option<Box<ApiError>> {
         let v: Value = serde_json::from_str(body).ok()?;
-        ApiError::from_value(&v)
+        ApiError::from_value(&v).map(Box::new)
     }
 
     pub(crate) fn from_value(v: &Value) -> Option<ApiError> {
@@ -75,12 +75,12 @@ impl std::fmt::Display for ApiError {
 #[non_exhaustive]
 pub enum OpenAiError {
     /// The server answered with a non-success status (after any retries).
-    #[error("HTTP {status}: {}", http_message(.error.as_ref(), .body))]
+    #[error("HTTP {status}: {}", http_message(.error.as_deref(), .body))]
     Http {
         /// The HTTP status code.
         status: u16,
         /// The server's error object, when the body carried one.
-        error: Option<ApiError>,
+        error: Option<Box<ApiError>>,
         /// The raw response body (truncated to 8 KiB).
         body: String,
         /// The `Retry-After` the server asked for, if any.
@@ -106,7 +106,7 @@ pub enum OpenAiError {
         /// What went wrong.
         message: String,
         /// The server's error object, when the stream carried one.
-        error: Option<ApiError>,
+        error: Option<Box<ApiError>>,
     },
     /// The request never got a response: connection refused, DNS, TLS, reset...
     #[error("transport error: {0}")]
@@ -136,7 +136,7 @@ impl OpenAiError {
     /// The server's error object, if the failure carried one.
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
-            OpenAiError::Http { error, .. } | OpenAiError::Stream { error, .. } => error.as_ref(),
+            OpenAiError::Http { error, .. } | OpenAiError::Stream { error, .. } => error.as_deref(),
             _ => None,
         }
     }

@@ -47,7 +47,6 @@
 //! Streaming:
 //!
 //! ```no_run
-//! use futures_util::StreamExt;
 //! use braintrust_openai::{ChatCompletionRequest, ChatMessage, OpenAiClient};
 //!
 //! # async fn demo() -> Result<(), braintrust_openai::OpenAiError> {

@@ -4,7 +4,7 @@
 //!
 //! | Endpoint | Plain | Streaming |
 //! |---|---|---|
-//! | `POST /v1/chat/completions` | `"Paris."`, or a `get_weather`-style tool call when the request has `tools` | the same as SSE chunks; a final usage chunk when `stream_options.include_usage`; tool-call arguments split across chunks |
+//! | `POST /v1/chat/completions` | `"Paris."`; a call of the first tool when the request has `tools` (unless the last message is a tool result, which is echoed back in the text) | the same as SSE chunks; a final usage chunk when `stream_options.include_usage`; tool-call arguments split across chunks |
 //! | `POST /v1/embeddings` | `[0.1, 0.2, 0.3, 0.4]` per input (or `dimensions` values; base64 with `encoding_format: "base64"`) | |
 //! | `POST /v1/responses` | a `"Hi!"` message, plus a `function_call` item when the request has function tools | `response.created` … `response.completed` events |
 //!
@@ -347,7 +347,22 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         }
     }
     let model = model_of(&req, "gpt-4o-mini");
-    let tool = first_function_tool(&req);
+    // After a tool result, answer with text; otherwise call the first tool.
+    let last = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let tool_result = (last["role"] == "tool").then(|| match &last["content"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let tool = first_function_tool(&req).filter(|_| tool_result.is_none());
+    let text = match &tool_result {
+        Some(r) => format!("Based on the tool result: {r}"),
+        None => "Paris.".to_string(),
+    };
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
         if failure == Some(Failure::MalformedJson) {
@@ -365,7 +380,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                     "function": {"name": name, "arguments": "{\"location\":\"Paris\"}"}
                 }]
             }),
-            None => json!({"role": "assistant", "content": "Paris.", "refusal": null}),
+            None => json!({"role": "assistant", "content": text, "refusal": null}),
         };
         return json_response(
             StatusCode::OK,
@@ -400,8 +415,10 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     match &tool {
         None => {
             events.push(data(delta(json!({"role": "assistant", "content": ""}), Value::Null)));
-            events.push(data(delta(json!({"content": "Par"}), Value::Null)));
-            events.push(data(delta(json!({"content": "is."}), Value::Null)));
+            // "Paris." as "Par" + "is.", as in the capture; other texts in two halves too.
+            let mid = text.char_indices().nth(3).map_or(text.len(), |(i, _)| i);
+            events.push(data(delta(json!({"content": &text[..mid]}), Value::Null)));
+            events.push(data(delta(json!({"content": &text[mid..]}), Value::Null)));
             events.push(data(delta(json!({}), json!("stop"))));
         }
         Some(name) => {

@@ -497,10 +497,15 @@ impl std::fmt::Debug for ResponseStream {
 }
 
 impl ResponseStream {
+    /// The next event, `None` once the stream is over: the same as
+    /// `StreamExt::next`, without needing `futures` in scope.
+    pub async fn next(&mut self) -> Option<Result<ResponseStreamEvent, OpenAiError>> {
+        futures_util::StreamExt::next(self).await
+    }
+
     /// Reads the rest of the stream and returns the final response (from
     /// `response.completed`, `incomplete` or `failed`).
     pub async fn final_response(mut self) -> Result<Response, OpenAiError> {
-        use futures_util::StreamExt;
         let mut last = None;
         while let Some(ev) = self.next().await {
             let ev = ev?;
@@ -591,7 +596,7 @@ impl Stream for ResponseStream {
                         .as_ref()
                         .map(|a| a.to_string())
                         .unwrap_or_else(|| data.to_string()),
-                    error: api,
+                    error: api.map(Box::new),
                 };
                 this.finish(Some(&err), false);
                 return Poll::Ready(Some(Err(err)));

@@ -21,10 +21,9 @@ pub fn config_for(server: &DevServer) -> Config {
 pub fn setup(project: &str, tweak: impl FnOnce(Config) -> Config) -> (DevServer, State, Logger) {
     let server = DevServer::start_blocking(DevServerConfig::default()).expect("devserver");
     let state = State::new(tweak(config_for(&server))).expect("state");
-    let logger = braintrust::init_logger(
-        LoggerOptions::new().project(project).state(state.clone()),
-    )
-    .expect("logger");
+    let logger =
+        braintrust::init_logger(LoggerOptions::new().project(project).state(state.clone()))
+            .expect("logger");
     (server, state, logger)
 }
 

@@ -1,0 +1,510 @@
+//! Generating the traced function. Generation never parses arguments; the
+//! code it emits calls the runtime only through `::braintrust::...` paths and
+//! holds no behaviour of its own.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::visit_mut::VisitMut;
+use syn::{
+    Attribute, AttrStyle, Block, Expr, ExprAsync, ExprCall, FnArg, Ident, Item, ItemFn, LitStr,
+    Pat, ReturnType, Signature, Stmt, Token, Type, TypeParamBound, Visibility,
+};
+
+use crate::attr::{Errors, InputMode, TracedArgs};
+
+/// Entry point: the traced function, or the original item and the errors.
+pub(crate) fn traced(mut args: TracedArgs, item: TokenStream) -> TokenStream {
+    let mut errors = std::mem::take(&mut args.errors);
+    // A full parse first; if the body does not parse, the signature only,
+    // passing the body through so rustc reports the user's syntax error.
+    let parts = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => FnParts::from(f),
+        Err(full_error) => match syn::parse2::<MaybeItemFn>(item.clone()) {
+            Ok(f) => f.into_parts(),
+            Err(e) => {
+                errors.push(not_a_function(&item, full_error, e));
+                return with_errors(item, errors);
+            }
+        },
+    };
+    if let Some(c) = &parts.sig.constness {
+        errors.error(
+            c.span,
+            "`#[traced]` cannot be used on a `const fn`: spans are started at run time",
+        );
+    }
+    let params = param_names(&parts.sig);
+    check_named_params(&args, &params, &mut errors);
+    if errors.has_errors() {
+        return with_errors(item, errors);
+    }
+    let _ = errors.check();
+    gen_function(&args, parts, &params)
+}
+
+/// The original item unchanged, plus the errors, so a mistake in the
+/// attribute causes no follow-on errors about the function.
+fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
+    match errors.check() {
+        Ok(()) => item,
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#item #e)
+        }
+    }
+}
+
+impl Errors {
+    fn has_errors(&mut self) -> bool {
+        // Peek without consuming: check and restore.
+        let taken = std::mem::take(self);
+        match taken.check() {
+            Ok(()) => {
+                *self = Errors::new();
+                false
+            }
+            Err(e) => {
+                *self = Errors::new();
+                self.push(e);
+                true
+            }
+        }
+    }
+}
+
+/// The error for an item `#[traced]` cannot trace.
+fn not_a_function(item: &TokenStream, full: syn::Error, signature: syn::Error) -> syn::Error {
+    match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Verbatim(_)) | Err(_) => {
+            // A function without a body gets the specific message from
+            // `MaybeItemFn`; anything unreadable gets the full parse's.
+            if signature.to_string().contains("function body") {
+                signature
+            } else {
+                full
+            }
+        }
+        Ok(_) => syn::Error::new(
+            Span::call_site(),
+            "`#[traced]` can only be applied to functions and methods",
+        ),
+    }
+}
+
+/// A function split into what is generated around and what is kept.
+struct FnParts {
+    outer_attrs: Vec<Attribute>,
+    inner_attrs: Vec<Attribute>,
+    vis: Visibility,
+    sig: Signature,
+    body: Body,
+}
+
+enum Body {
+    /// A body that parsed.
+    Parsed(Block),
+    /// A body that did not parse: its tokens, braces included.
+    Raw(TokenStream),
+}
+
+impl ToTokens for Body {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        match self {
+            Body::Parsed(b) => b.to_tokens(tokens),
+            Body::Raw(t) => t.to_tokens(tokens),
+        }
+    }
+}
+
+impl From<ItemFn> for FnParts {
+    fn from(f: ItemFn) -> Self {
+        let (inner_attrs, outer_attrs) = f
+            .attrs
+            .into_iter()
+            .partition(|a| matches!(a.style, AttrStyle::Inner(_)));
+        FnParts {
+            outer_attrs,
+            inner_attrs,
+            vis: f.vis,
+            sig: f.sig,
+            body: Body::Parsed(*f.block),
+        }
+    }
+}
+
+/// A function whose body is kept as tokens (it may not parse).
+struct MaybeItemFn {
+    outer_attrs: Vec<Attribute>,
+    inner_attrs: Vec<Attribute>,
+    vis: Visibility,
+    sig: Signature,
+    body: TokenStream,
+}
+
+impl Parse for MaybeItemFn {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let outer_attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let sig: Signature = input.parse()?;
+        if input.peek(Token![;]) {
+            return Err(syn::Error::new(
+                sig.ident.span(),
+                "`#[traced]` needs a function body: put it on the implementation",
+            ));
+        }
+        let content;
+        let brace = syn::braced!(content in input);
+        let inner_attrs = content.call(Attribute::parse_inner)?;
+        let rest: TokenStream = content.parse()?;
+        let mut body = TokenStream::new();
+        brace.surround(&mut body, |t| rest.to_tokens(t));
+        Ok(MaybeItemFn {
+            outer_attrs,
+            inner_attrs,
+            vis,
+            sig,
+            body,
+        })
+    }
+}
+
+impl MaybeItemFn {
+    fn into_parts(self) -> FnParts {
+        FnParts {
+            outer_attrs: self.outer_attrs,
+            inner_attrs: self.inner_attrs,
+            vis: self.vis,
+            sig: self.sig,
+            body: Body::Raw(self.body),
+        }
+    }
+}
+
+/// The names bound by the function's parameters, in order (`self` excluded:
+/// it is never logged).
+fn param_names(sig: &Signature) -> Vec<Ident> {
+    let mut out = Vec::new();
+    for arg in &sig.inputs {
+        if let FnArg::Typed(t) = arg {
+            pat_names(&t.pat, &mut out);
+        }
+    }
+    out
+}
+
+fn pat_names(pat: &Pat, out: &mut Vec<Ident>) {
+    match pat {
+        Pat::Ident(p) => {
+            if p.ident != "self" {
+                out.push(p.ident.clone());
+            }
+            if let Some((_, sub)) = &p.subpat {
+                pat_names(sub, out);
+            }
+        }
+        Pat::Reference(p) => pat_names(&p.pat, out),
+        Pat::Paren(p) => pat_names(&p.pat, out),
+        Pat::Type(p) => pat_names(&p.pat, out),
+        Pat::Tuple(p) => p.elems.iter().for_each(|p| pat_names(p, out)),
+        Pat::TupleStruct(p) => p.elems.iter().for_each(|p| pat_names(p, out)),
+        Pat::Slice(p) => p.elems.iter().for_each(|p| pat_names(p, out)),
+        Pat::Struct(p) => p.fields.iter().for_each(|f| pat_names(&f.pat, out)),
+        // `_`, `..`, literals, ranges... bind nothing.
+        _ => {}
+    }
+}
+
+/// Every name in `skip(...)` / `input(...)` must be a parameter.
+fn check_named_params(args: &TracedArgs, params: &[Ident], errors: &mut Errors) {
+    let is_input = |name: &Ident| {
+        args.input
+            .as_ref()
+            .is_some_and(|l| l.names.iter().any(|n| std::ptr::eq(n, name)))
+    };
+    for name in args.named_params() {
+        let unraw = name.unraw();
+        if unraw == "self" {
+            if is_input(name) {
+                errors.error(name.span(), "`self` is never logged as input; log what you need with `metadata = ...`");
+            }
+            continue;
+        }
+        if !params.iter().any(|p| p.unraw() == unraw) {
+            let list = params
+                .iter()
+                .map(|p| p.unraw().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let known = if list.is_empty() {
+                "the function has no parameters to log".to_string()
+            } else {
+                format!("parameters: {list}")
+            };
+            errors.error(name.span(), format!("no parameter named `{unraw}`; {known}"));
+        }
+    }
+}
+
+/// Replaces `impl Trait` with `_`, so a return type can annotate a `let`.
+struct ImplTraitEraser;
+
+impl VisitMut for ImplTraitEraser {
+    fn visit_type_mut(&mut self, t: &mut Type) {
+        if let Type::ImplTrait(..) = t {
+            *t = Type::Infer(syn::TypeInfer {
+                underscore_token: Token![_](t.span()),
+            });
+        } else {
+            syn::visit_mut::visit_type_mut(self, t);
+        }
+    }
+}
+
+fn is_never(sig: &Signature) -> bool {
+    matches!(&sig.output, ReturnType::Type(_, t) if matches!(**t, Type::Never(_)))
+}
+
+/// `-> impl Future<...>` (the only way to see an opaque future is its signature).
+fn returns_impl_future(sig: &Signature) -> bool {
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return false;
+    };
+    let Type::ImplTrait(it) = &**ty else {
+        return false;
+    };
+    it.bounds.iter().any(|b| match b {
+        TypeParamBound::Trait(t) => t.path.segments.last().is_some_and(|s| s.ident == "Future"),
+        _ => false,
+    })
+}
+
+/// "A fake return edge": an unreachable `return` of the declared type at the
+/// top of the body, so inference and type errors behave as in the plain
+/// function and point at the user's code.
+fn fake_return_edge(sig: &Signature) -> TokenStream {
+    let (ty, span) = match &sig.output {
+        ReturnType::Type(_, ty) => {
+            let mut ty = (**ty).clone();
+            ImplTraitEraser.visit_type_mut(&mut ty);
+            (quote!(#ty), ty.span())
+        }
+        ReturnType::Default => (quote!(()), sig.ident.span()),
+    };
+    quote_spanned! {span=>
+        #[allow(
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::let_unit_value,
+            clippy::unreachable,
+            clippy::needless_return
+        )]
+        if false {
+            let __bt_fake_return: #ty = ::core::unreachable!();
+            return __bt_fake_return;
+        }
+    }
+}
+
+/// How a sync function's tail hands back a future to trace.
+enum AsyncTail<'a> {
+    /// `async move { ... }`
+    Block(&'a ExprAsync),
+    /// `Box::pin(async move { ... })` (what `#[async_trait]` generates).
+    BoxPin(&'a ExprCall, &'a ExprAsync),
+}
+
+fn async_tail(block: &Block) -> Option<AsyncTail<'_>> {
+    let Some(Stmt::Expr(last, None)) = block.stmts.last() else {
+        return None;
+    };
+    match last {
+        Expr::Async(a) => Some(AsyncTail::Block(a)),
+        Expr::Call(call) => {
+            let Expr::Path(p) = &*call.func else {
+                return None;
+            };
+            let segs: Vec<_> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+            let is_box_pin = segs.len() >= 2 && segs[segs.len() - 2] == "Box" && segs[segs.len() - 1] == "pin";
+            match (is_box_pin, call.args.len(), call.args.first()) {
+                (true, 1, Some(Expr::Async(a))) => Some(AsyncTail::BoxPin(call, a)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStream {
+    let FnParts {
+        outer_attrs,
+        inner_attrs,
+        vis,
+        sig,
+        body,
+    } = parts;
+    let ident = &sig.ident;
+    let fn_name = ident.unraw().to_string();
+
+    // Locals of the generated code: `mixed_site`, so the body cannot see them.
+    let span_var = Ident::new("__bt_span", Span::mixed_site());
+    let tail_span_var = Ident::new("__bt_tail_span", Span::mixed_site());
+    let ret_var = Ident::new("__bt_ret", Span::mixed_site());
+    let fut_var = Ident::new("__bt_fut", Span::mixed_site());
+    let s_var = Ident::new("__bt_s", Span::mixed_site());
+    let r_var = Ident::new("__bt_r", Span::mixed_site());
+
+    // ----- the span -----
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&fn_name, ident.span()));
+    let variant = Ident::new(
+        args.span_type.map_or("Function", |(v, _)| v),
+        args.span_type.map_or(Span::call_site(), |(_, s)| s),
+    );
+    let location = quote_spanned!(ident.span()=> ::braintrust::__private::caller_location());
+    let captured: Vec<&Ident> = match args.input_mode() {
+        InputMode::Nothing => Vec::new(),
+        InputMode::AllExcept(skip) => params
+            .iter()
+            .filter(|p| !skip.iter().any(|s| s.unraw() == p.unraw()))
+            .collect(),
+        InputMode::Only(only) => params
+            .iter()
+            .filter(|p| only.iter().any(|s| s.unraw() == p.unraw()))
+            .collect(),
+    };
+    let input = if captured.is_empty() {
+        quote!(::core::option::Option::None)
+    } else {
+        let keys = captured.iter().map(|p| p.unraw().to_string());
+        quote! {
+            ::core::option::Option::Some(::braintrust::__private::input([
+                #( (#keys, ::braintrust::__private::capture!(&#captured)), )*
+            ]))
+        }
+    };
+    let metadata = match &args.metadata {
+        Some(expr) => quote_spanned!(expr.span()=> ::braintrust::__private::to_json(&(#expr))),
+        None => quote!(::core::option::Option::None),
+    };
+    let span_init = quote! {
+        let #span_var = if ::braintrust::is_enabled() {
+            ::braintrust::__private::start(
+                ::braintrust::__private::SpanMeta {
+                    name: #name,
+                    span_type: ::braintrust::SpanType::#variant,
+                    function_name: #fn_name,
+                    location: #location,
+                },
+                #input,
+                #metadata,
+            )
+        } else {
+            ::braintrust::Span::noop()
+        };
+    };
+
+    let mode = if args.logs_output() && !is_never(&sig) {
+        quote!(output)
+    } else {
+        quote!(error_only)
+    };
+    let on_ready = quote! {
+        |#s_var: &::braintrust::Span, #r_var| {
+            ::braintrust::__private::record_return!(#s_var, #r_var, #mode)
+        }
+    };
+
+    let edge = if is_never(&sig) {
+        TokenStream::new()
+    } else {
+        fake_return_edge(&sig)
+    };
+
+    let generated = if sig.asyncness.is_some() {
+        // async fn: the body becomes an async block run in the span.
+        let awaited = quote! {
+            let #fut_var = async move { #edge #body };
+            if #span_var.is_noop() {
+                #fut_var.await
+            } else {
+                ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready).await
+            }
+        };
+        if is_never(&sig) {
+            quote! {
+                #span_init
+                #[allow(unreachable_code)]
+                {
+                    let _ = { #awaited };
+                    ::core::unreachable!("a `-> !` function returned")
+                }
+            }
+        } else {
+            quote! { #span_init #awaited }
+        }
+    } else if let (Body::Parsed(block), Some(tail)) = (&body, match &body {
+        Body::Parsed(b) => async_tail(b),
+        Body::Raw(_) => None,
+    }) {
+        // A sync function returning an async block (or `Box::pin` of one,
+        // as `#[async_trait]` writes): trace the future it returns.
+        let stmts = &block.stmts[..block.stmts.len() - 1];
+        let wrap = |a: &ExprAsync| {
+            quote! {
+                ::braintrust::__private::traced_future(#tail_span_var, #a, #on_ready)
+            }
+        };
+        let tail_tokens = match tail {
+            AsyncTail::Block(a) => wrap(a),
+            AsyncTail::BoxPin(call, a) => {
+                let func = &call.func;
+                let wrapped = wrap(a);
+                quote!(#func(#wrapped))
+            }
+        };
+        quote! {
+            #span_init
+            let #tail_span_var = ::core::clone::Clone::clone(&#span_var);
+            ::braintrust::__private::run_sync(&#span_var, move || {
+                #edge
+                #(#stmts)*
+                #tail_tokens
+            })
+        }
+    } else if returns_impl_future(&sig) {
+        quote! {
+            #span_init
+            let #fut_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #body });
+            ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready)
+        }
+    } else if is_never(&sig) {
+        quote! {
+            #span_init
+            ::braintrust::__private::run_never(&#span_var, move || #body)
+        }
+    } else {
+        quote! {
+            #span_init
+            #[allow(clippy::let_unit_value)]
+            let #ret_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #body });
+            if !#span_var.is_noop() {
+                ::braintrust::__private::record_return!(&#span_var, &#ret_var, #mode);
+                #span_var.end();
+            }
+            #ret_var
+        }
+    };
+
+    quote! {
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            #generated
+        }
+    }
+}
