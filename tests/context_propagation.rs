@@ -509,16 +509,14 @@ fn parent_that_ends_first_still_gets_its_children() {
         async {
             let parent = span("parent");
             // Captured before the parent ends; starts only after.
-            let not_started = async {
+            let not_started = parent.in_scope(|| {
                 braintrust::spawn(async move {
                     start_rx.await.unwrap();
                     leaf("late_child");
                 })
-            }
-            .in_span(parent.clone())
-            .await;
+            });
             // Starts now, finishes after the parent ended.
-            let running = async {
+            let running = parent.in_scope(|| {
                 braintrust::spawn(async move {
                     let c = span("running_child");
                     started_tx.send(()).unwrap();
@@ -530,9 +528,7 @@ fn parent_that_ends_first_still_gets_its_children() {
                     .await;
                     c.end();
                 })
-            }
-            .in_span(parent.clone())
-            .await;
+            });
             started_rx.await.unwrap();
             parent.end();
             drop(parent); // every handle but the ones the tasks captured

@@ -567,3 +567,45 @@ fn api_key_never_appears_in_debug_or_errors() {
     let err = state.login().unwrap_err();
     assert!(!err.to_string().contains("very-secret"), "{err}");
 }
+
+#[test]
+fn blocking_queue_mode_loses_nothing() {
+    let (server, state, logger) = setup("blocking", |c| c.queue_size(4).queue_full(braintrust::QueueFullPolicy::Block));
+    for i in 0..300 {
+        let s = logger.start_span(SpanArgs::new().name(format!("b{i}")));
+        s.log(Event::new().input(json!({"i": i}))).unwrap();
+        s.end();
+    }
+    logger.flush().unwrap();
+    assert_eq!(state.stats().dropped_queue_full, 0);
+    assert_eq!(server.rows().len(), 300);
+}
+
+#[test]
+fn a_span_can_have_several_parents() {
+    let (server, _state, logger) = setup("dag", |c| c.sync_flush(true));
+    let root = logger.start_span(SpanArgs::new().name("root"));
+    let a = root.start_span(SpanArgs::new().name("a"));
+    let b = root.start_span(SpanArgs::new().name("b"));
+    let join = a.start_span(SpanArgs::new().name("join").also_parent(&b));
+    assert_eq!(join.span_parents(), vec![a.span_id(), b.span_id()]);
+    for s in [&join, &a, &b, &root] {
+        s.end();
+    }
+    logger.flush().unwrap();
+    let row = row_named(&server, "join");
+    assert_eq!(row["span_parents"], json!([a.span_id(), b.span_id()]));
+    assert_eq!(row["root_span_id"], root.root_span_id());
+}
+
+#[test]
+fn set_attributes_renames_and_retypes() {
+    let (server, _state, logger) = setup("attrs", |c| c.sync_flush(true));
+    let s = logger.start_span(SpanArgs::new().name("before"));
+    s.set_attributes(Some("after"), Some(SpanType::Score));
+    s.end();
+    logger.flush().unwrap();
+    let row = row_named(&server, "after");
+    assert_eq!(row["span_attributes"]["type"], "score");
+    assert!(row["span_attributes"]["exec_counter"].is_u64());
+}

@@ -97,6 +97,8 @@ pub(crate) fn start_worker(state: &State) {
     state.0.ctrl.get_or_init(|| {
         started = true;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Alive from now on, so blocking enqueues wait for the starting thread.
+        state.0.worker_alive.store(true, Ordering::Release);
         let st = state.clone();
         let spawned = std::thread::Builder::new()
             .name("braintrust-logger".into())
@@ -120,6 +122,7 @@ pub(crate) fn start_worker(state: &State) {
                 st.0.worker_alive.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
+            state.0.worker_alive.store(false, Ordering::Release);
             eprintln!("braintrust: cannot start the logger thread: {e}; logging is disabled");
         }
         tx

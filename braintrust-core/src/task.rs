@@ -718,7 +718,7 @@ mod tests {
             let pool = TracedThreadPool::new(3);
             for _ in 0..100 {
                 let n = n.clone();
-                let _ = pool.submit(move || n.fetch_add(1, Ordering::SeqCst));
+                pool.submit(move || n.fetch_add(1, Ordering::SeqCst));
             }
         }
         assert_eq!(n.load(Ordering::SeqCst), 100);

@@ -424,11 +424,21 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     } else {
         fake_return_edge(&sig)
     };
+    // The body's statements, spliced after the edge (nesting the block would
+    // trip `unused_braces` on one-expression bodies). A body that did not
+    // parse is passed through as it is.
+    let stmts = match &body {
+        Body::Parsed(b) => {
+            let s = &b.stmts;
+            quote!(#(#s)*)
+        }
+        Body::Raw(t) => t.clone(),
+    };
 
     let generated = if sig.asyncness.is_some() {
         // async fn: the body becomes an async block run in the span.
         let awaited = quote! {
-            let #fut_var = async move { #edge #body };
+            let #fut_var = async move { #edge #stmts };
             if #span_var.is_noop() {
                 #fut_var.await
             } else {
@@ -453,7 +463,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     }) {
         // A sync function returning an async block (or `Box::pin` of one,
         // as `#[async_trait]` writes): trace the future it returns.
-        let stmts = &block.stmts[..block.stmts.len() - 1];
+        let head = &block.stmts[..block.stmts.len() - 1];
         let wrap = |a: &ExprAsync| {
             quote! {
                 ::braintrust::__private::traced_future(#tail_span_var, #a, #on_ready)
@@ -472,26 +482,26 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
             let #tail_span_var = ::core::clone::Clone::clone(&#span_var);
             ::braintrust::__private::run_sync(&#span_var, move || {
                 #edge
-                #(#stmts)*
+                #(#head)*
                 #tail_tokens
             })
         }
     } else if returns_impl_future(&sig) {
         quote! {
             #span_init
-            let #fut_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #body });
+            let #fut_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #stmts });
             ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready)
         }
     } else if is_never(&sig) {
         quote! {
             #span_init
-            ::braintrust::__private::run_never(&#span_var, move || #body)
+            ::braintrust::__private::run_never(&#span_var, move || { #stmts })
         }
     } else {
         quote! {
             #span_init
             #[allow(clippy::let_unit_value)]
-            let #ret_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #body });
+            let #ret_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #stmts });
             if !#span_var.is_noop() {
                 ::braintrust::__private::record_return!(&#span_var, &#ret_var, #mode);
                 #span_var.end();

@@ -1,0 +1,368 @@
+//! `braintrust-bench`: runs the issue-9 workload against a loopback sink and
+//! prints one JSON line with the medians of the runs.
+//!
+//! ```text
+//! cargo run --release -p braintrust-bench -- --spans 20001 --runs 3
+//! ```
+//!
+//! The sink runs in this (parent) process. Every run of every variant runs in
+//! a fresh child process of this binary, so each peak RSS is that variant's
+//! own and no run inherits another's warm state. Options:
+//!
+//! - `--spans N` (20001): spans per run (`N / 3` trees of depth 3).
+//! - `--runs R` (3): runs per variant; the report gives medians.
+//! - `--variants manual,traced` (both): which variants to run.
+//! - `--disabled-calls N` (100000000): calls per disabled-overhead measurement
+//!   (0 skips it).
+//! - `--sink-check`: only measure the sink's ingest rate and exit.
+//! - `--quiet`: no human-readable summary on stderr.
+
+use std::process::{Command, Stdio};
+
+use braintrust_bench::machine::{self, median, Machine};
+use braintrust_bench::sink::Sink;
+use braintrust_bench::workload::{self, Variant};
+use serde_json::{json, Value};
+
+const RESULT_PREFIX: &str = "BENCH_RESULT ";
+
+struct Options {
+    spans: u64,
+    runs: usize,
+    variants: Vec<Variant>,
+    disabled_calls: u64,
+    sink_check: bool,
+    quiet: bool,
+    child: Option<String>,
+    sink: Option<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: braintrust-bench [--spans N] [--runs R] [--variants manual,traced] \
+         [--disabled-calls N] [--sink-check] [--quiet]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        spans: 20_001,
+        runs: 3,
+        variants: vec![Variant::Manual, Variant::Traced],
+        disabled_calls: 100_000_000,
+        sink_check: false,
+        quiet: false,
+        child: None,
+        sink: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--spans" => o.spans = value().parse().unwrap_or_else(|_| usage()),
+            "--runs" => o.runs = value().parse().unwrap_or_else(|_| usage()),
+            "--variants" => {
+                o.variants = value()
+                    .split(',')
+                    .map(|v| Variant::parse(v.trim()).unwrap_or_else(|| usage()))
+                    .collect()
+            }
+            "--disabled-calls" => {
+                o.disabled_calls = value().parse().unwrap_or_else(|_| usage())
+            }
+            "--sink-check" => o.sink_check = true,
+            "--quiet" => o.quiet = true,
+            "--child" => o.child = Some(value()),
+            "--sink" => o.sink = Some(value()),
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    if o.runs == 0 || o.spans < 3 {
+        usage();
+    }
+    o
+}
+
+fn main() {
+    let o = parse_args();
+    if let Some(kind) = &o.child {
+        child_main(kind, &o);
+        return;
+    }
+    if o.sink_check {
+        let sink = Sink::start().expect("sink");
+        let r = sink_check(&sink);
+        println!("{r}");
+        return;
+    }
+    parent_main(&o);
+}
+
+/// Runs one measurement in this process and prints it as a prefixed line.
+fn child_main(kind: &str, o: &Options) {
+    let line = if kind == "disabled" {
+        let r = workload::disabled_overhead(o.disabled_calls, 5);
+        serde_json::to_string(&r)
+    } else {
+        let v = Variant::parse(kind).unwrap_or_else(|| usage());
+        let sink = o.sink.as_deref().unwrap_or_else(|| usage());
+        match workload::run_variant(v, sink, o.spans) {
+            Ok(r) => serde_json::to_string(&r),
+            Err(e) => {
+                eprintln!("braintrust-bench: {kind} run failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    println!("{RESULT_PREFIX}{}", line.expect("serializable result"));
+}
+
+/// Runs `--child kind` in a fresh process and parses its result line.
+fn spawn_child(kind: &str, o: &Options, sink_url: &str) -> Value {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .args([
+            "--child",
+            kind,
+            "--sink",
+            sink_url,
+            "--spans",
+            &o.spans.to_string(),
+            "--disabled-calls",
+            &o.disabled_calls.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("spawn child");
+    if !out.status.success() {
+        eprintln!("braintrust-bench: child {kind} exited with {}", out.status);
+        std::process::exit(1);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(RESULT_PREFIX))
+        .unwrap_or_else(|| {
+            eprintln!("braintrust-bench: child {kind} printed no result: {stdout}");
+            std::process::exit(1)
+        });
+    serde_json::from_str(line).expect("child result is JSON")
+}
+
+/// Medians of every numeric field of the runs, plus the spread of the main ones.
+fn summarize(runs: &[Value]) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(Value::Object(first)) = runs.first() {
+        for (k, v) in first {
+            if v.is_number() {
+                let xs: Vec<f64> = runs.iter().filter_map(|r| r[k].as_f64()).collect();
+                let m = median(&xs);
+                let is_int = runs.iter().all(|r| r[k].is_u64());
+                out.insert(
+                    k.clone(),
+                    if is_int && m.fract() == 0.0 {
+                        json!(m as u64)
+                    } else {
+                        json!(round(m, 4))
+                    },
+                );
+            }
+        }
+    }
+    for k in [
+        "app_us_per_span",
+        "app_cpu_us_per_span",
+        "e2e_secs",
+        "delivered",
+    ] {
+        let xs: Vec<Value> = runs.iter().map(|r| r[k].clone()).collect();
+        out.insert(format!("runs_{k}"), Value::Array(xs));
+    }
+    Value::Object(out)
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn parent_main(o: &Options) {
+    let machine = Machine::detect();
+    let sink = Sink::start().expect("sink");
+    let url = sink.url();
+    let mut results: Vec<(Variant, Vec<Value>)> =
+        o.variants.iter().map(|v| (*v, Vec::new())).collect();
+    let mut disabled: Vec<Value> = Vec::new();
+    // Interleave variants run by run, so a burst of load hits both alike.
+    for run in 0..o.runs {
+        for (v, rs) in results.iter_mut() {
+            let r = spawn_child(v.as_str(), o, &url);
+            if !o.quiet {
+                eprintln!(
+                    "run {}/{} {:<6} app {:>7.3} µs/span (cpu {:>7.3}), e2e {:>7.3} s, delivered {}/{}, {:>9.0} spans/s, {} req, {:.1} MB peak RSS, load {:.2}",
+                    run + 1,
+                    o.runs,
+                    v.as_str(),
+                    r["app_us_per_span"].as_f64().unwrap_or(0.0),
+                    r["app_cpu_us_per_span"].as_f64().unwrap_or(0.0),
+                    r["e2e_secs"].as_f64().unwrap_or(0.0),
+                    r["delivered"],
+                    r["spans"],
+                    r["delivered_spans_per_sec"].as_f64().unwrap_or(0.0),
+                    r["logs3_requests"],
+                    r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                    r["loadavg_1m_end"].as_f64().unwrap_or(0.0),
+                );
+            }
+            rs.push(r);
+        }
+        if o.disabled_calls > 0 {
+            let d = spawn_child("disabled", o, &url);
+            if !o.quiet {
+                eprintln!(
+                    "run {}/{} disabled: plain {:.3} ns/call, #[traced] {:.3} ns/call, overhead {:.3} ns",
+                    run + 1,
+                    o.runs,
+                    d["plain_ns"].as_f64().unwrap_or(0.0),
+                    d["traced_ns"].as_f64().unwrap_or(0.0),
+                    d["overhead_ns"].as_f64().unwrap_or(0.0),
+                );
+            }
+            disabled.push(d);
+        }
+    }
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "bench".into(),
+        json!("braintrust-rust issue-9 workload: trees of depth 3 (l1->l2->l3), input {\"i\": i}, output {\"ok\": i}"),
+    );
+    report.insert("spans".into(), json!(o.spans / 3 * 3));
+    report.insert("runs".into(), json!(o.runs));
+    report.insert("machine".into(), serde_json::to_value(&machine).unwrap());
+    report.insert("loadavg_end".into(), json!(machine::loadavg()));
+    for (v, rs) in &results {
+        report.insert(v.as_str().into(), summarize(rs));
+    }
+    if !disabled.is_empty() {
+        let s = summarize(&disabled);
+        report.insert(
+            "disabled".into(),
+            json!({
+                "calls": s["calls"],
+                "plain_ns": s["plain_ns"],
+                "traced_ns": s["traced_ns"],
+                "overhead_ns": s["overhead_ns"],
+                "runs_overhead_ns": disabled.iter().map(|d| d["overhead_ns"].clone()).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    report.insert(
+        "sink".into(),
+        serde_json::to_value(sink.stats()).unwrap_or(Value::Null),
+    );
+    println!("{}", Value::Object(report));
+}
+
+/// Measures how many rows per second the sink ingests: 8 keep-alive
+/// connections post realistic 100-row `/logs3` bodies (pre-built) as fast
+/// as they can.
+fn sink_check(sink: &Sink) -> Value {
+    use std::io::{BufRead, BufReader, Read, Write};
+    const CONNS: usize = 8;
+    const BODIES_PER_CONN: usize = 50;
+    const ROWS_PER_BODY: usize = 100;
+    let row = |id: String| {
+        json!({
+            "id": id,
+            "span_id": "00f067aa0ba902b7",
+            "root_span_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "span_parents": ["00f067aa0ba902b8"],
+            "created": "2026-01-01T00:00:00.000000+00:00",
+            "metrics": {"start": 1767225600.123456, "end": 1767225600.123789},
+            "span_attributes": {"name": "l2", "exec_counter": 12345},
+            "context": {"caller_filename": "braintrust-bench/src/workload.rs", "caller_lineno": 80,
+                        "span_origin": {"name": "braintrust.sdk.rust", "version": "0.1.0",
+                                        "instrumentation": {"name": "braintrust-rust-logger"}}},
+            "input": {"i": 1234}, "output": {"ok": 1234},
+            "project_id": "9b2f3c1d-7e4a-4b6c-9d8e-1f2a3b4c5d6e", "log_id": "g"
+        })
+        .to_string()
+    };
+    let hostport = sink.url().trim_start_matches("http://").to_string();
+    let bodies: Vec<Vec<String>> = (0..CONNS)
+        .map(|c| {
+            (0..BODIES_PER_CONN)
+                .map(|b| {
+                    let rows: Vec<String> = (0..ROWS_PER_BODY)
+                        .map(|r| row(format!("check-{c}-{b}-{r}")))
+                        .collect();
+                    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+                    braintrust_core::merge::logs3_body(&refs)
+                })
+                .collect()
+        })
+        .collect();
+    let bytes: usize = bodies.iter().flatten().map(String::len).sum();
+    let before = sink.stats();
+    let t = std::time::Instant::now();
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|bs| {
+            let hostport = hostport.clone();
+            std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(&hostport).expect("connect");
+                s.set_nodelay(true).expect("nodelay");
+                let mut w = s.try_clone().expect("clone");
+                let mut r = BufReader::new(s);
+                for body in bs {
+                    write!(
+                        w,
+                        "POST /logs3 HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .expect("write");
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        r.read_line(&mut line).expect("read");
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l
+                            .to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                        {
+                            len = v.parse().unwrap_or(0);
+                        }
+                    }
+                    let mut buf = vec![0u8; len];
+                    r.read_exact(&mut buf).expect("body");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let after = sink.stats();
+    let rows = after.distinct_ids - before.distinct_ids;
+    json!({
+        "sink_check": {
+            "connections": CONNS,
+            "rows": rows,
+            "bytes": bytes,
+            "secs": round(secs, 4),
+            "rows_per_sec": round(rows as f64 / secs, 0),
+            "mb_per_sec": round(bytes as f64 / secs / 1e6, 1),
+            "loadavg": machine::loadavg(),
+            "note": "client threads run in the same process as the sink, so this is a lower bound",
+        }
+    })
+}

@@ -1,0 +1,7 @@
+#[braintrust::traced(type = "model")]
+fn f() {}
+
+#[braintrust::traced(type = llm)]
+fn g() {}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[braintrust::traced(name = "a", name = "b")]
+fn f() {}
+
+#[braintrust::traced(no_output, no_output)]
+fn g() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[braintrust::traced(level = "info")]
+fn f() {}
+
+fn main() {}
