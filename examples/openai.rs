@@ -7,7 +7,8 @@
 //!
 //! * Model calls go to a real OpenAI-compatible endpoint when
 //!   `OPENAI_API_KEY` is set (`OPENAI_BASE_URL` to point elsewhere,
-//!   `OPENAI_MODEL` for the model, default `gpt-4o-mini`); otherwise to a
+//!   `OPENAI_MODEL` / `OPENAI_EMBEDDING_MODEL` for the models, defaults
+//!   `gpt-4o-mini` / `text-embedding-3-small`); otherwise to a
 //!   mock OpenAI server started in this process.
 //! * Traces go to Braintrust when `BRAINTRUST_API_KEY` is set; otherwise to
 //!   a local Braintrust-compatible server started in this process, whose
@@ -131,11 +132,8 @@ async fn main() -> Result<(), Error> {
 
     // An `Embedding` span (the vector is not logged) and an
     // `openai.responses.create` span, also under the root.
-    let embedding_model = if _mock.is_some() {
-        "text-embedding-3-small".to_string()
-    } else {
-        std::env::var("OPENAI_EMBEDDING_MODEL").unwrap_or_else(|_| "text-embedding-3-small".into())
-    };
+    let embedding_model =
+        std::env::var("OPENAI_EMBEDDING_MODEL").unwrap_or_else(|_| "text-embedding-3-small".into());
     async {
         let e = client
             .embeddings()

@@ -37,7 +37,10 @@ struct Rows(Vec<Value>);
 
 impl Rows {
     fn named(&self, name: &str) -> &Value {
-        let mut found = self.0.iter().filter(|r| r["span_attributes"]["name"] == name);
+        let mut found = self
+            .0
+            .iter()
+            .filter(|r| r["span_attributes"]["name"] == name);
         let row = found
             .next()
             .unwrap_or_else(|| panic!("no span named {name:?} in {:#?}", self.0));
@@ -45,7 +48,9 @@ impl Rows {
         row
     }
     fn parent_name(&self, name: &str) -> &Value {
-        let parents = self.named(name)["span_parents"].as_array().expect("a child span");
+        let parents = self.named(name)["span_parents"]
+            .as_array()
+            .expect("a child span");
         assert_eq!(parents.len(), 1);
         let parent = self.0.iter().find(|r| r["span_id"] == parents[0]).unwrap();
         &parent["span_attributes"]["name"]
@@ -129,7 +134,9 @@ fn later(x: u32) -> impl Future<Output = u32> {
     let y = x + 1;
     async move {
         hop().await;
-        current_span().log(Event::new().metadata(json!({"in": "later"}))).unwrap();
+        current_span()
+            .log(Event::new().metadata(json!({"in": "later"})))
+            .unwrap();
         y * 2
     }
 }
@@ -197,9 +204,17 @@ fn async_results() {
         assert_eq!(fetch(1).await.unwrap(), "item 1");
         assert_eq!(fetch(0).await.unwrap_err().0, "id 0");
     });
-    let ok = rows.0.iter().find(|r| r["input"] == json!({"id": 1})).unwrap();
+    let ok = rows
+        .0
+        .iter()
+        .find(|r| r["input"] == json!({"id": 1}))
+        .unwrap();
     assert_eq!(ok["output"], "item 1");
-    let err = rows.0.iter().find(|r| r["input"] == json!({"id": 0})).unwrap();
+    let err = rows
+        .0
+        .iter()
+        .find(|r| r["input"] == json!({"id": 0}))
+        .unwrap();
     assert_eq!(err["error"], "fetch failed: id 0");
     assert!(err["output"].is_null());
 }
@@ -219,12 +234,24 @@ fn cancellation_by_timeout_and_select_ends_the_span() {
     let parent = rows.named("slow_parent");
     assert_eq!(parent["error"], "cancelled");
     assert!(parent["metrics"]["end"].is_number());
-    let child = rows.0.iter().find(|r| r["input"] == json!({"ms": 60_000})).unwrap();
+    let child = rows
+        .0
+        .iter()
+        .find(|r| r["input"] == json!({"ms": 60_000}))
+        .unwrap();
     assert_eq!(child["error"], "cancelled");
     assert!(child["metrics"]["end"].is_number());
-    let selected = rows.0.iter().find(|r| r["input"] == json!({"ms": 60_001})).unwrap();
+    let selected = rows
+        .0
+        .iter()
+        .find(|r| r["input"] == json!({"ms": 60_001}))
+        .unwrap();
     assert_eq!(selected["error"], "cancelled");
-    let done = rows.0.iter().find(|r| r["input"] == json!({"ms": 1})).unwrap();
+    let done = rows
+        .0
+        .iter()
+        .find(|r| r["input"] == json!({"ms": 1}))
+        .unwrap();
     assert!(done["error"].is_null());
     assert_eq!(done["output"], json!(1));
 }
@@ -268,12 +295,13 @@ fn functions_returning_futures_trace_the_future() {
 #[test]
 fn closure_forms() {
     let rows = rows_of(|_| async {
-        let out = braintrust::traced_async(SpanArgs::new().name("async closure"), |span| async move {
-            let n = fetch(2).await.unwrap();
-            span.log(Event::new().output(n.as_str())).unwrap();
-            n
-        })
-        .await;
+        let out =
+            braintrust::traced_async(SpanArgs::new().name("async closure"), |span| async move {
+                let n = fetch(2).await.unwrap();
+                span.log(Event::new().output(n.as_str())).unwrap();
+                n
+            })
+            .await;
         assert_eq!(out, "item 2");
         let n = traced(SpanArgs::new().name("sync closure"), |_| count_words("a b"));
         assert_eq!(n, 2);

@@ -80,9 +80,15 @@ fn off_runs_the_body_only_then_roots_go_to_the_current_logger() {
     let t = consume(Tripwire(1), 2).unwrap();
     assert!(consume(Tripwire(1), 0).is_err());
     assert_eq!(add(2, 2), 4);
-    assert_eq!(allocations() - before, 1, "only the body's own `String` allocation");
+    assert_eq!(
+        allocations() - before,
+        1,
+        "only the body's own `String` allocation"
+    );
     assert_eq!(t.0, 3);
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     assert_eq!(rt.block_on(consume_async(Tripwire(4))).0, 8);
 
     // ----- on: a current logger; a traced call outside any span is a root -----

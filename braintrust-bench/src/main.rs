@@ -16,6 +16,8 @@
 //!   (0 skips it).
 //! - `--sink-check`: only measure the sink's ingest rate and exit.
 //! - `--quiet`: no human-readable summary on stderr.
+//! - `--serve-sink SECS`: only run the sink for SECS seconds, printing its URL
+//!   (to profile a run by hand: `--child manual --sink URL --spans N`).
 
 use std::process::{Command, Stdio};
 
@@ -32,6 +34,7 @@ struct Options {
     variants: Vec<Variant>,
     disabled_calls: u64,
     sink_check: bool,
+    serve_sink: Option<u64>,
     quiet: bool,
     child: Option<String>,
     sink: Option<String>,
@@ -52,6 +55,7 @@ fn parse_args() -> Options {
         variants: vec![Variant::Manual, Variant::Traced],
         disabled_calls: 100_000_000,
         sink_check: false,
+        serve_sink: None,
         quiet: false,
         child: None,
         sink: None,
@@ -72,6 +76,7 @@ fn parse_args() -> Options {
                 o.disabled_calls = value().parse().unwrap_or_else(|_| usage())
             }
             "--sink-check" => o.sink_check = true,
+            "--serve-sink" => o.serve_sink = Some(value().parse().unwrap_or_else(|_| usage())),
             "--quiet" => o.quiet = true,
             "--child" => o.child = Some(value()),
             "--sink" => o.sink = Some(value()),
@@ -89,6 +94,14 @@ fn main() {
     let o = parse_args();
     if let Some(kind) = &o.child {
         child_main(kind, &o);
+        return;
+    }
+    if let Some(secs) = o.serve_sink {
+        // For profiling a `--child` run by hand: a sink in its own process.
+        let sink = Sink::start().expect("sink");
+        println!("{}", sink.url());
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        eprintln!("{}", json!({ "sink": sink.stats() }));
         return;
     }
     if o.sink_check {

@@ -250,9 +250,11 @@ fn warn_bad_env(name: &str, value: &str, what: &str) {
 impl Config {
     /// Defaults, then every documented environment variable that is set.
     pub fn from_env() -> Self {
-        let mut c = Config::default();
-        c.api_key =
-            env_str("BRAINTRUST_API_KEY").map(|k| k.trim_end_matches(['\n', '\r']).to_string());
+        let mut c = Config {
+            api_key: env_str("BRAINTRUST_API_KEY")
+                .map(|k| k.trim_end_matches(['\n', '\r']).to_string()),
+            ..Config::default()
+        };
         if let Some(v) = env_str("BRAINTRUST_APP_URL") {
             c.app_url = v;
         }

@@ -26,7 +26,7 @@ pub(crate) enum ObjectSpec {
     Experiment {
         project_name: Option<String>,
         project_id: Option<String>,
-        options: ExperimentOptions,
+        options: Box<ExperimentOptions>,
     },
     /// Known id (from a slug or an explicit id), any object type.
     Known { id: String },
@@ -320,7 +320,7 @@ pub fn init(project: &str, options: ExperimentOptions) -> Result<Experiment, Err
         ObjectSpec::Experiment {
             project_name: (!project.is_empty()).then(|| project.to_string()),
             project_id: options.project_id.clone(),
-            options,
+            options: Box::new(options),
         },
     );
     object.state.ensure_started();
@@ -403,18 +403,26 @@ pub fn start_span_at(args: SpanArgs, caller: &'static Location<'static>) -> Span
             Some(l) => start_with_parent(&l.object, None, args, caller),
             None => Span::noop(),
         },
-        Some(Parent::Slug(_)) | Some(Parent::W3c(_)) => {
-            let state = match &logger {
-                Some(l) => l.object.state.clone(),
-                None => match State::default_state() {
-                    Ok(s) => s,
-                    Err(_) => return Span::noop(),
-                },
+        Some(parent @ (Parent::Slug(_) | Parent::W3c(_))) => {
+            // The container the call would use without the parent: a
+            // slug/W3C parent naming it reuses it, and a W3C parent without
+            // `braintrust.parent` baggage is routed to it (spec §7.8).
+            // An unusable parent falls back to the current span, then the logger.
+            let current = context::current_span();
+            if let Some(c) = current.core() {
+                let object = c.object.clone();
+                return start_with_parent(&object, Some(&current), args, caller);
+            }
+            if let Some(l) = &logger {
+                return start_with_parent(&l.object, None, args, caller);
+            }
+            let Ok(state) = State::default_state() else {
+                return Span::noop();
             };
-            let fallback = logger.as_ref().map(|l| l.object.clone());
-            match crate::propagation::object_for_parent(&state, args.parent.as_ref(), fallback) {
-                Some(object) => start_with_parent(&object, None, args, caller),
-                None => Span::noop(),
+            match crate::propagation::continue_from(&state, &parent, None) {
+                Some(c) => start_continued(c, args, caller),
+                // Unusable parent: the usual precedence (here: no logger, no-op).
+                None => start_span_at(SpanArgs { parent: None, ..args }, caller),
             }
         }
         None => unreachable!("checked above"),
@@ -422,24 +430,49 @@ pub fn start_span_at(args: SpanArgs, caller: &'static Location<'static>) -> Span
 }
 
 /// Starts a span in `object`. `implicit_parent` is the span the call was made
-/// on or the current span; an explicit parent in `args` wins over it.
+/// on or the current span; an explicit parent in `args` wins over it. A slug
+/// or W3C parent names its own container (spec §7.6): `object` is used when
+/// it is that container, or when the parent names none.
 pub(crate) fn start_with_parent(
     object: &Arc<ObjectInner>,
     implicit_parent: Option<&Span>,
     mut args: SpanArgs,
     caller: &'static Location<'static>,
 ) -> Span {
-    if args.propagated_event.is_none() {
-        if let Some(p) = &args.parent {
-            args.propagated_event = crate::propagation::slug_propagated_event(p);
+    let cont = match args.parent.take() {
+        Some(p) => crate::propagation::continue_from(&object.state, &p, Some(object)),
+        None => None,
+    };
+    match cont {
+        Some(c) => start_continued(c, args, caller),
+        None => {
+            let lineage = implicit_parent.and_then(|p| p.child_lineage());
+            start_in(object, lineage, args, caller)
         }
     }
-    let lineage: Option<Lineage> = match args.parent.take() {
-        Some(Parent::Span(p)) => p.child_lineage(),
-        Some(Parent::Root) => None,
-        Some(other) => crate::propagation::lineage_from_parent(&other),
-        None => implicit_parent.and_then(|p| p.child_lineage()),
+}
+
+/// Starts a span where an explicit parent resolved to.
+fn start_continued(
+    c: crate::propagation::Continuation,
+    mut args: SpanArgs,
+    caller: &'static Location<'static>,
+) -> Span {
+    let Some(object) = c.object else {
+        return Span::noop();
     };
+    if args.propagated_event.is_none() {
+        args.propagated_event = c.propagated;
+    }
+    start_in(&object, c.lineage, args, caller)
+}
+
+fn start_in(
+    object: &Arc<ObjectInner>,
+    lineage: Option<Lineage>,
+    args: SpanArgs,
+    caller: &'static Location<'static>,
+) -> Span {
     match Span::start(object, lineage, args, caller) {
         Ok(s) => s,
         Err(e) => {
@@ -503,13 +536,14 @@ impl Logger {
     }
 
     /// The slug naming this container (V4, or V3 with legacy ids). Before the
-    /// project id is known it carries `compute_object_metadata_args`.
+    /// project id is known it carries `compute_object_metadata_args`, exactly
+    /// as the official SDKs do; an experiment's id is resolved first
+    /// (blocking: experiments cannot be named by compute args). `""` if that
+    /// resolution fails.
     pub fn export(&self) -> String {
-        let c = self.object.components();
-        if self.object.state.legacy_ids() {
-            c.to_v3_string()
-        } else {
-            c.to_v4_string()
+        match crate::propagation::object_components(&self.object) {
+            Some(c) => crate::propagation::encode_components(&self.object.state, &c),
+            None => String::new(),
         }
     }
 

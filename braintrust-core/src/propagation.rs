@@ -8,62 +8,141 @@ use serde_json::{Map, Value};
 use crate::export::{ObjectType, SpanComponents};
 use crate::ids::Id;
 use crate::object::{ObjectInner, ObjectSpec};
-use crate::span::{Lineage, Parent, Span};
+use crate::span::{InboundW3c, Lineage, Parent, Span};
 use crate::state::State;
 use crate::w3c::{self, BraintrustParent, Carrier, TraceContext};
 use crate::{Error, Event};
 
-/// The container a slug or W3C parent names. `fallback` (the current logger)
-/// is used when the parent does not name one.
-pub(crate) fn object_for_parent(
+/// Where a span started under an explicit parent goes: its container and its
+/// place in the trace (`lineage: None` starts a new trace in `object`).
+pub(crate) struct Continuation {
+    /// `None`: no container can be named (the span is a no-op).
+    pub object: Option<Arc<ObjectInner>>,
+    pub lineage: Option<Lineage>,
+    /// The slug's `propagated_event` (used unless the span passes its own).
+    pub propagated: Option<Map<String, Value>>,
+}
+
+/// Resolves an explicit parent (spec §7.6, §7.8). `fallback` is the container
+/// the call was made on (a logger or span), else the current span's or
+/// logger's. A slug or W3C parent naming the fallback's container reuses it,
+/// so its id is resolved (and a project registered) once, not per span.
+///
+/// `None` means "ignore this parent": an empty slug (what a no-op span
+/// exports), an undecodable slug, or W3C context that cannot be routed (an
+/// invalid `braintrust.parent`, or none and no fallback). The caller then
+/// applies the usual precedence (current span, then logger), as the official
+/// SDKs do when the parent is falsy or cannot be resolved.
+pub(crate) fn continue_from(
     state: &State,
-    parent: Option<&Parent>,
-    fallback: Option<Arc<ObjectInner>>,
-) -> Option<Arc<ObjectInner>> {
-    match parent? {
-        Parent::Span(s) => s.core().map(|c| c.object.clone()),
-        Parent::Root => fallback,
+    parent: &Parent,
+    fallback: Option<&Arc<ObjectInner>>,
+) -> Option<Continuation> {
+    match parent {
+        Parent::Span(s) => Some(Continuation {
+            object: s.core().map(|c| c.object.clone()).or(fallback.cloned()),
+            lineage: s.child_lineage(),
+            propagated: None,
+        }),
+        Parent::Root => Some(Continuation {
+            object: fallback.cloned(),
+            lineage: None,
+            propagated: None,
+        }),
+        Parent::Slug(slug) if slug.trim().is_empty() => None,
         Parent::Slug(slug) => {
-            match SpanComponents::parse(slug) {
-                Ok(c) => Some(object_from_components(state, &c)),
+            let c = match SpanComponents::parse(slug) {
+                Ok(c) => c,
                 Err(e) => {
                     crate::diagnostics::warn_once(
-                    "bad-parent-slug",
-                    &format!("braintrust: ignoring an invalid parent slug ({e}); starting a new trace"),
-                );
-                    fallback
-                }
-            }
-        }
-        Parent::W3c(ctx) => match ctx
-            .braintrust_parent()
-            .as_deref()
-            .and_then(BraintrustParent::parse)
-        {
-            Some(BraintrustParent::ProjectId(id)) => {
-                Some(known(state, ObjectType::ProjectLogs, &id))
-            }
-            Some(BraintrustParent::ExperimentId(id)) => {
-                Some(known(state, ObjectType::Experiment, &id))
-            }
-            Some(BraintrustParent::ProjectName(name)) => Some(ObjectInner::new(
-                state.clone(),
-                ObjectType::ProjectLogs,
-                ObjectSpec::Project {
-                    name: Some(name),
-                    id: None,
-                },
-            )),
-            None => {
-                if fallback.is_none() {
-                    crate::diagnostics::warn_once(
-                        "w3c-no-object",
-                        "braintrust: W3C trace context has no braintrust.parent baggage and no logger is active; not tracing",
+                        "bad-parent-slug",
+                        &format!("braintrust: ignoring an invalid parent slug ({e})"),
                     );
+                    return None;
                 }
-                fallback
-            }
+            };
+            let object = object_from_components(state, &c, fallback);
+            // Object-only slug: a new trace under that object (spec §7.6).
+            let lineage = match (&c.row_id, &c.span_id, &c.root_span_id) {
+                (Some(_), Some(span), Some(root)) if c.has_row_ids() => Some(Lineage {
+                    root_span_id: Id::parse(root),
+                    parents: vec![Id::parse(span)],
+                    propagated: None,
+                    w3c: None,
+                }),
+                _ => None,
+            };
+            Some(Continuation {
+                object: Some(object),
+                lineage,
+                propagated: c.propagated_event,
+            })
+        }
+        Parent::W3c(ctx) => {
+            let Some(tp) = ctx.trace_parent() else {
+                crate::diagnostics::warn_once(
+                    "w3c-bad-traceparent",
+                    "braintrust: ignoring W3C trace context with an invalid traceparent",
+                );
+                return None;
+            };
+            let object = match ctx.braintrust_parent() {
+                Some(value) => match BraintrustParent::parse(&value) {
+                    Some(bp) => object_from_braintrust_parent(state, bp, fallback),
+                    None => {
+                        crate::diagnostics::warn_once(
+                            "w3c-bad-braintrust-parent",
+                            &format!(
+                                "braintrust: invalid braintrust.parent {value:?} in baggage; starting a fresh local span"
+                            ),
+                        );
+                        return None;
+                    }
+                },
+                None => match fallback {
+                    Some(f) => f.clone(),
+                    None => {
+                        crate::diagnostics::warn_once(
+                            "w3c-no-object",
+                            "braintrust: received a traceparent without a braintrust.parent and no active logger or experiment; cannot route the trace",
+                        );
+                        return None;
+                    }
+                },
+            };
+            Some(Continuation {
+                object: Some(object),
+                lineage: Some(Lineage {
+                    root_span_id: Id::parse(&tp.trace_id),
+                    parents: vec![Id::parse(&tp.span_id)],
+                    propagated: None,
+                    w3c: Some(Arc::new(InboundW3c {
+                        flags: tp.flags,
+                        tracestate: ctx.tracestate.clone().filter(|t| !t.is_empty()),
+                    })),
+                }),
+                propagated: None,
+            })
+        }
+    }
+}
+
+/// True when `obj` is the container named by `kind` plus an id and/or a
+/// project name (from a slug or `braintrust.parent`).
+fn names_object(obj: &ObjectInner, kind: ObjectType, id: Option<&str>, name: Option<&str>) -> bool {
+    if obj.kind != kind {
+        return false;
+    }
+    if let (Some(id), Some(r)) = (id, obj.resolved.get()) {
+        return r.id == id;
+    }
+    match &obj.spec {
+        ObjectSpec::Known { id: k } => id == Some(k.as_str()),
+        ObjectSpec::Project { name: n, id: i } => match id {
+            Some(id) => i.as_deref() == Some(id),
+            None => name.is_some() && n.as_deref() == name,
         },
+        ObjectSpec::Experiment { .. } => false,
     }
 }
 
@@ -75,61 +154,81 @@ fn known(state: &State, kind: ObjectType, id: &str) -> Arc<ObjectInner> {
     )
 }
 
-fn object_from_components(state: &State, c: &SpanComponents) -> Arc<ObjectInner> {
-    if let Some(id) = c.object_id.as_deref().filter(|s| !s.is_empty()) {
-        return known(state, c.object_type, id);
+fn object_from_braintrust_parent(
+    state: &State,
+    bp: BraintrustParent,
+    fallback: Option<&Arc<ObjectInner>>,
+) -> Arc<ObjectInner> {
+    let (kind, id, name) = match &bp {
+        BraintrustParent::ProjectId(id) => (ObjectType::ProjectLogs, Some(id.as_str()), None),
+        BraintrustParent::ExperimentId(id) => (ObjectType::Experiment, Some(id.as_str()), None),
+        BraintrustParent::ProjectName(n) => (ObjectType::ProjectLogs, None, Some(n.as_str())),
+    };
+    if let Some(f) = fallback.filter(|f| names_object(f, kind, id, name)) {
+        return f.clone();
     }
+    match (id, name) {
+        (Some(id), _) => known(state, kind, id),
+        (None, name) => ObjectInner::new(
+            state.clone(),
+            ObjectType::ProjectLogs,
+            ObjectSpec::Project {
+                name: name.map(str::to_string),
+                id: None,
+            },
+        ),
+    }
+}
+
+/// The container a slug names: its `object_id`, or its compute args, which
+/// are resolved lazily on the logger thread (a project known only by name is
+/// registered there, spec §7.5).
+fn object_from_components(
+    state: &State,
+    c: &SpanComponents,
+    fallback: Option<&Arc<ObjectInner>>,
+) -> Arc<ObjectInner> {
     let args = c.compute_object_metadata_args.clone().unwrap_or_default();
-    let s = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
-    ObjectInner::new(
-        state.clone(),
-        c.object_type,
-        ObjectSpec::Project {
-            name: s("project_name"),
-            id: s("project_id"),
-        },
-    )
+    let arg = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+    let object_id = c.object_id.clone().filter(|s| !s.is_empty());
+    let (id, name) = match &object_id {
+        Some(id) => (Some(id.clone()), None),
+        None => (arg("project_id"), arg("project_name")),
+    };
+    if let Some(f) =
+        fallback.filter(|f| names_object(f, c.object_type, id.as_deref(), name.as_deref()))
+    {
+        return f.clone();
+    }
+    if let Some(id) = object_id {
+        return known(state, c.object_type, &id);
+    }
+    ObjectInner::new(state.clone(), c.object_type, ObjectSpec::Project { name, id })
 }
 
-/// Where a span started under a slug or W3C parent hangs.
-pub(crate) fn lineage_from_parent(parent: &Parent) -> Option<Lineage> {
-    match parent {
-        Parent::Span(s) => s.child_lineage(),
-        Parent::Root => None,
-        Parent::Slug(slug) => {
-            let c = SpanComponents::parse(slug).ok()?;
-            let propagated = c.propagated_event.clone().map(Arc::new);
-            if c.has_row_ids() {
-                Some(Lineage {
-                    root_span_id: Id::parse(c.root_span_id.as_deref()?),
-                    parents: vec![Id::parse(c.span_id.as_deref()?)],
-                    propagated,
-                    trace_flags: None,
-                })
-            } else {
-                // Object-only slug: a new trace under that object; its
-                // propagated event is applied by `slug_propagated_event`.
-                None
-            }
-        }
-        Parent::W3c(ctx) => {
-            let tp = ctx.trace_parent()?;
-            let flags = u8::from_str_radix(&tp.flags, 16).ok();
-            Some(Lineage {
-                root_span_id: Id::parse(&tp.trace_id),
-                parents: vec![Id::parse(&tp.span_id)],
-                propagated: None,
-                trace_flags: flags,
-            })
+/// The slug components naming `object` itself, resolving an experiment's id
+/// first (blocking) as the official SDKs do: experiments cannot be named by
+/// compute args (spec §7.5). `None` when that resolution fails.
+pub(crate) fn object_components(object: &Arc<ObjectInner>) -> Option<SpanComponents> {
+    if object.resolved.get().is_none() && matches!(object.spec, ObjectSpec::Experiment { .. }) {
+        if let Err(e) = object.state.resolve_blocking(object) {
+            crate::diagnostics::warn_once(
+                "export-experiment-unresolved",
+                &format!("braintrust: cannot export: the experiment id is unknown ({e})"),
+            );
+            return None;
         }
     }
+    Some(object.components())
 }
 
-/// Propagated event of an object-only slug (applied as the span's own).
-pub(crate) fn slug_propagated_event(parent: &Parent) -> Option<Map<String, Value>> {
-    match parent {
-        Parent::Slug(s) => SpanComponents::parse(s).ok()?.propagated_event,
-        _ => None,
+/// The slug text for `c`: V3 in legacy id mode, else V4 (spec §7.1; Python
+/// picks the writer by the id mode, and our V3 writer never packs hex ids).
+pub(crate) fn encode_components(state: &State, c: &SpanComponents) -> String {
+    if state.legacy_ids() {
+        c.to_v3_string()
+    } else {
+        c.to_v4_string()
     }
 }
 
@@ -150,16 +249,14 @@ impl Span {
         let Some(c) = self.core() else {
             return String::new();
         };
-        let mut comp = c.object.components();
+        let Some(mut comp) = object_components(&c.object) else {
+            return String::new();
+        };
         comp.row_id = Some(c.row_id.to_string());
         comp.span_id = Some(c.span_id.to_string());
         comp.root_span_id = Some(c.root_span_id.to_string());
         comp.propagated_event = c.propagated.as_ref().map(|p| (**p).clone());
-        if c.object.state.legacy_ids() || !(c.span_id.is_hex() && c.root_span_id.is_hex()) {
-            comp.to_v3_string()
-        } else {
-            comp.to_v4_string()
-        }
+        encode_components(&c.object.state, &comp)
     }
 
     /// Writes `traceparent` and the `braintrust.parent` baggage member into
@@ -173,47 +270,80 @@ impl Span {
     /// ```
     pub fn inject<C: Carrier + ?Sized>(&self, headers: &mut C) {
         let Some(c) = self.core() else { return };
-        if !(c.span_id.is_hex() && c.root_span_id.is_hex()) {
+        let (trace_id, span_id) = (c.root_span_id.to_string(), c.span_id.to_string());
+        if !(w3c::is_w3c_trace_id(&trace_id) && w3c::is_w3c_span_id(&span_id)) {
             return;
         }
-        let flags = format!("{:02x}", c.trace_flags.unwrap_or(1));
+        let inbound = c.w3c.as_deref();
+        let flags = inbound.map_or(w3c::DEFAULT_TRACE_FLAGS, |w| w.flags.as_str());
         let parent = braintrust_parent_value(&c.object);
-        w3c::inject_into(
-            headers,
-            &c.root_span_id.to_string(),
-            &c.span_id.to_string(),
-            &flags,
-            parent.as_deref(),
-        );
+        w3c::inject_into(headers, &trace_id, &span_id, flags, parent.as_deref());
+        if let Some(ts) = inbound.and_then(|w| w.tracestate.clone()) {
+            headers.set(w3c::TRACESTATE_HEADER, ts);
+        }
     }
 
     /// A link to this span in the Braintrust UI, built without network calls
-    /// (spec §7.7). Before login it is an error link naming what is missing.
+    /// (spec §7.7). The org comes from the login, else `Config::org_name`;
+    /// without one it is an error link naming what is missing.
     pub fn link(&self) -> String {
         let Some(c) = self.core() else {
             return NOOP_LINK.to_string();
         };
         let state = &c.object.state;
-        let Some(login) = state.login_info() else {
-            return error_link("login-or-provide-org-name");
-        };
-        let app = login.app_url.trim_end_matches('/');
-        let org = &login.org_name;
-        match c.object.resolved.get() {
-            Some(r) => format!(
-                "{app}/app/{org}/object?object_type={}&object_id={}&id={}",
-                c.object.kind.as_str(),
-                form_encode(&r.id),
-                form_encode(&c.row_id.to_string())
-            ),
-            None => match &c.object.spec {
-                ObjectSpec::Project { name: Some(n), .. } => format!(
-                    "{app}/app/{org}/p/{}/logs?oid={}",
-                    uri_component(n),
-                    form_encode(&c.row_id.to_string())
-                ),
-                _ => error_link("provide-project-name-or-id"),
-            },
+        let login = state.login_info();
+        let org = login
+            .as_ref()
+            .map(|l| l.org_name.clone())
+            .filter(|o| !o.is_empty())
+            .or_else(|| state.config().org_name.clone());
+        let app = login.map_or_else(|| state.config().app_url.clone(), |l| l.app_url);
+        let app = app.trim_end_matches('/');
+        let row = form_encode(&c.row_id.to_string());
+        let resolved = c.object.resolved.get().map(|r| r.id.clone());
+        match c.object.kind {
+            ObjectType::Experiment => {
+                let Some(org) = org else {
+                    return error_link("provide-app-url-or-org-name");
+                };
+                match resolved {
+                    Some(id) => format!(
+                        "{app}/app/{org}/object?object_type=experiment&object_id={}&id={row}",
+                        form_encode(&id)
+                    ),
+                    None => error_link("resolve-experiment-id"),
+                }
+            }
+            ObjectType::ProjectLogs => {
+                let Some(org) = org else {
+                    return error_link("login-or-provide-org-name");
+                };
+                let (spec_name, spec_id) = match &c.object.spec {
+                    ObjectSpec::Project { name, id } => (name.clone(), id.clone()),
+                    _ => (None, None),
+                };
+                match (resolved.or(spec_id), spec_name) {
+                    (Some(id), _) => format!(
+                        "{app}/app/{org}/object?object_type=project_logs&object_id={}&id={row}",
+                        form_encode(&id)
+                    ),
+                    (None, Some(name)) => {
+                        format!("{app}/app/{org}/p/{}/logs?oid={row}", uri_component(&name))
+                    }
+                    (None, None) => error_link("no-project-id-or-name"),
+                }
+            }
+            ObjectType::PlaygroundLogs => NOOP_LINK.to_string(),
+        }
+    }
+
+    /// A link to this span's row in the UI (spec §7.7), from its exported
+    /// slug: [`permalink`] with this span's backend. Unlike
+    /// [`link`](Span::link) it may log in and resolve the container (blocking).
+    pub fn permalink(&self) -> String {
+        match self.core() {
+            None => NOOP_LINK.to_string(),
+            Some(c) => permalink(&self.export(), Some(&c.object.state)),
         }
     }
 }
@@ -224,17 +354,21 @@ fn error_link(code: &str) -> String {
     format!("https://www.braintrust.dev/error-generating-link?msg={code}")
 }
 
-fn braintrust_parent_value(object: &ObjectInner) -> Option<String> {
-    let resolved = object.resolved.get();
+/// The `braintrust.parent` baggage value naming `object` (spec §7.8). An
+/// experiment's id is resolved first (blocking), as the official SDKs do.
+fn braintrust_parent_value(object: &Arc<ObjectInner>) -> Option<String> {
+    let resolved = object.resolved.get().map(|r| r.id.clone());
     match object.kind {
-        ObjectType::Experiment => resolved.map(|r| format!("experiment_id:{}", r.id)),
-        ObjectType::ProjectLogs => match resolved {
-            Some(r) => Some(format!("project_id:{}", r.id)),
-            None => match &object.spec {
-                ObjectSpec::Project { name: Some(n), .. } => Some(format!("project_name:{n}")),
-                ObjectSpec::Project { id: Some(i), .. } => Some(format!("project_id:{i}")),
-                _ => None,
-            },
+        ObjectType::Experiment => resolved
+            .or_else(|| object.state.resolve_blocking(object).ok())
+            .map(|id| format!("experiment_id:{id}")),
+        ObjectType::ProjectLogs => match (resolved, &object.spec) {
+            (Some(id), _) => Some(format!("project_id:{id}")),
+            (None, ObjectSpec::Project { id: Some(i), .. }) => Some(format!("project_id:{i}")),
+            (None, ObjectSpec::Project { name: Some(n), .. }) => {
+                Some(format!("project_name:{n}"))
+            }
+            _ => None,
         },
         ObjectType::PlaygroundLogs => None,
     }
@@ -271,9 +405,8 @@ pub fn permalink(slug: &str, state: Option<&State>) -> String {
     let Some(row_id) = comps.row_id.clone() else {
         return error_link("slug-has-no-row-id");
     };
-    let state = match state.cloned().map(Ok).unwrap_or_else(State::default_state) {
-        Ok(s) => s,
-        Err(_) => return error_link("login-or-provide-org-name"),
+    let Ok(state) = pick_state(state) else {
+        return error_link("login-or-provide-org-name");
     };
     let login = match state.login_info().map(Ok).unwrap_or_else(|| state.login()) {
         Ok(l) => l,
@@ -282,7 +415,8 @@ pub fn permalink(slug: &str, state: Option<&State>) -> String {
     let object_id = match comps.object_id.clone() {
         Some(id) => id,
         None => {
-            let obj = object_from_components(&state, &comps);
+            let logger = logger_object_of(&state);
+            let obj = object_from_components(&state, &comps, logger.as_ref());
             match state.resolve_blocking(&obj) {
                 Ok(id) => id,
                 Err(_) => return error_link("resolve-object-id"),
@@ -299,9 +433,40 @@ pub fn permalink(slug: &str, state: Option<&State>) -> String {
     )
 }
 
-/// Updates a span named by an exported slug: one merge row with the given
-/// fields and no `span_parents` (spec §6.2). Validated like [`Span::log`].
-/// Do this after the span's original rows were flushed.
+/// The backend for slug-only calls: the one given, else the current
+/// logger's, else the process default.
+fn pick_state(state: Option<&State>) -> Result<State, Error> {
+    match state {
+        Some(s) => Ok(s.clone()),
+        None => match crate::current_logger() {
+            Some(l) => Ok(l.state().clone()),
+            None => State::default_state(),
+        },
+    }
+}
+
+/// The current logger's container, if it logs to `state`.
+fn logger_object_of(state: &State) -> Option<Arc<ObjectInner>> {
+    crate::current_logger()
+        .filter(|l| Arc::ptr_eq(&l.state().0, &state.0))
+        .map(|l| l.object.clone())
+}
+
+/// Updates a span named by an exported slug (spec §6.2): one row
+/// `{id, span_id, root_span_id, <fields>, <object ids>, _is_merge: true}`
+/// with **no** `span_parents`, as the official SDKs write it. The fields are
+/// validated like [`Span::log`] (the error names the field). Update a span
+/// only after its original rows were flushed. `state` defaults to the current
+/// logger's backend, else the process default.
+///
+/// ```
+/// use braintrust_core::{update_span, Event};
+/// // Not a slug: the decoder's error, nothing queued.
+/// assert!(update_span("not a slug", Event::new().output(1), None).is_err());
+/// // Invalid fields are named.
+/// let err = update_span("", Event::new().score("s", 7.0), None).unwrap_err();
+/// assert!(err.to_string().contains("scores.s"));
+/// ```
 pub fn update_span(exported: &str, event: Event, state: Option<&State>) -> Result<(), Error> {
     let event = event.validate()?;
     let comps = SpanComponents::parse(exported)?;
@@ -310,17 +475,12 @@ pub fn update_span(exported: &str, event: Event, state: Option<&State>) -> Resul
     else {
         return Err(Error::Validation(crate::ValidationError::new(
             "exported",
-            "the slug must name a span (row_id, span_id and root_span_id)",
+            "Exported span must have a row_id",
         )));
     };
-    let state = match state {
-        Some(s) => s.clone(),
-        None => match crate::current_logger() {
-            Some(l) => l.state().clone(),
-            None => State::default_state()?,
-        },
-    };
-    let object = object_from_components(&state, &comps);
+    let state = pick_state(state)?;
+    let logger = logger_object_of(&state);
+    let object = object_from_components(&state, &comps, logger.as_ref());
     let mut row = Map::new();
     row.insert("id".into(), Value::String(row_id.clone()));
     row.insert("span_id".into(), Value::String(span_id.clone()));

@@ -241,7 +241,15 @@ pub(crate) struct Lineage {
     pub root_span_id: Id,
     pub parents: Vec<Id>,
     pub propagated: Option<Arc<Map<String, Value>>>,
-    pub trace_flags: Option<u8>,
+    pub w3c: Option<Arc<InboundW3c>>,
+}
+
+/// W3C state a trace came in with (spec §7.8), inherited by the subtree and
+/// forwarded by [`Span::inject`]: the inbound `traceparent` flags, verbatim,
+/// and the inbound `tracestate`.
+pub(crate) struct InboundW3c {
+    pub flags: String,
+    pub tracestate: Option<String>,
 }
 
 pub(crate) struct SpanCore {
@@ -251,7 +259,7 @@ pub(crate) struct SpanCore {
     pub(crate) root_span_id: Id,
     pub(crate) parents: Option<Arc<[Id]>>,
     pub(crate) propagated: Option<Arc<Map<String, Value>>>,
-    pub(crate) trace_flags: Option<u8>,
+    pub(crate) w3c: Option<Arc<InboundW3c>>,
     handles: AtomicUsize,
     ended: AtomicBool,
     /// What was logged and not yet taken by the logger thread. Logging merges
@@ -409,7 +417,7 @@ impl Span {
         let legacy = object.state.legacy_ids();
         let span_id = Id::new_span_id(legacy);
         let is_root = lineage.is_none();
-        let (root_span_id, parents, propagated, trace_flags) = match lineage {
+        let (root_span_id, parents, propagated, w3c) = match lineage {
             Some(l) => {
                 let mut parents = l.parents;
                 for extra in &args.extra_parents {
@@ -423,7 +431,7 @@ impl Span {
                     l.root_span_id,
                     Some(Arc::from(parents)),
                     l.propagated,
-                    l.trace_flags,
+                    l.w3c,
                 )
             }
             None => {
@@ -460,7 +468,7 @@ impl Span {
             root_span_id,
             parents,
             propagated,
-            trace_flags,
+            w3c,
             handles: AtomicUsize::new(1),
             ended: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
@@ -485,7 +493,7 @@ impl Span {
             root_span_id: c.root_span_id.clone(),
             parents: vec![c.span_id.clone()],
             propagated: c.propagated.clone(),
-            trace_flags: c.trace_flags,
+            w3c: c.w3c.clone(),
         })
     }
 

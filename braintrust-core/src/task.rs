@@ -194,7 +194,8 @@ where
 /// use braintrust_core::{current_span, wrap_map};
 /// let double = wrap_map(|x: i32| { assert!(current_span().is_noop()); x * 2 });
 /// let out: Vec<i32> = std::thread::scope(|s| {
-///     let hs: Vec<_> = (1..=3).map(|x| s.spawn(|| double(x))).collect();
+///     let double = &double;
+///     let hs: Vec<_> = (1..=3).map(|x| s.spawn(move || double(x))).collect();
 ///     hs.into_iter().map(|h| h.join().unwrap()).collect()
 /// });
 /// assert_eq!(out, [2, 4, 6]);

@@ -223,7 +223,8 @@ fn duplicate(errors: &mut Errors, span: Span, option: &str) {
 fn parse_names(input: ParseStream, option: &str, errors: &mut Errors) -> syn::Result<Vec<Ident>> {
     let content;
     let parens = syn::parenthesized!(content in input);
-    let list: Punctuated<Ident, Token![,]> = content.parse_terminated(Ident::parse_any, Token![,])?;
+    let list: Punctuated<Ident, Token![,]> =
+        content.parse_terminated(Ident::parse_any, Token![,])?;
     if list.is_empty() {
         errors.error(
             parens.span.join(),
@@ -243,7 +244,11 @@ fn parse_names(input: ParseStream, option: &str, errors: &mut Errors) -> syn::Re
 
 /// Parses `= "literal"` and returns the literal, or records an error at the
 /// value when it is not a string literal.
-fn parse_str_value(input: ParseStream, option: &str, errors: &mut Errors) -> syn::Result<Option<LitStr>> {
+fn parse_str_value(
+    input: ParseStream,
+    option: &str,
+    errors: &mut Errors,
+) -> syn::Result<Option<LitStr>> {
     input.parse::<Token![=]>()?;
     let value: Expr = input.parse()?;
     match value {
@@ -430,7 +435,11 @@ mod tests {
         match parse(s) {
             Ok(a) => match a.errors.check() {
                 Ok(()) => String::new(),
-                Err(e) => e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" | "),
+                Err(e) => e
+                    .into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
             },
             Err(e) => e,
         }
@@ -471,14 +480,21 @@ mod tests {
             errors("foo = 1, name = 2"),
             "unknown option `foo`; expected one of: name, type, skip, skip_all, input, no_output, notrace_io, metadata | `name` must be a string literal, e.g. `name = \"...\"`"
         );
-        assert_eq!(errors("skip_all, skip_all"), "expected only a single `skip_all` argument");
-        assert!(errors(r#"type = "model""#).starts_with("unknown span type \"model\"; expected one of: llm, score,"));
+        assert_eq!(
+            errors("skip_all, skip_all"),
+            "expected only a single `skip_all` argument"
+        );
+        assert!(errors(r#"type = "model""#)
+            .starts_with("unknown span type \"model\"; expected one of: llm, score,"));
         assert!(errors("type = llm").starts_with("`type` must be a string literal"));
         assert!(errors("skip(a), skip_all").starts_with("`skip_all` and `skip(...)` cannot"));
         assert!(errors("notrace_io, no_output").starts_with("`notrace_io` and `no_output`"));
         assert!(errors("input(a), skip(b)").starts_with("`input(...)` and `skip(...)`"));
         assert_eq!(errors("skip(a, a)"), "`a` is listed twice");
-        assert_eq!(errors("skip()"), "`skip(...)` needs at least one parameter name");
+        assert_eq!(
+            errors("skip()"),
+            "`skip(...)` needs at least one parameter name"
+        );
         assert!(errors(r#"name = "a" name = "b""#).starts_with("expected `,`"));
     }
 }

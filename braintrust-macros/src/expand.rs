@@ -9,7 +9,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{
-    Attribute, AttrStyle, Block, Expr, ExprAsync, ExprCall, FnArg, Ident, Item, ItemFn, LitStr,
+    AttrStyle, Attribute, Block, Expr, ExprAsync, ExprCall, FnArg, Ident, Item, ItemFn, LitStr,
     Pat, ReturnType, Signature, Stmt, Token, Type, TypeParamBound, Visibility,
 };
 
@@ -228,7 +228,10 @@ fn check_named_params(args: &TracedArgs, params: &[Ident], errors: &mut Errors) 
         let unraw = name.unraw();
         if unraw == "self" {
             if is_input(name) {
-                errors.error(name.span(), "`self` is never logged as input; log what you need with `metadata = ...`");
+                errors.error(
+                    name.span(),
+                    "`self` is never logged as input; log what you need with `metadata = ...`",
+                );
             }
             continue;
         }
@@ -243,7 +246,10 @@ fn check_named_params(args: &TracedArgs, params: &[Ident], errors: &mut Errors) 
             } else {
                 format!("parameters: {list}")
             };
-            errors.error(name.span(), format!("no parameter named `{unraw}`; {known}"));
+            errors.error(
+                name.span(),
+                format!("no parameter named `{unraw}`; {known}"),
+            );
         }
     }
 }
@@ -326,8 +332,14 @@ fn async_tail(block: &Block) -> Option<AsyncTail<'_>> {
             let Expr::Path(p) = &*call.func else {
                 return None;
             };
-            let segs: Vec<_> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
-            let is_box_pin = segs.len() >= 2 && segs[segs.len() - 2] == "Box" && segs[segs.len() - 1] == "pin";
+            let segs: Vec<_> = p
+                .path
+                .segments
+                .iter()
+                .map(|s| s.ident.to_string())
+                .collect();
+            let is_box_pin =
+                segs.len() >= 2 && segs[segs.len() - 2] == "Box" && segs[segs.len() - 1] == "pin";
             match (is_box_pin, call.args.len(), call.args.first()) {
                 (true, 1, Some(Expr::Async(a))) => Some(AsyncTail::BoxPin(call, a)),
                 _ => None,
@@ -457,10 +469,13 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         } else {
             quote! { #span_init #awaited }
         }
-    } else if let (Body::Parsed(block), Some(tail)) = (&body, match &body {
-        Body::Parsed(b) => async_tail(b),
-        Body::Raw(_) => None,
-    }) {
+    } else if let (Body::Parsed(block), Some(tail)) = (
+        &body,
+        match &body {
+            Body::Parsed(b) => async_tail(b),
+            Body::Raw(_) => None,
+        },
+    ) {
         // A sync function returning an async block (or `Box::pin` of one,
         // as `#[async_trait]` writes): trace the future it returns.
         let head = &block.stmts[..block.stmts.len() - 1];

@@ -397,8 +397,7 @@ async fn create(
     }
     let inner = &client.inner;
     if !client.traced() {
-        let resp = inner.post(PATH, &request, false).await?;
-        let body = inner.read_body(resp).await?;
+        let body = inner.post_json(PATH, &request).await?;
         return serde_json::from_slice(&body).map_err(|e| OpenAiError::decode(e, &body));
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
@@ -406,8 +405,7 @@ async fn create(
     let (input, metadata) = split_request(&body, "messages");
     let trace = CallTrace::start("Chat Completion", input, metadata, caller);
     let result = async {
-        let resp = inner.post(PATH, &body, false).await?;
-        let bytes = inner.read_body(resp).await?;
+        let bytes = inner.post_json(PATH, &body).await?;
         serde_json::from_slice::<Value>(&bytes).map_err(|e| OpenAiError::decode(e, &bytes))
     }
     .await;
@@ -485,7 +483,7 @@ async fn create_stream(
         request.stream_options = Some(json!({"include_usage": true}));
     }
     if !client.traced() {
-        let resp = inner.post(PATH, &request, true).await?;
+        let resp = inner.post_stream(PATH, &request).await?;
         return Ok(ChatStream {
             events: EventStream::new(resp, inner.stream_idle_timeout),
             trace: None,
@@ -496,7 +494,7 @@ async fn create_stream(
     drop(request);
     let (input, metadata) = split_request(&body, "messages");
     let trace = CallTrace::start("Chat Completion", input, metadata, caller);
-    match inner.post(PATH, &body, true).await {
+    match inner.post_stream(PATH, &body).await {
         Ok(resp) => Ok(ChatStream {
             events: EventStream::new(resp, inner.stream_idle_timeout),
             trace: Some(Box::new(StreamTrace {
@@ -772,7 +770,10 @@ impl ChatAccumulator {
             list.into_iter()
                 .map(|(index, c)| {
                     let mut message = Map::new();
-                    message.insert("role".into(), c.role.clone().map_or(Value::Null, Value::String));
+                    message.insert(
+                        "role".into(),
+                        c.role.clone().map_or(Value::Null, Value::String),
+                    );
                     message.insert(
                         "content".into(),
                         c.content.clone().map_or(Value::Null, Value::String),
@@ -827,7 +828,11 @@ impl ChoiceAcc {
                 .tool_calls
                 .iter()
                 .rposition(|t| t.index == Some(i))
-                .filter(|&p| id.is_none_or(|id| self.tool_calls[p].id.is_empty() || self.tool_calls[p].id == id)),
+                .filter(|&p| {
+                    id.is_none_or(|id| {
+                        self.tool_calls[p].id.is_empty() || self.tool_calls[p].id == id
+                    })
+                }),
             None if id.is_some() => None,
             None => self.tool_calls.len().checked_sub(1),
         };
@@ -942,14 +947,35 @@ mod tests {
         }
         let out = acc.output(false);
         assert_eq!(out[0]["message"]["refusal"], "I can't help.");
-        assert_eq!(out[0]["logprobs"], json!({"content":[],"refusal":[{"token":"I"},{"token":" help."}]}));
+        assert_eq!(
+            out[0]["logprobs"],
+            json!({"content":[],"refusal":[{"token":"I"},{"token":" help."}]})
+        );
     }
 
     #[test]
     fn normalized_output_has_the_sdk_keys() {
-        let out = normalize_choices(&json!([{"index":0,"message":{"role":"assistant","content":"Paris.","refusal":null},"logprobs":null,"finish_reason":"stop"}]));
-        let mut keys: Vec<_> = out[0]["message"].as_object().unwrap().keys().cloned().collect();
+        let out = normalize_choices(
+            &json!([{"index":0,"message":{"role":"assistant","content":"Paris.","refusal":null},"logprobs":null,"finish_reason":"stop"}]),
+        );
+        let mut keys: Vec<_> = out[0]["message"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         keys.sort();
-        assert_eq!(keys, ["annotations", "audio", "content", "function_call", "refusal", "role", "tool_calls"]);
+        assert_eq!(
+            keys,
+            [
+                "annotations",
+                "audio",
+                "content",
+                "function_call",
+                "refusal",
+                "role",
+                "tool_calls"
+            ]
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! headers, timeouts, retries and error decoding.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +86,10 @@ impl fmt::Debug for OpenAiClient {
             .field("project", &self.inner.project)
             .field("timeout", &self.inner.timeout)
             .field("max_retries", &self.inner.max_retries)
-            .field("include_usage_in_streams", &self.inner.include_usage_in_streams)
+            .field(
+                "include_usage_in_streams",
+                &self.inner.include_usage_in_streams,
+            )
             .field("tracing", &self.tracing)
             .finish()
     }
@@ -337,8 +341,9 @@ impl OpenAiClientBuilder {
             headers.insert(n, v);
         }
         if let Some(k) = &self.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", k.0))
-                .map_err(|_| OpenAiError::Config("the API key is not a valid header value".into()))?;
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", k.0)).map_err(|_| {
+                OpenAiError::Config("the API key is not a valid header value".into())
+            })?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
@@ -355,8 +360,10 @@ impl OpenAiClientBuilder {
         let http = match self.http {
             Some(c) => c,
             None => {
-                let mut b = reqwest::Client::builder()
-                    .user_agent(concat!("braintrust-openai-rust/", env!("CARGO_PKG_VERSION")));
+                let mut b = reqwest::Client::builder().user_agent(concat!(
+                    "braintrust-openai-rust/",
+                    env!("CARGO_PKG_VERSION")
+                ));
                 if let Some(d) = self.connect_timeout {
                     b = b.connect_timeout(d);
                 }
@@ -427,37 +434,83 @@ impl Inner {
         Duration::from_secs_f64(capped * (1.0 - 0.25 * fastrand::f64()))
     }
 
-    /// POSTs `body` as JSON, retrying per the policy, and returns the
-    /// successful response (headers read; the body is the caller's).
-    pub(crate) async fn post<B: Serialize + ?Sized>(
+    /// POSTs `body` as JSON and reads the whole response body, retrying per
+    /// the policy. Each attempt (sending and reading) is bounded by the timeout.
+    pub(crate) async fn post_json<B: Serialize + ?Sized>(
         &self,
         path: &str,
         body: &B,
-        stream: bool,
+    ) -> Result<bytes::Bytes, OpenAiError> {
+        self.with_retries(path, body, |url, payload| async move {
+            let read = async {
+                let resp = self.send(&url, payload, false).await?;
+                resp.bytes().await.map_err(|e| self.body_error(e))
+            };
+            self.bounded(read).await
+        })
+        .await
+    }
+
+    /// POSTs `body` as JSON for a streaming response, retrying per the
+    /// policy until the response headers arrive (bounded by the timeout);
+    /// the body is the caller's.
+    pub(crate) async fn post_stream<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
     ) -> Result<reqwest::Response, OpenAiError> {
+        self.with_retries(path, body, |url, payload| async move {
+            self.bounded(self.send(&url, payload, true)).await
+        })
+        .await
+    }
+
+    async fn with_retries<B, T, F, Fut>(
+        &self,
+        path: &str,
+        body: &B,
+        attempt: F,
+    ) -> Result<T, OpenAiError>
+    where
+        B: Serialize + ?Sized,
+        F: Fn(String, bytes::Bytes) -> Fut,
+        Fut: Future<Output = Result<T, OpenAiError>>,
+    {
         let url = self.url(path);
         let payload = serde_json::to_vec(body).map_err(|e| OpenAiError::decode(e, b""))?;
         let payload = bytes::Bytes::from(payload);
-        let mut attempt = 0u32;
+        let mut retries = 0u32;
         loop {
-            let result = self.attempt(&url, payload.clone(), stream).await;
-            let err = match result {
-                Ok(resp) => return Ok(resp),
+            let err = match attempt(url.clone(), payload.clone()).await {
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if attempt >= self.max_retries || !err.is_retryable() {
+            if retries >= self.max_retries || !err.is_retryable() {
                 return Err(err);
             }
             let server_delay = match &err {
                 OpenAiError::Http { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            tokio::time::sleep(self.backoff(attempt, server_delay)).await;
-            attempt += 1;
+            tokio::time::sleep(self.backoff(retries, server_delay)).await;
+            retries += 1;
         }
     }
 
-    async fn attempt(
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, OpenAiError>>,
+    ) -> Result<T, OpenAiError> {
+        match self.timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .unwrap_or(Err(OpenAiError::Timeout(t))),
+            None => fut.await,
+        }
+    }
+
+    /// Sends one request; a non-success status becomes [`OpenAiError::Http`].
+    async fn send(
         &self,
         url: &str,
         payload: bytes::Bytes,
@@ -470,63 +523,46 @@ impl Inner {
             .header(CONTENT_TYPE, "application/json")
             .header(
                 reqwest::header::ACCEPT,
-                if stream { "text/event-stream" } else { "application/json" },
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
             )
             .body(payload);
         if !self.query.is_empty() {
             req = req.query(&self.query);
         }
-        let send = async {
-            let resp = req.send().await.map_err(|e| self.map_send_error(e))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(resp);
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                OpenAiError::Timeout(self.timeout.unwrap_or_default())
+            } else {
+                OpenAiError::Transport(e)
             }
-            let retry_after = retry_after(resp.headers());
-            let body = resp.bytes().await.unwrap_or_default();
-            let text = truncate_utf8(&body, MAX_ERROR_BODY);
-            Err(OpenAiError::Http {
-                status: status.as_u16(),
-                error: ApiError::from_body(&text),
-                body: text,
-                retry_after,
-            })
-        };
-        match self.timeout {
-            Some(t) => tokio::time::timeout(t, send)
-                .await
-                .unwrap_or(Err(OpenAiError::Timeout(t))),
-            None => send.await,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
         }
+        let retry_after = retry_after(resp.headers());
+        let body = resp.bytes().await.unwrap_or_default();
+        let text = truncate_utf8(&body, MAX_ERROR_BODY);
+        Err(OpenAiError::Http {
+            status: status.as_u16(),
+            error: ApiError::from_body(&text),
+            body: text,
+            retry_after,
+        })
     }
 
-    fn map_send_error(&self, e: reqwest::Error) -> OpenAiError {
+    fn body_error(&self, e: reqwest::Error) -> OpenAiError {
         if e.is_timeout() {
             OpenAiError::Timeout(self.timeout.unwrap_or_default())
         } else {
-            OpenAiError::Transport(e)
-        }
-    }
-
-    /// Reads a whole non-streaming body, bounded by the call timeout.
-    pub(crate) async fn read_body(&self, resp: reqwest::Response) -> Result<bytes::Bytes, OpenAiError> {
-        let read = async {
-            resp.bytes().await.map_err(|e| {
-                if e.is_timeout() {
-                    OpenAiError::Timeout(self.timeout.unwrap_or_default())
-                } else {
-                    OpenAiError::Stream {
-                        message: reqwest_error_text(&e),
-                        error: None,
-                    }
-                }
-            })
-        };
-        match self.timeout {
-            Some(t) => tokio::time::timeout(t, read)
-                .await
-                .unwrap_or(Err(OpenAiError::Timeout(t))),
-            None => read.await,
+            OpenAiError::Stream {
+                message: reqwest_error_text(&e),
+                error: None,
+            }
         }
     }
 }
@@ -547,9 +583,15 @@ mod tests {
 
     #[test]
     fn builds_outside_a_runtime_and_checks_urls() {
-        let c = OpenAiClient::builder().base_url("http://x:1/v1/").build().unwrap();
+        let c = OpenAiClient::builder()
+            .base_url("http://x:1/v1/")
+            .build()
+            .unwrap();
         assert_eq!(c.base_url(), "http://x:1/v1");
-        assert_eq!(c.inner.url("/chat/completions"), "http://x:1/v1/chat/completions");
+        assert_eq!(
+            c.inner.url("/chat/completions"),
+            "http://x:1/v1/chat/completions"
+        );
         assert!(matches!(
             OpenAiClient::builder().base_url("not a url").build(),
             Err(OpenAiError::Config(_))
@@ -568,8 +610,14 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("150"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
         let c = OpenAiClient::builder().build().unwrap();
-        assert_eq!(c.inner.backoff(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            c.inner.backoff(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
         let d = c.inner.backoff(10, Some(Duration::from_secs(3600)));
-        assert!(d <= Duration::from_secs(8) && d >= Duration::from_secs(6), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(8) && d >= Duration::from_secs(6),
+            "{d:?}"
+        );
     }
 }

@@ -211,8 +211,7 @@ async fn create(
 ) -> Result<EmbeddingResponse, OpenAiError> {
     let inner = &client.inner;
     if !client.traced() {
-        let resp = inner.post(PATH, &request, false).await?;
-        let body = inner.read_body(resp).await?;
+        let body = inner.post_json(PATH, &request).await?;
         return serde_json::from_slice(&body).map_err(|e| OpenAiError::decode(e, &body));
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
@@ -220,16 +219,21 @@ async fn create(
     let (input, metadata) = split_request(&body, "input");
     let trace = CallTrace::start("Embedding", input, metadata, caller);
     let result = async {
-        let resp = inner.post(PATH, &body, false).await?;
-        let bytes = inner.read_body(resp).await?;
-        serde_json::from_slice::<EmbeddingResponse>(&bytes).map_err(|e| OpenAiError::decode(e, &bytes))
+        let bytes = inner.post_json(PATH, &body).await?;
+        serde_json::from_slice::<EmbeddingResponse>(&bytes)
+            .map_err(|e| OpenAiError::decode(e, &bytes))
     }
     .await;
     match result {
         Ok(resp) => {
-            let usage = resp.usage.as_ref().and_then(|u| serde_json::to_value(u).ok());
+            let usage = resp
+                .usage
+                .as_ref()
+                .and_then(|u| serde_json::to_value(u).ok());
             let len = resp.data.first().map_or(0, |d| d.embedding.len());
-            trace.finish(metrics_event(usage.as_ref(), None).output(json!({"embedding_length": len})));
+            trace.finish(
+                metrics_event(usage.as_ref(), None).output(json!({"embedding_length": len})),
+            );
             Ok(resp)
         }
         Err(e) => {

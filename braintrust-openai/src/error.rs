@@ -145,9 +145,7 @@ impl OpenAiError {
     /// connection failures.
     pub fn is_retryable(&self) -> bool {
         match self {
-            OpenAiError::Http { status, .. } => {
-                matches!(status, 408 | 409 | 429) || *status >= 500
-            }
+            OpenAiError::Http { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
             OpenAiError::Timeout(_) => true,
             OpenAiError::Transport(e) => e.is_connect() || e.is_request() || e.is_timeout(),
             _ => false,

@@ -128,7 +128,8 @@ impl LlmSpan {
     /// records the whole call time, as the OpenAI wrapper does.
     pub fn first_token(&mut self) {
         if std::mem::take(&mut self.first_token) {
-            self.span.log_metrics([("time_to_first_token", self.started.elapsed().as_secs_f64())]);
+            self.span
+                .log_metrics([("time_to_first_token", self.started.elapsed().as_secs_f64())]);
         }
     }
 
@@ -139,7 +140,9 @@ impl LlmSpan {
         }
         self.first_token();
         let output = serde_json::to_value(output).unwrap_or(Value::Null);
-        let _ = self.span.log(Event::new().output(output).metrics(tokens.metrics()));
+        let _ = self
+            .span
+            .log(Event::new().output(output).metrics(tokens.metrics()));
     }
 
     /// Logs an OpenAI-style `usage` object, mapped to metrics as the wrapper

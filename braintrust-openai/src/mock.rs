@@ -122,7 +122,9 @@ impl Drop for StopOnDrop {
 
 impl std::fmt::Debug for MockOpenAi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockOpenAi").field("addr", &self.addr).finish()
+        f.debug_struct("MockOpenAi")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -315,7 +317,10 @@ fn model_of(req: &Value, default: &str) -> String {
 fn first_function_tool(req: &Value) -> Option<String> {
     req.get("tools")?.as_array()?.iter().find_map(|t| {
         t.pointer("/function/name")
-            .or_else(|| t.get("name").filter(|_| t.get("type") == Some(&json!("function"))))
+            .or_else(|| {
+                t.get("name")
+                    .filter(|_| t.get("type") == Some(&json!("function")))
+            })
             .and_then(Value::as_str)
             .map(str::to_string)
     })
@@ -410,11 +415,16 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             "model": model, "choices": choices
         })
     };
-    let delta = |d: Value, finish: Value| chunk(json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": finish}]));
+    let delta = |d: Value, finish: Value| {
+        chunk(json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": finish}]))
+    };
     let mut events = Vec::new();
     match &tool {
         None => {
-            events.push(data(delta(json!({"role": "assistant", "content": ""}), Value::Null)));
+            events.push(data(delta(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            )));
             // "Paris." as "Par" + "is.", as in the capture; other texts in two halves too.
             let mid = text.char_indices().nth(3).map_or(text.len(), |(i, _)| i);
             events.push(data(delta(json!({"content": &text[..mid]}), Value::Null)));
@@ -430,13 +440,22 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                 }]}),
                 Value::Null,
             )));
-            events.push(data(delta(tc(json!({"index": 0, "function": {"arguments": "{\"loca"}})), Value::Null)));
-            events.push(data(delta(tc(json!({"index": 0, "function": {"arguments": "tion\":\"Paris\"}"}})), Value::Null)));
+            events.push(data(delta(
+                tc(json!({"index": 0, "function": {"arguments": "{\"loca"}})),
+                Value::Null,
+            )));
+            events.push(data(delta(
+                tc(json!({"index": 0, "function": {"arguments": "tion\":\"Paris\"}"}})),
+                Value::Null,
+            )));
             events.push(data(delta(
                 tc(json!({"index": 1, "id": "call_2", "type": "function", "function": {"name": name, "arguments": ""}})),
                 Value::Null,
             )));
-            events.push(data(delta(tc(json!({"index": 1, "function": {"arguments": "{\"location\":\"Rome\"}"}})), Value::Null)));
+            events.push(data(delta(
+                tc(json!({"index": 1, "function": {"arguments": "{\"location\":\"Rome\"}"}})),
+                Value::Null,
+            )));
             events.push(data(delta(json!({}), json!("tool_calls"))));
         }
     }
@@ -449,7 +468,11 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     sse(events, failure.as_ref())
 }
 
-async fn embeddings(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (req, failure) = shared.record("/v1/embeddings", &headers, &body);
     if let Some(f) = &failure {
         if let Some(resp) = immediate_failure(f).await {
@@ -473,9 +496,15 @@ async fn embeddings(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
         let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
         json!(base64::engine::general_purpose::STANDARD.encode(bytes))
     } else {
-        json!(vector.iter().map(|f| (*f as f64 * 10.0).round() / 10.0).collect::<Vec<f64>>())
+        json!(vector
+            .iter()
+            .map(|f| (*f as f64 * 10.0).round() / 10.0)
+            .collect::<Vec<f64>>())
     };
-    let tokens: usize = inputs.iter().map(|s| s.split_whitespace().count() + 1).sum();
+    let tokens: usize = inputs
+        .iter()
+        .map(|s| s.split_whitespace().count() + 1)
+        .sum();
     json_response(
         StatusCode::OK,
         json!({
@@ -554,7 +583,10 @@ async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
                 .body(Body::from("not json"))
                 .unwrap_or_default();
         }
-        return json_response(StatusCode::OK, response_object(&req, "completed", output, true));
+        return json_response(
+            StatusCode::OK,
+            response_object(&req, "completed", output, true),
+        );
     }
     let mut seq = 0u64;
     let mut ev = |kind: &str, mut v: Value| {
@@ -564,25 +596,70 @@ async fn responses(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
         named(kind, v)
     };
     let mut events = vec![
-        ev("response.created", json!({"response": response_object(&req, "in_progress", vec![], false)})),
-        ev("response.in_progress", json!({"response": response_object(&req, "in_progress", vec![], false)})),
-        ev("response.output_item.added", json!({"output_index": 0, "item": message_item("in_progress", None)})),
-        ev("response.content_part.added", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0,
-            "part": {"type": "output_text", "text": "", "annotations": []}})),
-        ev("response.output_text.delta", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hi"})),
-        ev("response.output_text.delta", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "!"})),
-        ev("response.output_text.done", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "Hi!"})),
-        ev("response.content_part.done", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0,
-            "part": {"type": "output_text", "text": "Hi!", "annotations": []}})),
-        ev("response.output_item.done", json!({"output_index": 0, "item": message_item("completed", Some("Hi!"))})),
+        ev(
+            "response.created",
+            json!({"response": response_object(&req, "in_progress", vec![], false)}),
+        ),
+        ev(
+            "response.in_progress",
+            json!({"response": response_object(&req, "in_progress", vec![], false)}),
+        ),
+        ev(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": message_item("in_progress", None)}),
+        ),
+        ev(
+            "response.content_part.added",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ),
+        ev(
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hi"}),
+        ),
+        ev(
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "!"}),
+        ),
+        ev(
+            "response.output_text.done",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "Hi!"}),
+        ),
+        ev(
+            "response.content_part.done",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "Hi!", "annotations": []}}),
+        ),
+        ev(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": message_item("completed", Some("Hi!"))}),
+        ),
     ];
     if let Some(name) = &tool {
-        events.push(ev("response.output_item.added", json!({"output_index": 1, "item": function_item(name, "in_progress", "")})));
-        events.push(ev("response.function_call_arguments.delta", json!({"item_id": "fc_1", "output_index": 1, "delta": "{\"location\":"})));
-        events.push(ev("response.function_call_arguments.delta", json!({"item_id": "fc_1", "output_index": 1, "delta": "\"Paris\"}"})));
-        events.push(ev("response.function_call_arguments.done", json!({"item_id": "fc_1", "output_index": 1, "arguments": args})));
-        events.push(ev("response.output_item.done", json!({"output_index": 1, "item": function_item(name, "completed", args)})));
+        events.push(ev(
+            "response.output_item.added",
+            json!({"output_index": 1, "item": function_item(name, "in_progress", "")}),
+        ));
+        events.push(ev(
+            "response.function_call_arguments.delta",
+            json!({"item_id": "fc_1", "output_index": 1, "delta": "{\"location\":"}),
+        ));
+        events.push(ev(
+            "response.function_call_arguments.delta",
+            json!({"item_id": "fc_1", "output_index": 1, "delta": "\"Paris\"}"}),
+        ));
+        events.push(ev(
+            "response.function_call_arguments.done",
+            json!({"item_id": "fc_1", "output_index": 1, "arguments": args}),
+        ));
+        events.push(ev(
+            "response.output_item.done",
+            json!({"output_index": 1, "item": function_item(name, "completed", args)}),
+        ));
     }
-    events.push(ev("response.completed", json!({"response": response_object(&req, "completed", output, true)})));
+    events.push(ev(
+        "response.completed",
+        json!({"response": response_object(&req, "completed", output, true)}),
+    ));
     sse(events, failure.as_ref())
 }

@@ -157,7 +157,12 @@ impl Response {
             if item.get("type").and_then(Value::as_str) != Some("message") {
                 continue;
             }
-            for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+            for part in item
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if part.get("type").and_then(Value::as_str) == Some("output_text") {
                     s.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
                 }
@@ -271,8 +276,7 @@ async fn create(
     }
     let inner = &client.inner;
     if !client.traced() {
-        let resp = inner.post(PATH, &request, false).await?;
-        let body = inner.read_body(resp).await?;
+        let body = inner.post_json(PATH, &request).await?;
         return serde_json::from_slice(&body).map_err(|e| OpenAiError::decode(e, &body));
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
@@ -280,8 +284,7 @@ async fn create(
     let (input, metadata) = split_request(&body, "input");
     let trace = CallTrace::start(NAME, input, metadata, caller);
     let result = async {
-        let resp = inner.post(PATH, &body, false).await?;
-        let bytes = inner.read_body(resp).await?;
+        let bytes = inner.post_json(PATH, &body).await?;
         serde_json::from_slice::<Value>(&bytes).map_err(|e| OpenAiError::decode(e, &bytes))
     }
     .await;
@@ -367,7 +370,11 @@ fn log_tool_spans(parent: &Span, output: Option<&Value>) {
         let Some(input_keys) = tool_input_keys(kind) else {
             continue;
         };
-        let str_of = |k: &str| item.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let str_of = |k: &str| {
+            item.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         let name = match (str_of("server_label"), str_of("name")) {
             (Some(label), Some(name)) => format!("{label}.{name}"),
             (_, Some(name)) => name.to_string(),
@@ -424,9 +431,20 @@ fn log_tool_spans(parent: &Span, output: Option<&Value>) {
             let out: Map<String, Value> = item
                 .iter()
                 .filter(|(k, v)| {
-                    !v.is_null() && !excluded.contains(&k.as_str()) && !input_keys.contains(&k.as_str())
+                    !v.is_null()
+                        && !excluded.contains(&k.as_str())
+                        && !input_keys.contains(&k.as_str())
                 })
-                .map(|(k, v)| (k.clone(), if k == "output" { maybe_json(v) } else { v.clone() }))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if k == "output" {
+                            maybe_json(v)
+                        } else {
+                            v.clone()
+                        },
+                    )
+                })
                 .collect();
             if !out.is_empty() {
                 let _ = child.log(Event::new().output(Value::Object(out)));
@@ -444,7 +462,7 @@ async fn create_stream(
     let inner = client.inner.clone();
     request.stream = Some(true);
     if !client.traced() {
-        let resp = inner.post(PATH, &request, true).await?;
+        let resp = inner.post_stream(PATH, &request).await?;
         return Ok(ResponseStream {
             events: EventStream::new(resp, inner.stream_idle_timeout),
             trace: None,
@@ -455,7 +473,7 @@ async fn create_stream(
     drop(request);
     let (input, metadata) = split_request(&body, "input");
     let trace = CallTrace::start(NAME, input, metadata, caller);
-    match inner.post(PATH, &body, true).await {
+    match inner.post_stream(PATH, &body).await {
         Ok(resp) => Ok(ResponseStream {
             events: EventStream::new(resp, inner.stream_idle_timeout),
             trace: Some(Box::new(ResponseTrace {
@@ -590,7 +608,8 @@ impl Stream for ResponseStream {
             };
             let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
             if kind == "error" || ev.event.as_deref() == Some("error") {
-                let api = ApiError::from_value(&value).or_else(|| serde_json::from_value(value.clone()).ok());
+                let api = ApiError::from_value(&value)
+                    .or_else(|| serde_json::from_value(value.clone()).ok());
                 let err = OpenAiError::Stream {
                     message: api
                         .as_ref()
@@ -634,7 +653,10 @@ struct ResponseAccumulator {
 impl ResponseAccumulator {
     fn push(&mut self, ev: &Value) {
         let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
-        let index = ev.get("output_index").and_then(Value::as_u64).map(|i| i as usize);
+        let index = ev
+            .get("output_index")
+            .and_then(Value::as_u64)
+            .map(|i| i as usize);
         match kind {
             "response.completed" | "response.incomplete" | "response.failed" => {
                 if let Some(r) = ev.get("response") {
@@ -669,7 +691,8 @@ impl ResponseAccumulator {
                 }
             }
             "response.output_text.delta" | "response.refusal.delta" => {
-                let (Some(i), Some(delta)) = (index, ev.get("delta").and_then(Value::as_str)) else {
+                let (Some(i), Some(delta)) = (index, ev.get("delta").and_then(Value::as_str))
+                else {
                     return;
                 };
                 let Some(Value::Object(item)) = self.items.get_mut(i) else {
@@ -697,7 +720,8 @@ impl ResponseAccumulator {
                 }
             }
             "response.function_call_arguments.delta" | "response.mcp_call_arguments.delta" => {
-                let (Some(i), Some(delta)) = (index, ev.get("delta").and_then(Value::as_str)) else {
+                let (Some(i), Some(delta)) = (index, ev.get("delta").and_then(Value::as_str))
+                else {
                     return;
                 };
                 if let Some(Value::Object(item)) = self.items.get_mut(i) {
@@ -751,7 +775,10 @@ mod tests {
         }
         let (_, output) = acc.event();
         let output = output.unwrap();
-        assert_eq!(output[0]["content"], json!([{"type":"output_text","text":"Hi!"}]));
+        assert_eq!(
+            output[0]["content"],
+            json!([{"type":"output_text","text":"Hi!"}])
+        );
         assert_eq!(output[1]["arguments"], "{\"a\":1}");
     }
 
@@ -761,6 +788,9 @@ mod tests {
         assert_eq!(maybe_json(&json!("plain")), json!("plain"));
         assert_eq!(maybe_json(&json!("{bad")), json!("{bad"));
         assert!(tool_input_keys("message").is_none());
-        assert_eq!(tool_input_keys("code_interpreter_call"), Some(&["code", "container_id"][..]));
+        assert_eq!(
+            tool_input_keys("code_interpreter_call"),
+            Some(&["code", "container_id"][..])
+        );
     }
 }

@@ -120,6 +120,8 @@ pub(crate) struct EventStream {
     decoder: SseDecoder,
     idle: Option<Duration>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer counts from the last bytes received.
+    armed: bool,
     ended: bool,
 }
 
@@ -130,6 +132,7 @@ impl EventStream {
             decoder: SseDecoder::default(),
             idle,
             timer: None,
+            armed: false,
             ended: false,
         }
     }
@@ -149,7 +152,7 @@ impl Stream for EventStream {
             }
             match this.body.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(bytes))) => {
-                    this.timer = None;
+                    this.armed = false;
                     this.decoder.push(&bytes);
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -170,9 +173,14 @@ impl Stream for EventStream {
                     let Some(idle) = this.idle else {
                         return Poll::Pending;
                     };
+                    let deadline = tokio::time::Instant::now() + idle;
                     let timer = this
                         .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if !std::mem::replace(&mut this.armed, true) {
+                        // Bytes arrived since the timer was set: restart it.
+                        timer.as_mut().reset(deadline);
+                    }
                     return match timer.as_mut().poll(cx) {
                         Poll::Ready(()) => {
                             this.ended = true;
@@ -213,7 +221,10 @@ mod tests {
 
     #[test]
     fn line_endings_comments_and_multiline() {
-        let got = all(&[b": keepalive\n\ndata: a\r\ndata:b\r\rev", b"ent: x\ndata: {\"k\":1}\n\n"]);
+        let got = all(&[
+            b": keepalive\n\ndata: a\r\ndata:b\r\rev",
+            b"ent: x\ndata: {\"k\":1}\n\n",
+        ]);
         assert_eq!(got, vec![ev(None, "a\nb"), ev(Some("x"), "{\"k\":1}")]);
     }
 

@@ -107,7 +107,9 @@ impl Drop for CallTrace {
 
 /// `usage` → metrics, plus `time_to_first_token`.
 pub(crate) fn metrics_event(usage: Option<&Value>, ttft: Option<f64>) -> Event {
-    let mut metrics = usage.map(crate::usage::usage_to_metrics).unwrap_or_default();
+    let mut metrics = usage
+        .map(crate::usage::usage_to_metrics)
+        .unwrap_or_default();
     if let Some(t) = ttft {
         metrics.push(("time_to_first_token".into(), t));
     }

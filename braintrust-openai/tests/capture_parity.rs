@@ -11,7 +11,9 @@ mod common;
 use braintrust_core::{init_logger, set_current_logger, Config, LoggerOptions, State};
 use braintrust_devserver::{DevServer, DevServerConfig};
 use braintrust_openai::mock::MockOpenAi;
-use braintrust_openai::{ChatCompletionRequest, ChatMessage, EmbeddingRequest, OpenAiClient, ResponseRequest};
+use braintrust_openai::{
+    ChatCompletionRequest, ChatMessage, EmbeddingRequest, OpenAiClient, ResponseRequest,
+};
 use common::*;
 use serde_json::{json, Value};
 
@@ -33,25 +35,65 @@ fn compare(ours: &Value, theirs: &Value) {
         keys(&theirs["span_attributes"]),
         "{label}: span_attributes keys"
     );
-    assert_eq!(ours["span_attributes"]["name"], theirs["span_attributes"]["name"]);
-    assert_eq!(ours["span_attributes"]["type"], theirs["span_attributes"]["type"]);
-    assert_eq!(ours["span_parents"], Value::Null, "{label}: a root, as in the capture");
-    assert_eq!(norm(&ours["input"]), norm(&theirs["input"]), "{label}: input");
-    assert_eq!(norm(&ours["metadata"]), norm(&theirs["metadata"]), "{label}: metadata");
-    assert_eq!(norm(&ours["output"]), norm(&theirs["output"]), "{label}: output");
-    assert_eq!(shape(&ours["output"]), shape(&theirs["output"]), "{label}: output shape");
-    assert_eq!(keys(&ours["metrics"]), keys(&theirs["metrics"]), "{label}: metric names");
+    assert_eq!(
+        ours["span_attributes"]["name"],
+        theirs["span_attributes"]["name"]
+    );
+    assert_eq!(
+        ours["span_attributes"]["type"],
+        theirs["span_attributes"]["type"]
+    );
+    assert_eq!(
+        ours["span_parents"],
+        Value::Null,
+        "{label}: a root, as in the capture"
+    );
+    assert_eq!(
+        norm(&ours["input"]),
+        norm(&theirs["input"]),
+        "{label}: input"
+    );
+    assert_eq!(
+        norm(&ours["metadata"]),
+        norm(&theirs["metadata"]),
+        "{label}: metadata"
+    );
+    assert_eq!(
+        norm(&ours["output"]),
+        norm(&theirs["output"]),
+        "{label}: output"
+    );
+    assert_eq!(
+        shape(&ours["output"]),
+        shape(&theirs["output"]),
+        "{label}: output shape"
+    );
+    assert_eq!(
+        keys(&ours["metrics"]),
+        keys(&theirs["metrics"]),
+        "{label}: metric names"
+    );
     for (k, v) in theirs["metrics"].as_object().unwrap() {
         if !matches!(k.as_str(), "start" | "end" | "time_to_first_token") {
-            assert_eq!(ours["metrics"][k].as_f64(), v.as_f64(), "{label}: metrics.{k}");
+            assert_eq!(
+                ours["metrics"][k].as_f64(),
+                v.as_f64(),
+                "{label}: metrics.{k}"
+            );
         }
     }
     // Context: the same kinds of fields, this SDK's origin.
     let ctx = &ours["context"];
-    assert!(ctx["caller_filename"].as_str().unwrap().ends_with("capture_parity.rs"));
+    assert!(ctx["caller_filename"]
+        .as_str()
+        .unwrap()
+        .ends_with("capture_parity.rs"));
     assert!(ctx["caller_lineno"].is_number());
     assert_eq!(keys(&ctx["span_origin"]["instrumentation"]), ["name"]);
-    assert!(keys(&ctx).iter().all(|k| theirs["context"].get(k).is_some()), "{label}: context keys");
+    assert!(
+        keys(ctx).iter().all(|k| theirs["context"].get(k).is_some()),
+        "{label}: context keys"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,9 +104,16 @@ async fn rows_match_the_official_sdk_capture() {
     set_current_logger(Some(logger.clone()));
     let mock = MockOpenAi::start().await.unwrap();
     let client = braintrust_openai::wrap(
-        OpenAiClient::builder().base_url(mock.url()).api_key("k").build().unwrap(),
+        OpenAiClient::builder()
+            .base_url(mock.url())
+            .api_key("k")
+            .build()
+            .unwrap(),
     );
-    let messages = vec![ChatMessage::system("be terse"), ChatMessage::user("Capital of France?")];
+    let messages = vec![
+        ChatMessage::system("be terse"),
+        ChatMessage::user("Capital of France?"),
+    ];
 
     client
         .chat()
@@ -81,7 +130,10 @@ async fn rows_match_the_official_sdk_capture() {
         .unwrap();
     client
         .embeddings()
-        .create(EmbeddingRequest::new("text-embedding-3-small", "hello world"))
+        .create(EmbeddingRequest::new(
+            "text-embedding-3-small",
+            "hello world",
+        ))
         .await
         .unwrap();
     client
@@ -102,5 +154,8 @@ async fn rows_match_the_official_sdk_capture() {
     let fake = &capture()["fake_openai_responses"];
     let served = mock.requests();
     assert_eq!(served.len(), 4);
-    assert_eq!(fake["chat_completion"]["choices"][0]["message"]["content"], "Paris.");
+    assert_eq!(
+        fake["chat_completion"]["choices"][0]["message"]["content"],
+        "Paris."
+    );
 }

@@ -38,7 +38,13 @@ async fn non_streaming_chat_row() {
     let env = setup().await;
     let root = env.root("request");
     let req = ChatCompletionRequest::new("gpt-4o-mini", messages()).temperature(0.0);
-    let reply = env.client.chat().create(req).in_span(root.clone()).await.unwrap();
+    let reply = env
+        .client
+        .chat()
+        .create(req)
+        .in_span(root.clone())
+        .await
+        .unwrap();
     assert_eq!(reply.text(), Some("Paris."));
     root.end();
 
@@ -80,12 +86,21 @@ async fn non_streaming_tool_call_row() {
     let env = setup().await;
     let root = env.root("request");
     let req = ChatCompletionRequest::new("gpt-4o-mini", messages()).tools(vec![weather_tool()]);
-    let reply = env.client.chat().create(req).in_span(root.clone()).await.unwrap();
+    let reply = env
+        .client
+        .chat()
+        .create(req)
+        .in_span(root.clone())
+        .await
+        .unwrap();
     assert_eq!(reply.tool_calls()[0].function.name, "get_weather");
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
-    assert_eq!(row["metadata"]["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        row["metadata"]["tools"][0]["function"]["name"],
+        "get_weather"
+    );
     assert_eq!(row["output"][0]["finish_reason"], "tool_calls");
     assert_eq!(
         row["output"][0]["message"]["tool_calls"],
@@ -112,7 +127,11 @@ async fn streaming_chat_with_usage_chunk() {
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
         let chunk = chunk.unwrap();
         chunks += 1;
-        if let Some(c) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
+        if let Some(c) = chunk
+            .choices
+            .first()
+            .and_then(|c| c.delta.content.as_deref())
+        {
             text.push_str(c);
         }
     }
@@ -163,7 +182,10 @@ async fn streaming_never_adds_stream_options_unless_opted_in() {
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
     assert_metrics(row, &[], &["time_to_first_token"]);
-    assert_eq!(row["metadata"], json!({"model": "gpt-4o-mini", "stream": true, "provider": "openai"}));
+    assert_eq!(
+        row["metadata"],
+        json!({"model": "gpt-4o-mini", "stream": true, "provider": "openai"})
+    );
 
     // Opted in: stream_options is added when absent...
     let env = setup_with(|b| b.include_usage_in_streams(true)).await;
@@ -179,12 +201,24 @@ async fn streaming_never_adds_stream_options_unless_opted_in() {
     assert_eq!(done.usage.unwrap().total_tokens, Some(14));
     // ...and left alone when the user set it.
     let req = ChatCompletionRequest::new("gpt-4o-mini", messages()).include_usage(false);
-    let stream = env.client.chat().create_stream(req).in_span(root.clone()).await.unwrap();
+    let stream = env
+        .client
+        .chat()
+        .create_stream(req)
+        .in_span(root.clone())
+        .await
+        .unwrap();
     stream.collect_completion().await.unwrap();
     root.end();
     let sent = env.mock.requests();
-    assert_eq!(sent[0].body["stream_options"], json!({"include_usage": true}));
-    assert_eq!(sent[1].body["stream_options"], json!({"include_usage": false}));
+    assert_eq!(
+        sent[0].body["stream_options"],
+        json!({"include_usage": true})
+    );
+    assert_eq!(
+        sent[1].body["stream_options"],
+        json!({"include_usage": false})
+    );
     let rows = env.trace(&root).await;
     let llm: Vec<&Value> = rows
         .iter()
@@ -205,7 +239,13 @@ async fn streaming_tool_call_deltas_across_chunks() {
     let req = ChatCompletionRequest::new("gpt-4o-mini", messages())
         .tools(vec![weather_tool()])
         .include_usage(true);
-    let stream = env.client.chat().create_stream(req).in_span(root.clone()).await.unwrap();
+    let stream = env
+        .client
+        .chat()
+        .create_stream(req)
+        .in_span(root.clone())
+        .await
+        .unwrap();
     let done = stream.collect_completion().await.unwrap();
     let calls = done.tool_calls();
     assert_eq!(calls.len(), 2);
@@ -240,7 +280,13 @@ async fn stream_dropped_after_two_chunks_is_cancelled_with_what_arrived() {
     let env = setup().await;
     let root = env.root("request");
     let req = ChatCompletionRequest::new("gpt-4o-mini", messages()).include_usage(true);
-    let mut stream = env.client.chat().create_stream(req).in_span(root.clone()).await.unwrap();
+    let mut stream = env
+        .client
+        .chat()
+        .create_stream(req)
+        .in_span(root.clone())
+        .await
+        .unwrap();
     for _ in 0..2 {
         stream.next().await.unwrap().unwrap();
     }
@@ -266,7 +312,9 @@ async fn stream_dropped_after_two_chunks_is_cancelled_with_what_arrived() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limited_429_is_returned_and_logged() {
     let env = setup_with(|b| b.max_retries(0)).await;
-    env.mock.push_failure(Failure::RateLimited { retry_after_secs: 7 });
+    env.mock.push_failure(Failure::RateLimited {
+        retry_after_secs: 7,
+    });
     let root = env.root("request");
     let err = env
         .client
@@ -276,9 +324,17 @@ async fn rate_limited_429_is_returned_and_logged() {
         .await
         .unwrap_err();
     match &err {
-        OpenAiError::Http { status, error, retry_after, .. } => {
+        OpenAiError::Http {
+            status,
+            error,
+            retry_after,
+            ..
+        } => {
             assert_eq!(*status, 429);
-            assert_eq!(error.as_ref().unwrap().code, Some(json!("rate_limit_exceeded")));
+            assert_eq!(
+                error.as_ref().unwrap().code,
+                Some(json!("rate_limit_exceeded"))
+            );
             assert_eq!(*retry_after, Some(Duration::from_secs(7)));
         }
         other => panic!("unexpected {other:?}"),
@@ -288,7 +344,10 @@ async fn rate_limited_429_is_returned_and_logged() {
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
     let logged = row["error"].as_str().unwrap();
-    assert!(logged.starts_with("HTTP 429: Rate limit reached for requests"), "{logged}");
+    assert!(
+        logged.starts_with("HTTP 429: Rate limit reached for requests"),
+        "{logged}"
+    );
     assert!(row.get("output").is_none_or(Value::is_null));
     assert_eq!(row["input"], messages_json());
     assert_metrics(row, &[], &[]);
@@ -297,7 +356,9 @@ async fn rate_limited_429_is_returned_and_logged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_stay_inside_one_span() {
     let env = setup_with(|b| b.max_retries(2)).await;
-    env.mock.push_failure(Failure::RateLimited { retry_after_secs: 0 });
+    env.mock.push_failure(Failure::RateLimited {
+        retry_after_secs: 0,
+    });
     env.mock.push_failure(Failure::ServerError);
     let root = env.root("request");
     let reply = env
@@ -330,7 +391,10 @@ async fn server_error_500_is_returned_and_logged() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(500));
-    assert_eq!(err.api_error().unwrap().kind.as_deref(), Some("server_error"));
+    assert_eq!(
+        err.api_error().unwrap().kind.as_deref(),
+        Some("server_error")
+    );
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
@@ -358,13 +422,19 @@ async fn malformed_chunk_fails_the_stream_and_the_span() {
     stream.next().await.unwrap().unwrap();
     let err = stream.next().await.unwrap().unwrap_err();
     assert!(matches!(err, OpenAiError::Decode { .. }), "{err:?}");
-    assert!(stream.next().await.is_none(), "the stream ends after an error");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after an error"
+    );
     drop(stream);
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
     let logged = row["error"].as_str().unwrap();
-    assert!(logged.starts_with("could not decode the response"), "{logged}");
+    assert!(
+        logged.starts_with("could not decode the response"),
+        "{logged}"
+    );
     assert_eq!(row["output"][0]["message"]["content"], "Par");
     assert!(row["metadata"].get("cancelled").is_none());
     assert_metrics(row, &[], &["time_to_first_token"]);
@@ -409,7 +479,10 @@ async fn error_event_mid_stream() {
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
-    assert!(row["error"].as_str().unwrap().contains("overloaded mid-stream"));
+    assert!(row["error"]
+        .as_str()
+        .unwrap()
+        .contains("overloaded mid-stream"));
     assert_eq!(row["output"][0]["message"]["content"], "Paris.");
 }
 
@@ -429,7 +502,10 @@ async fn stalled_stream_times_out() {
     stream.next().await.unwrap().unwrap();
     let started = std::time::Instant::now();
     let err = stream.next().await.unwrap().unwrap_err();
-    assert!(matches!(err, OpenAiError::Timeout(d) if d == Duration::from_millis(300)), "{err:?}");
+    assert!(
+        matches!(err, OpenAiError::Timeout(d) if d == Duration::from_millis(300)),
+        "{err:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(stream);
     root.end();
@@ -442,7 +518,8 @@ async fn stalled_stream_times_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_response_times_out() {
     let env = setup_with(|b| b.timeout(Duration::from_millis(200)).max_retries(0)).await;
-    env.mock.push_failure(Failure::Delay(Duration::from_secs(3)));
+    env.mock
+        .push_failure(Failure::Delay(Duration::from_secs(3)));
     let root = env.root("request");
     let err = env
         .client
@@ -454,7 +531,10 @@ async fn slow_response_times_out() {
     assert!(matches!(err, OpenAiError::Timeout(_)), "{err:?}");
     root.end();
     let rows = env.trace(&root).await;
-    assert_eq!(Env::named(&rows, "Chat Completion")["error"], "request timed out after 200ms");
+    assert_eq!(
+        Env::named(&rows, "Chat Completion")["error"],
+        "request timed out after 200ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -525,14 +605,17 @@ async fn calls_nest_under_an_entered_span_and_concurrent_tasks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_call_future_is_marked_cancelled() {
     let env = setup().await;
-    env.mock.push_failure(Failure::Delay(Duration::from_secs(5)));
+    env.mock
+        .push_failure(Failure::Delay(Duration::from_secs(5)));
     let root = env.root("request");
     let fut = env
         .client
         .chat()
         .create(ChatCompletionRequest::new("gpt-4o-mini", messages()))
         .in_span(root.clone());
-    assert!(tokio::time::timeout(Duration::from_millis(200), fut).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(200), fut)
+        .await
+        .is_err());
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
@@ -557,7 +640,10 @@ async fn tracing_off_per_client() {
         .in_span(root.clone())
         .await
         .unwrap();
-    assert_eq!(stream.collect_completion().await.unwrap().text(), Some("Paris."));
+    assert_eq!(
+        stream.collect_completion().await.unwrap().text(),
+        Some("Paris.")
+    );
     root.end();
     let rows = env.trace(&root).await;
     assert_eq!(rows.len(), 1, "only the root: {rows:#?}");
@@ -574,7 +660,10 @@ async fn llm_span_helper_for_custom_clients() {
             messages_json(),
             json!({"model": "my-model", "provider": "custom"}),
         );
-        span.finish(json!([{"role": "assistant", "content": "Paris."}]), braintrust_openai::TokenCounts::new(12, 2));
+        span.finish(
+            json!([{"role": "assistant", "content": "Paris."}]),
+            braintrust_openai::TokenCounts::new(12, 2),
+        );
     }
     root.end();
     let rows = env.trace(&root).await;
@@ -582,11 +671,21 @@ async fn llm_span_helper_for_custom_clients() {
     assert_eq!(row["span_attributes"]["type"], "llm");
     assert_eq!(row["span_parents"], json!([root.span_id()]));
     assert_eq!(row["input"], messages_json());
-    assert_eq!(row["metadata"], json!({"model": "my-model", "provider": "custom"}));
-    assert_eq!(row["output"], json!([{"role": "assistant", "content": "Paris."}]));
+    assert_eq!(
+        row["metadata"],
+        json!({"model": "my-model", "provider": "custom"})
+    );
+    assert_eq!(
+        row["output"],
+        json!([{"role": "assistant", "content": "Paris."}])
+    );
     assert_metrics(
         row,
-        &[("prompt_tokens", 12.0), ("completion_tokens", 2.0), ("tokens", 14.0)],
+        &[
+            ("prompt_tokens", 12.0),
+            ("completion_tokens", 2.0),
+            ("tokens", 14.0),
+        ],
         &["time_to_first_token"],
     );
 }

@@ -16,7 +16,10 @@ async fn embedding_row_logs_the_length_not_the_vector() {
     let resp = env
         .client
         .embeddings()
-        .create(EmbeddingRequest::new("text-embedding-3-small", "hello world"))
+        .create(EmbeddingRequest::new(
+            "text-embedding-3-small",
+            "hello world",
+        ))
         .in_span(root.clone())
         .await
         .unwrap();
@@ -51,7 +54,10 @@ async fn embedding_row_logs_the_length_not_the_vector() {
     );
     assert_eq!(plain["output"], json!({"embedding_length": 4}));
     assert_metrics(plain, &[("prompt_tokens", 3.0), ("tokens", 3.0)], &[]);
-    let b64 = embeds.iter().find(|r| r["input"] == json!(["a", "b"])).unwrap();
+    let b64 = embeds
+        .iter()
+        .find(|r| r["input"] == json!(["a", "b"]))
+        .unwrap();
     assert_eq!(b64["output"], json!({"embedding_length": 8}));
     assert_eq!(
         b64["metadata"],
@@ -217,7 +223,10 @@ async fn response_stream_dropped_early_rebuilds_output() {
     assert_eq!(row["metadata"]["cancelled"], true);
     assert_eq!(row["metadata"]["status"], "in_progress");
     assert_eq!(row["output"][0]["id"], "msg_1");
-    assert_eq!(row["output"][0]["content"], json!([{"type": "output_text", "text": "Hi"}]));
+    assert_eq!(
+        row["output"][0]["content"],
+        json!([{"type": "output_text", "text": "Hi"}])
+    );
     assert_metrics(row, &[], &["time_to_first_token"]);
 }
 
@@ -238,7 +247,10 @@ async fn response_stream_error_event() {
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "openai.responses.create");
-    assert!(row["error"].as_str().unwrap().contains("overloaded mid-stream"));
+    assert!(row["error"]
+        .as_str()
+        .unwrap()
+        .contains("overloaded mid-stream"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,16 +9,29 @@ use serde_json::json;
 async fn calls_work_untraced_without_a_logger() {
     assert!(!braintrust_core::is_enabled());
     let mock = MockOpenAi::start().await.unwrap();
-    let client = OpenAiClient::builder().base_url(mock.url()).build().unwrap();
+    let client = OpenAiClient::builder()
+        .base_url(mock.url())
+        .build()
+        .unwrap();
     let req = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")]);
     let reply = client.chat().create(req.clone()).await.unwrap();
     assert_eq!(reply.text(), Some("Paris."));
-    let streamed = client.chat().create_stream(req).await.unwrap().collect_completion().await.unwrap();
+    let streamed = client
+        .chat()
+        .create_stream(req)
+        .await
+        .unwrap()
+        .collect_completion()
+        .await
+        .unwrap();
     assert_eq!(streamed.text(), Some("Paris."));
     // No Authorization header without a key.
     assert!(mock.requests()[0].header("authorization").is_none());
 
-    let span = llm_span(json!([{"role": "user", "content": "hi"}]), json!({"model": "m"}));
+    let span = llm_span(
+        json!([{"role": "user", "content": "hi"}]),
+        json!({"model": "m"}),
+    );
     assert!(span.span().is_noop());
     span.finish("out", TokenCounts::new(1, 1));
     assert!(!braintrust_core::is_enabled());

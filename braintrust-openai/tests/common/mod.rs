@@ -78,7 +78,9 @@ pub fn capture() -> Value {
         "/../../shared/spec/vectors/python_wrap_openai_capture.json"
     );
     let text = std::fs::read_to_string(path)
-        .or_else(|_| std::fs::read_to_string("/work/shared/spec/vectors/python_wrap_openai_capture.json"))
+        .or_else(|_| {
+            std::fs::read_to_string("/work/shared/spec/vectors/python_wrap_openai_capture.json")
+        })
         .expect("the spec capture");
     serde_json::from_str(&text).unwrap()
 }
@@ -150,7 +152,11 @@ pub fn assert_metrics(row: &Value, expected: &[(&str, f64)], extra: &[&str]) {
     assert!(end >= start, "end {end} before start {start}");
     if let Some(t) = m.get("time_to_first_token") {
         let t = t.as_f64().unwrap();
-        assert!(t >= 0.0 && t <= end - start + 0.01, "ttft {t} vs duration {}", end - start);
+        assert!(
+            t >= 0.0 && t <= end - start + 0.01,
+            "ttft {t} vs duration {}",
+            end - start
+        );
     }
 }
 

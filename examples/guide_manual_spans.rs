@@ -1,0 +1,106 @@
+//! "Manually managing spans" from the Customize traces guide: when a span
+//! cannot be tied to one block of code, start it, keep the handle, log to it
+//! from several callbacks, and end it yourself.
+//!
+//! Run it with `cargo run --example guide_manual_spans` (offline unless
+//! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
+
+use std::collections::HashMap;
+
+use braintrust::{
+    start_span, traced, Config, Event, Instrument, LoggerOptions, Span, SpanArgs, State,
+};
+use braintrust_devserver::{DevServer, DevServerConfig};
+use serde_json::{json, Value};
+
+/// Stands in for a wrapped OpenAI client's chat completion.
+#[traced(type = "llm", name = "Chat Completion")]
+async fn chat_completion(model: &str, system: &str, user: &str) -> String {
+    format!("[{model}] ({system}) re: {user}")
+}
+
+#[traced]
+async fn compute_output(system_prompt: &str, user_input: &str) -> String {
+    chat_completion("gpt-3.5-turbo", system_prompt, user_input).await
+}
+
+struct LiveSpan {
+    span: Span,
+    input: String,
+}
+
+#[derive(Default)]
+struct MyHandler {
+    live_spans: HashMap<String, LiveSpan>,
+}
+
+impl MyHandler {
+    fn on_request_start(&mut self, request_id: &str, input: &str, expected: &str) {
+        let span = start_span(
+            SpanArgs::new()
+                .name(request_id.to_string())
+                .event(Event::new().input(input).expected(expected)),
+        );
+        self.live_spans.insert(
+            request_id.into(),
+            LiveSpan {
+                span,
+                input: input.into(),
+            },
+        );
+    }
+
+    async fn on_get_output(&self, request_id: &str, system_prompt: &str) {
+        let LiveSpan { span, input } = &self.live_spans[request_id];
+        // Run the traced call in the request's span, so it becomes its child.
+        let output = compute_output(system_prompt, input)
+            .in_span(span.clone())
+            .await;
+        span.log(Event::new().output(output)).expect("valid event");
+    }
+
+    fn on_request_end(&mut self, request_id: &str, metadata: Value) {
+        if let Some(LiveSpan { span, .. }) = self.live_spans.remove(request_id) {
+            span.log(Event::new().metadata(metadata))
+                .expect("metadata is an object");
+            span.end();
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
+    let server = match std::env::var("BRAINTRUST_API_KEY") {
+        Ok(key) if !key.is_empty() => None,
+        _ => Some(DevServer::start_blocking(DevServerConfig::default())?),
+    };
+    let mut options = LoggerOptions::new()
+        .project("My long-running project")
+        .set_current(true);
+    if let Some(server) = &server {
+        options = options.state(State::new(
+            Config::default().api_key("local").app_url(server.url()),
+        )?);
+    }
+    let logger = braintrust::init_logger(options)?;
+
+    // Two requests whose callbacks interleave.
+    let mut handler = MyHandler::default();
+    handler.on_request_start("req-1", "What is 1+1?", "2");
+    handler.on_request_start("req-2", "What is 2+2?", "4");
+    handler
+        .on_get_output("req-2", "You are a calculator.")
+        .await;
+    handler
+        .on_get_output("req-1", "You are a calculator.")
+        .await;
+    handler.on_request_end("req-1", json!({"user": "alice"}));
+    handler.on_request_end("req-2", json!({"user": "bob"}));
+
+    logger.flush_async().await?;
+    if let Some(server) = server {
+        print!("{}", server.render_all_traces());
+    }
+    Ok(())
+}
