@@ -21,43 +21,49 @@ use serde_json::{json, Value};
 /// default queue of 25,000 entries).
 const CHUNK: u64 = 10_000;
 
-/// Runs `op` `iters` times on each of `threads` threads at once, in chunks,
-/// with `settle` untimed between chunks. Returns the summed wall time of the
-/// chunks (from the common start to the slower thread's end), so the figure
-/// is the time per operation *per thread* under contention.
+/// Runs `op` `iters` times on each of `threads` threads at once, in chunks of
+/// [`CHUNK`], with `settle` run untimed between chunks (by this thread, while
+/// the workers wait). The threads are spawned once per sample, not per
+/// chunk. Each chunk counts the slowest worker's time, so the figure is the
+/// time per operation *per thread* under contention (throughput is
+/// `threads / time`).
 fn contended(
     threads: usize,
     iters: u64,
     op: &(impl Fn(u64) + Sync),
     settle: &mut impl FnMut(),
 ) -> Duration {
+    let chunks = iters.div_ceil(CHUNK);
+    let start = Barrier::new(threads + 1);
+    let end = Barrier::new(threads + 1);
+    let elapsed: Vec<std::sync::Mutex<Duration>> = (0..threads)
+        .map(|_| std::sync::Mutex::new(Duration::ZERO))
+        .collect();
     let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < iters {
-        let n = CHUNK.min(iters - done);
-        let barrier = Barrier::new(threads);
-        let elapsed = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| {
-                        barrier.wait();
-                        let t = Instant::now();
-                        for i in done..done + n {
-                            op(i);
-                        }
-                        t
-                    })
-                })
-                .collect();
-            let starts: Vec<Instant> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-            let end = Instant::now();
-            let first = starts.into_iter().min().unwrap();
-            end - first
-        });
-        total += elapsed;
-        done += n;
-        settle();
-    }
+    std::thread::scope(|s| {
+        for slot in &elapsed {
+            let (start, end) = (&start, &end);
+            s.spawn(move || {
+                for c in 0..chunks {
+                    let first = c * CHUNK;
+                    let n = CHUNK.min(iters - first);
+                    start.wait();
+                    let t = Instant::now();
+                    for i in first..first + n {
+                        op(i);
+                    }
+                    *slot.lock().unwrap() = t.elapsed();
+                    end.wait();
+                }
+            });
+        }
+        for _ in 0..chunks {
+            start.wait();
+            end.wait();
+            total += elapsed.iter().map(|e| *e.lock().unwrap()).max().unwrap();
+            settle();
+        }
+    });
     total
 }
 

@@ -146,6 +146,8 @@ pub struct RunResult {
     pub peak_rss_bytes: u64,
     /// RSS after the warm-up, before the timed part, in bytes.
     pub rss_before_bytes: u64,
+    /// RSS when the loop ended, before the final flush, in bytes.
+    pub rss_after_loop_bytes: u64,
     /// 1-minute load average when the run ended.
     pub loadavg_1m_end: f64,
 }
@@ -195,6 +197,7 @@ pub fn run_variant(variant: Variant, sink_url: &str, spans: u64) -> Result<RunRe
     }
     let loop_secs = t0.elapsed().as_secs_f64();
     let tcpu = machine::thread_cpu_secs() - tcpu0;
+    let rss_after_loop = machine::rss_bytes();
     let tf = Instant::now();
     state.flush().map_err(|e| format!("flush: {e}"))?;
     let flush_secs = tf.elapsed().as_secs_f64();
@@ -227,6 +230,7 @@ pub fn run_variant(variant: Variant, sink_url: &str, spans: u64) -> Result<RunRe
         sink_rows: sink1.rows - sink0.rows,
         peak_rss_bytes: machine::peak_rss_bytes(),
         rss_before_bytes: rss_before,
+        rss_after_loop_bytes: rss_after_loop,
         loadavg_1m_end: machine::loadavg()[0],
     })
 }

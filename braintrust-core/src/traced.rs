@@ -10,8 +10,8 @@
 //! - **input**: an object `{arg_name: value}`. A value that implements
 //!   `Serialize` is serialized; one that only implements `Debug` is logged as
 //!   its `Debug` text; anything else as `"<unserializable TYPE>"`. No bound is
-//!   needed on the user's types (the choice is made by autoref dispatch at the
-//!   call site, see [`__macro_support`]). In a generic function the choice
+//!   needed on the user's types: the choice is made by autoref dispatch at the
+//!   call site (the hidden `__macro_support` module documents it). In a generic function the choice
 //!   follows the bounds the function declares: `T: Serialize` serializes, an
 //!   unbounded `T` gets the placeholder.
 //! - **output**: the return value, likewise. A `Result` logs `Ok` as `output`
@@ -365,7 +365,7 @@ impl<F: Future, R: OnReady<F::Output>> Future for TracedFuture<F, R> {
 ///
 /// Return values are first viewed as a `Result` or not (`(&&Ret(&r)).__bt_view()`),
 /// then the `Ok`/plain value is captured as above and the `Err` is rendered by
-/// [`error_text!`](crate::__traced_error_text): `std::error::Error` (with its
+/// `error_text!`: `std::error::Error` (with its
 /// source chain), then `AsRef<dyn Error>` (`anyhow::Error`,
 /// `Box<dyn Error + Send + Sync>`), then `Display`, then `Debug`, then a
 /// placeholder.
@@ -662,7 +662,7 @@ pub mod __macro_support {
 }
 
 /// `capture!(&value)`: the JSON `#[traced]` logs for a value (see
-/// [`__macro_support`](crate::traced::__macro_support)).
+/// `__macro_support`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __traced_capture {
@@ -830,6 +830,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_borrow)] // the borrows pick the impl; that is the point
     fn result_view_splits_ok_and_err() {
         use __macro_support::{ViewResult as _, ViewValue as _};
         let ok: Result<u8, String> = Ok(1);

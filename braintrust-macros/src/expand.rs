@@ -38,11 +38,10 @@ pub(crate) fn traced(mut args: TracedArgs, item: TokenStream) -> TokenStream {
     }
     let params = param_names(&parts.sig);
     check_named_params(&args, &params, &mut errors);
-    if errors.has_errors() {
-        return with_errors(item, errors);
+    match errors.check() {
+        Ok(()) => gen_function(&args, parts, &params),
+        Err(e) => with_error(item, e),
     }
-    let _ = errors.check();
-    gen_function(&args, parts, &params)
 }
 
 /// The original item unchanged, plus the errors, so a mistake in the
@@ -50,29 +49,13 @@ pub(crate) fn traced(mut args: TracedArgs, item: TokenStream) -> TokenStream {
 fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
     match errors.check() {
         Ok(()) => item,
-        Err(e) => {
-            let e = e.to_compile_error();
-            quote!(#item #e)
-        }
+        Err(e) => with_error(item, e),
     }
 }
 
-impl Errors {
-    fn has_errors(&mut self) -> bool {
-        // Peek without consuming: check and restore.
-        let taken = std::mem::take(self);
-        match taken.check() {
-            Ok(()) => {
-                *self = Errors::new();
-                false
-            }
-            Err(e) => {
-                *self = Errors::new();
-                self.push(e);
-                true
-            }
-        }
-    }
+pub(crate) fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
+    let e = e.to_compile_error();
+    quote!(#item #e)
 }
 
 /// The error for an item `#[traced]` cannot trace.
@@ -108,15 +91,6 @@ enum Body {
     Parsed(Block),
     /// A body that did not parse: its tokens, braces included.
     Raw(TokenStream),
-}
-
-impl ToTokens for Body {
-    fn to_tokens(&self, tokens: &mut TokenStream) {
-        match self {
-            Body::Parsed(b) => b.to_tokens(tokens),
-            Body::Raw(t) => t.to_tokens(tokens),
-        }
-    }
 }
 
 impl From<ItemFn> for FnParts {

@@ -195,10 +195,7 @@ pub fn traced(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
     match syn::parse::<attr::TracedArgs>(args) {
         Ok(args) => expand::traced(args, item).into(),
-        Err(e) => {
-            // Keep the function so the mistake causes no follow-on errors.
-            let e = e.to_compile_error();
-            quote::quote!(#item #e).into()
-        }
+        // Keep the function so the mistake causes no follow-on errors.
+        Err(e) => expand::with_error(item, e).into(),
     }
 }

@@ -117,7 +117,10 @@ struct Mem(Vec<(String, String)>);
 impl Store for Mem {
     #[traced]
     async fn get(&self, key: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 
     #[traced(skip(value))]
@@ -146,7 +149,9 @@ fn assert_send<T: Send>(t: T) -> T {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         assert_send(plain(1, "a")).await;
         unit_async().await;

@@ -56,7 +56,13 @@ fn boxed_dyn(n: u32) -> Box<dyn Fn(u32) -> u32> {
 }
 
 #[traced]
-fn patterns((a, b): (i32, i32), [c, _]: [u8; 2], Wrapper(d): Wrapper, Point { x, y: _ }: Point, _: u8) -> i32 {
+fn patterns(
+    (a, b): (i32, i32),
+    [c, _]: [u8; 2],
+    Wrapper(d): Wrapper,
+    Point { x, y: _ }: Point,
+    _: u8,
+) -> i32 {
     a + b + c as i32 + d + x
 }
 
@@ -112,6 +118,15 @@ fn never_panics(msg: &str) -> ! {
 #[traced]
 unsafe fn unsafe_fn(p: *const u32) -> u32 {
     unsafe { *p }
+}
+
+/// # Safety
+/// `p` must be valid. (The body of an `unsafe fn` is an unsafe context in
+/// edition 2021; the traced body keeps it.)
+#[traced]
+#[allow(unsafe_op_in_unsafe_fn)]
+unsafe fn unsafe_fn_without_block(p: *const u32) -> u32 {
+    *p
 }
 
 #[traced]
@@ -221,6 +236,7 @@ fn main() {
     early_return(-1);
     let x = 5;
     let _ = unsafe { unsafe_fn(&x) };
+    let _ = unsafe { unsafe_fn_without_block(&x) };
     extern_c(1);
     with_inner_attr(1);
     let _ = other_attributes(1);
