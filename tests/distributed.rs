@@ -148,23 +148,15 @@ async fn three_hops_form_one_tree() {
     let (state_b, logger_b) = process(&server, "dist");
     let (state_c, logger_c) = process(&server, "dist");
 
-    let url_c = serve(
-        Router::new()
-            .route("/c", get(service_c))
-            .with_state(Hop {
-                logger: logger_c,
-                next: None,
-            }),
-    )
+    let url_c = serve(Router::new().route("/c", get(service_c)).with_state(Hop {
+        logger: logger_c,
+        next: None,
+    }))
     .await;
-    let url_b = serve(
-        Router::new()
-            .route("/b", get(service_b))
-            .with_state(Hop {
-                logger: logger_b,
-                next: Some(format!("{url_c}/c")),
-            }),
-    )
+    let url_b = serve(Router::new().route("/b", get(service_b)).with_state(Hop {
+        logger: logger_b,
+        next: Some(format!("{url_c}/c")),
+    }))
     .await;
 
     // The client: nothing resolved yet, so the baggage names the project by
@@ -217,13 +209,25 @@ async fn three_hops_form_one_tree() {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(names, ["client", "service-b", "b-work", "service-c"], "{tree}");
+    assert_eq!(
+        names,
+        ["client", "service-b", "b-work", "service-c"],
+        "{tree}"
+    );
     let depth = |name: &str| {
-        let line = tree.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
+        let line = tree
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap();
         line.len() - line.trim_start().len()
     };
     assert_eq!(
-        (depth("client"), depth("service-b"), depth("b-work"), depth("service-c")),
+        (
+            depth("client"),
+            depth("service-b"),
+            depth("b-work"),
+            depth("service-c")
+        ),
         (0, 2, 4, 4),
         "{tree}"
     );
@@ -252,10 +256,7 @@ fn w3c_forwards_inbound_flags_and_tracestate() {
     child.inject(&mut out);
     assert_eq!(
         out["traceparent"],
-        format!(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00",
-            child.span_id()
-        )
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00", child.span_id())
     );
     assert_eq!(out["tracestate"], "vendor=opaque");
     assert_eq!(
@@ -353,7 +354,11 @@ fn name_only_slug_registers_the_project_on_the_receiver() {
     );
 
     let (sr, receiver) = process(&server, "receiver-home");
-    let child = receiver.start_span(SpanArgs::new().name("name-slug-child").parent(slug.as_str()));
+    let child = receiver.start_span(
+        SpanArgs::new()
+            .name("name-slug-child")
+            .parent(slug.as_str()),
+    );
     let grandchild = child.start_span(SpanArgs::new().name("name-slug-grandchild"));
     grandchild.end();
     child.end();
@@ -376,9 +381,15 @@ fn name_only_slug_registers_the_project_on_the_receiver() {
     assert_eq!(g["project_id"], pid.as_str());
     assert_eq!(g["span_parents"], json!([child.span_id()]));
     // The receiver's own project was never needed.
-    assert!(server.projects().iter().all(|p| p["name"] != "receiver-home"));
+    assert!(server
+        .projects()
+        .iter()
+        .all(|p| p["name"] != "receiver-home"));
     // Once resolved, the child exports the id.
-    assert_eq!(decode(&child.export()).object_id.as_deref(), Some(pid.as_str()));
+    assert_eq!(
+        decode(&child.export()).object_id.as_deref(),
+        Some(pid.as_str())
+    );
 }
 
 #[test]
@@ -387,7 +398,11 @@ fn slug_of_the_logger_own_project_reuses_its_resolution() {
     let root = logger.start_span(SpanArgs::new().name("local-root"));
     let slug = root.export();
     for i in 0..3 {
-        let s = logger.start_span(SpanArgs::new().name(format!("remote-{i}")).parent(slug.as_str()));
+        let s = logger.start_span(
+            SpanArgs::new()
+                .name(format!("remote-{i}"))
+                .parent(slug.as_str()),
+        );
         s.end();
     }
     root.end();
@@ -475,8 +490,7 @@ fn propagated_event_reaches_first_rows_children_and_remote_children() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["path"] == "/logs3")
-        .last()
+        .rfind(|r| r["path"] == "/logs3")
         .unwrap()["body"]["rows"]
         .as_array()
         .unwrap()
@@ -588,7 +602,12 @@ fn logger_update_span_by_id_changes_exactly_the_given_fields() {
     );
     assert_eq!(after["output"], "final");
     let sent = logs3_bodies(&server).last().unwrap()["rows"][0].clone();
-    let mut keys: Vec<&str> = sent.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let mut keys: Vec<&str> = sent
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
@@ -695,12 +714,9 @@ fn links_match_the_spec_forms() {
     assert_eq!(expected, captured);
 
     // Only a name known (logged in, project not resolved yet).
-    let other = braintrust::init_logger(
-        LoggerOptions::new()
-            .project("not yet")
-            .state(state.clone()),
-    )
-    .unwrap();
+    let other =
+        braintrust::init_logger(LoggerOptions::new().project("not yet").state(state.clone()))
+            .unwrap();
     let s = other.start_span(SpanArgs::new().name("unresolved"));
     assert_eq!(
         s.link(),
@@ -791,9 +807,15 @@ fn export_before_the_project_id_is_known_matches_the_capture() {
         assert_eq!(got.object_id, None);
         assert_eq!(got.row_id.as_deref(), Some(span.id().as_str()));
         assert_eq!(got.span_id.as_deref(), Some(span.span_id().as_str()));
-        assert_eq!(got.root_span_id.as_deref(), Some(span.root_span_id().as_str()));
+        assert_eq!(
+            got.root_span_id.as_deref(),
+            Some(span.root_span_id().as_str())
+        );
         // Same version byte as the official SDK's export.
-        assert_eq!(&slug[..2], &notes["root_span_export"].as_str().unwrap()[..2]);
+        assert_eq!(
+            &slug[..2],
+            &notes["root_span_export"].as_str().unwrap()[..2]
+        );
         span.end();
     }
 }
@@ -827,7 +849,10 @@ fn legacy_ids_export_v3_and_inject_nothing() {
     // Its own export is V4 (hex process), the UUID trace id in the tail.
     let re = remote.export();
     assert!(re.starts_with("BA"), "{re}");
-    assert_eq!(decode(&re).root_span_id.as_deref(), Some(root.span_id().as_str()));
+    assert_eq!(
+        decode(&re).root_span_id.as_deref(),
+        Some(root.span_id().as_str())
+    );
     remote.end();
     child.end();
     root.end();
@@ -861,7 +886,11 @@ fn experiment_export_resolves_the_experiment_first() {
         format!("braintrust.parent=experiment_id%3A{}", exp.id().unwrap())
     );
     let (sb, b) = process(&server, "elsewhere");
-    let remote = b.start_span(SpanArgs::new().name("remote-eval-child").parent(extract(&h).unwrap()));
+    let remote = b.start_span(
+        SpanArgs::new()
+            .name("remote-eval-child")
+            .parent(extract(&h).unwrap()),
+    );
     remote.end();
     span.end();
     state.flush().unwrap();
@@ -878,7 +907,11 @@ fn empty_and_invalid_slugs_fall_back_to_the_usual_parent() {
     {
         let _g = root.enter();
         // The no-op span exports "": like no parent at all.
-        let a = braintrust::start_span(SpanArgs::new().name("empty-slug").parent(Span::noop().export()));
+        let a = braintrust::start_span(
+            SpanArgs::new()
+                .name("empty-slug")
+                .parent(Span::noop().export()),
+        );
         a.end();
     }
     let b = logger.start_span(SpanArgs::new().name("bad-slug").parent("@@not-a-slug@@"));

@@ -29,6 +29,7 @@ pub fn current_span() -> Span {
 }
 
 /// True when some span is current here (cheaper than `current_span()`).
+#[inline]
 pub(crate) fn has_current() -> bool {
     CURRENT.try_with(|c| c.borrow().is_some()).unwrap_or(false)
 }

@@ -96,13 +96,58 @@ fn nonzero128() -> u128 {
     }
 }
 
+/// Writes the low `out.len()` hex digits of `v`, most significant first.
+fn hex_digits(v: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = out.len();
+    for (i, b) in out.iter_mut().enumerate() {
+        let shift = 4 * (n - 1 - i);
+        *b = HEX[((v >> shift) & 0xf) as usize];
+    }
+}
+
+impl Id {
+    /// The wire text into a stack buffer (no formatting machinery: ids are
+    /// formatted once per row on the logger thread); 0 for [`Id::Str`],
+    /// which is written as it is.
+    pub(crate) fn encode(&self, buf: &mut [u8; 36]) -> usize {
+        match self {
+            Id::Hex64(v) => {
+                hex_digits(u128::from(*v), &mut buf[..16]);
+                16
+            }
+            Id::Hex128(v) => {
+                hex_digits(*v, &mut buf[..32]);
+                32
+            }
+            Id::Uuid(v) => {
+                // 8-4-4-4-12
+                hex_digits(v >> 96, &mut buf[0..8]);
+                buf[8] = b'-';
+                hex_digits(v >> 80, &mut buf[9..13]);
+                buf[13] = b'-';
+                hex_digits(v >> 64, &mut buf[14..18]);
+                buf[18] = b'-';
+                hex_digits(v >> 48, &mut buf[19..23]);
+                buf[23] = b'-';
+                hex_digits(*v, &mut buf[24..36]);
+                36
+            }
+            Id::Str(_) => 0,
+        }
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Id::Hex64(v) => write!(f, "{v:016x}"),
-            Id::Hex128(v) => write!(f, "{v:032x}"),
-            Id::Uuid(v) => write!(f, "{}", uuid::Uuid::from_u128(*v).hyphenated()),
             Id::Str(s) => f.write_str(s),
+            _ => {
+                let mut buf = [0u8; 36];
+                let n = self.encode(&mut buf);
+                // Only ASCII hex digits and dashes were written.
+                f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
+            }
         }
     }
 }
@@ -127,6 +172,27 @@ mod tests {
         let parsed = uuid::Uuid::parse_str(&u).unwrap();
         assert_eq!(parsed.get_version_num(), 4);
         assert_eq!(Id::new_span_id(true).to_string().len(), 36);
+    }
+
+    #[test]
+    fn fast_formatting_matches_the_reference_formats() {
+        for _ in 0..1000 {
+            let (a, b) = (fastrand::u64(..), fastrand::u128(..));
+            assert_eq!(Id::Hex64(a).to_string(), format!("{a:016x}"));
+            assert_eq!(Id::Hex128(b).to_string(), format!("{b:032x}"));
+            assert_eq!(
+                Id::Uuid(b).to_string(),
+                uuid::Uuid::from_u128(b).hyphenated().to_string()
+            );
+        }
+        for (v, s) in [
+            (0u128, "00000000-0000-0000-0000-000000000000"),
+            (u128::MAX, "ffffffff-ffff-ffff-ffff-ffffffffffff"),
+        ] {
+            assert_eq!(Id::Uuid(v).to_string(), s);
+        }
+        assert_eq!(Id::Hex64(1).to_string(), "0000000000000001");
+        assert_eq!(Id::Str("x-y".into()).to_string(), "x-y");
     }
 
     #[test]

@@ -404,10 +404,11 @@ pub fn start_span_at(args: SpanArgs, caller: &'static Location<'static>) -> Span
             None => Span::noop(),
         },
         Some(parent @ (Parent::Slug(_) | Parent::W3c(_))) => {
-            // The container the call would use without the parent: a
-            // slug/W3C parent naming it reuses it, and a W3C parent without
-            // `braintrust.parent` baggage is routed to it (spec §7.8).
-            // An unusable parent falls back to the current span, then the logger.
+            // The container the call would use without the parent (the
+            // current span's, else the logger's): a slug/W3C parent naming it
+            // reuses it, a W3C parent without `braintrust.parent` baggage is
+            // routed to it (spec §7.8), and an unusable parent (empty slug,
+            // bad baggage) falls back to the usual precedence there.
             let current = context::current_span();
             if let Some(c) = current.core() {
                 let object = c.object.clone();
@@ -421,8 +422,8 @@ pub fn start_span_at(args: SpanArgs, caller: &'static Location<'static>) -> Span
             };
             match crate::propagation::continue_from(&state, &parent, None) {
                 Some(c) => start_continued(c, args, caller),
-                // Unusable parent: the usual precedence (here: no logger, no-op).
-                None => start_span_at(SpanArgs { parent: None, ..args }, caller),
+                // Unusable parent, and no current span or logger to fall back to.
+                None => Span::noop(),
             }
         }
         None => unreachable!("checked above"),

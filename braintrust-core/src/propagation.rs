@@ -203,7 +203,11 @@ fn object_from_components(
     if let Some(id) = object_id {
         return known(state, c.object_type, &id);
     }
-    ObjectInner::new(state.clone(), c.object_type, ObjectSpec::Project { name, id })
+    ObjectInner::new(
+        state.clone(),
+        c.object_type,
+        ObjectSpec::Project { name, id },
+    )
 }
 
 /// The slug components naming `object` itself, resolving an experiment's id
@@ -244,7 +248,10 @@ impl Span {
     /// trace from: V4 with hex ids, V3 with legacy UUID ids; `""` for no-op.
     ///
     /// Before the container's id is known, the slug carries the project name
-    /// in `compute_object_metadata_args`, exactly as the official SDKs do.
+    /// in `compute_object_metadata_args`, exactly as the official SDKs do. An
+    /// experiment's id is resolved first (blocking; `""` if that fails), since
+    /// experiments cannot be named by compute args. The span's
+    /// `propagated_event` travels in the slug.
     pub fn export(&self) -> String {
         let Some(c) = self.core() else {
             return String::new();
@@ -261,7 +268,9 @@ impl Span {
 
     /// Writes `traceparent` and the `braintrust.parent` baggage member into
     /// outgoing headers (W3C trace context, spec §7.8). Other baggage members
-    /// and `tracestate` are kept. Does nothing for no-op spans and legacy ids.
+    /// are kept. When the trace came in over W3C, its flags are sent back
+    /// verbatim and its `tracestate` is forwarded (by every span of the
+    /// subtree). Does nothing for no-op spans and legacy ids.
     ///
     /// ```
     /// let mut headers = http::HeaderMap::new();
@@ -365,9 +374,7 @@ fn braintrust_parent_value(object: &Arc<ObjectInner>) -> Option<String> {
         ObjectType::ProjectLogs => match (resolved, &object.spec) {
             (Some(id), _) => Some(format!("project_id:{id}")),
             (None, ObjectSpec::Project { id: Some(i), .. }) => Some(format!("project_id:{i}")),
-            (None, ObjectSpec::Project { name: Some(n), .. }) => {
-                Some(format!("project_name:{n}"))
-            }
+            (None, ObjectSpec::Project { name: Some(n), .. }) => Some(format!("project_name:{n}")),
             _ => None,
         },
         ObjectType::PlaygroundLogs => None,

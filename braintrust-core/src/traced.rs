@@ -407,10 +407,20 @@ pub mod __macro_support {
         pub location: &'static Location<'static>,
     }
 
-    /// Starts the span of a traced call. `input` is the captured arguments
-    /// (`None` when none are captured), `metadata` the `metadata = ...` value.
+    /// Starts the span of a traced call. `capture` returns the captured
+    /// arguments (`None` when none are captured) and the `metadata = ...`
+    /// value; it runs here, out of line, so the traced function's own code
+    /// stays small on the path where tracing is off.
     #[inline(never)]
-    pub fn start(meta: SpanMeta, input: Option<Value>, metadata: Option<Value>) -> Span {
+    pub fn start<F>(meta: SpanMeta, capture: F) -> Span
+    where
+        F: FnOnce() -> (Option<Value>, Option<Value>),
+    {
+        let (input, metadata) = capture();
+        start_span_with(meta, input, metadata)
+    }
+
+    fn start_span_with(meta: SpanMeta, input: Option<Value>, metadata: Option<Value>) -> Span {
         let mut event = Event::new();
         if let Some(input) = input {
             event = event.input(input);
@@ -436,6 +446,15 @@ pub mod __macro_support {
         start_span_at(args, meta.location)
     }
 
+    /// Logs a sync call's return value with `record` (which runs the
+    /// dispatch at the macro's call site, where the type is known) and ends
+    /// the span. Out of line, like [`start`].
+    #[inline(never)]
+    pub fn finish<R: ?Sized, C: FnOnce(&Span, &R)>(span: Span, ret: &R, record: C) {
+        record(&span, ret);
+        span.end();
+    }
+
     /// The `input` object from `(name, value)` pairs.
     pub fn input<const N: usize>(args: [(&'static str, Value); N]) -> Value {
         let mut m = Map::with_capacity(N);
@@ -459,27 +478,40 @@ pub mod __macro_support {
         }
     }
 
-    /// Runs a sync body with `span` current; see the module docs for panics.
-    #[inline]
-    pub fn run_sync<R>(span: &Span, f: impl FnOnce() -> R) -> R {
+    /// Runs a sync body with `span` current (`None`: tracing is off, just
+    /// run it); see the module docs for panics.
+    #[inline(always)]
+    pub fn run_sync<R>(span: Option<&Span>, f: impl FnOnce() -> R) -> R {
+        match span {
+            None => f(),
+            Some(span) => run_in_span(span, f),
+        }
+    }
+
+    #[inline(never)]
+    fn run_in_span<R>(span: &Span, f: impl FnOnce() -> R) -> R {
         super::run_in(span, f)
     }
 
     /// [`run_sync`] for `-> !` functions.
-    pub fn run_never<R>(span: &Span, f: impl FnOnce() -> R) -> ! {
-        let _ = super::run_in(span, f);
+    pub fn run_never<R>(span: Option<&Span>, f: impl FnOnce() -> R) -> ! {
+        let _ = run_sync(span, f);
         unreachable!("a `-> !` function returned")
     }
 
     /// Runs `fut` in `span`; on completion calls `on_ready` (which logs the
     /// output at the macro's call site, where its type is known), then ends
-    /// the span.
-    pub fn traced_future<F, C>(span: Span, fut: F, on_ready: C) -> TracedFuture<F, RecordWith<C>>
+    /// the span. With `None` it only polls `fut`.
+    pub fn traced_future<F, C>(
+        span: Option<Span>,
+        fut: F,
+        on_ready: C,
+    ) -> TracedFuture<F, RecordWith<C>>
     where
         F: std::future::Future,
         C: FnOnce(&Span, &F::Output),
     {
-        TracedFuture::new(span, fut, RecordWith(on_ready))
+        TracedFuture::new(span.unwrap_or(Span::noop()), fut, RecordWith(on_ready))
     }
 
     /// [`OnReady`] that runs a closure, then ends the span.
@@ -859,8 +891,8 @@ mod tests {
 
     #[test]
     fn noop_span_runs_the_body_and_touches_nothing() {
-        let span = Span::noop();
-        assert_eq!(__macro_support::run_sync(&span, || 41 + 1), 42);
+        assert_eq!(__macro_support::run_sync(None, || 41 + 1), 42);
+        assert_eq!(__macro_support::run_sync(Some(&Span::noop()), || 1), 1);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

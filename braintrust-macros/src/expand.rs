@@ -377,20 +377,21 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         Some(expr) => quote_spanned!(expr.span()=> ::braintrust::__private::to_json(&(#expr))),
         None => quote!(::core::option::Option::None),
     };
+    // `None` when tracing is off: nothing is captured and there is no span
+    // to drop. The capture runs in `start`, out of line.
     let span_init = quote! {
         let #span_var = if ::braintrust::is_enabled() {
-            ::braintrust::__private::start(
+            ::core::option::Option::Some(::braintrust::__private::start(
                 ::braintrust::__private::SpanMeta {
                     name: #name,
                     span_type: ::braintrust::SpanType::#variant,
                     function_name: #fn_name,
                     location: #location,
                 },
-                #input,
-                #metadata,
-            )
+                || (#input, #metadata),
+            ))
         } else {
-            ::braintrust::Span::noop()
+            ::core::option::Option::None
         };
     };
 
@@ -425,10 +426,9 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         // async fn: the body becomes an async block run in the span.
         let awaited = quote! {
             let #fut_var = async move { #edge #stmts };
-            if #span_var.is_noop() {
-                #fut_var.await
-            } else {
-                ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready).await
+            match #span_var {
+                ::core::option::Option::None => #fut_var.await,
+                #span_var => ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready).await,
             }
         };
         if is_never(&sig) {
@@ -443,13 +443,10 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         } else {
             quote! { #span_init #awaited }
         }
-    } else if let (Body::Parsed(block), Some(tail)) = (
-        &body,
-        match &body {
-            Body::Parsed(b) => async_tail(b),
-            Body::Raw(_) => None,
-        },
-    ) {
+    } else if let Some((block, tail)) = match &body {
+        Body::Parsed(b) => async_tail(b).map(|t| (b, t)),
+        Body::Raw(_) => None,
+    } {
         // A sync function returning an async block (or `Box::pin` of one,
         // as `#[async_trait]` writes): trace the future it returns.
         let head = &block.stmts[..block.stmts.len() - 1];
@@ -469,7 +466,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         quote! {
             #span_init
             let #tail_span_var = ::core::clone::Clone::clone(&#span_var);
-            ::braintrust::__private::run_sync(&#span_var, move || {
+            ::braintrust::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || {
                 #edge
                 #(#head)*
                 #tail_tokens
@@ -478,22 +475,21 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     } else if returns_impl_future(&sig) {
         quote! {
             #span_init
-            let #fut_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #stmts });
+            let #fut_var = ::braintrust::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || { #edge #stmts });
             ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready)
         }
     } else if is_never(&sig) {
         quote! {
             #span_init
-            ::braintrust::__private::run_never(&#span_var, move || { #stmts })
+            ::braintrust::__private::run_never(::core::option::Option::as_ref(&#span_var), move || { #stmts })
         }
     } else {
         quote! {
             #span_init
             #[allow(clippy::let_unit_value)]
-            let #ret_var = ::braintrust::__private::run_sync(&#span_var, move || { #edge #stmts });
-            if !#span_var.is_noop() {
-                ::braintrust::__private::record_return!(&#span_var, &#ret_var, #mode);
-                #span_var.end();
+            let #ret_var = ::braintrust::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || { #edge #stmts });
+            if let ::core::option::Option::Some(#s_var) = #span_var {
+                ::braintrust::__private::finish(#s_var, &#ret_var, #on_ready);
             }
             #ret_var
         }
