@@ -9,8 +9,7 @@
 //! set it logs to Braintrust; otherwise it starts a local devserver
 //! in-process and prints the trace tree the server stored.
 
-use braintrust::{traced, Config, LoggerOptions, State};
-use braintrust_devserver::{DevServer, DevServerConfig};
+use braintrust::{traced, LoggerOptions};
 use serde::Serialize;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -54,25 +53,14 @@ async fn answer_question(body: &str) -> Result<String, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let server = match std::env::var("BRAINTRUST_API_KEY") {
-        Ok(key) if !key.is_empty() => None,
-        _ => Some(DevServer::start_blocking(DevServerConfig::default())?),
-    };
-    let mut options = LoggerOptions::new().project("My Project").set_current(true);
-    if let Some(server) = &server {
-        options = options.state(State::new(
-            Config::default().api_key("local").app_url(server.url()),
-        )?);
-    }
-    let logger = braintrust::init_logger(options)?;
+    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     let input = "How can I improve my productivity?";
     let result = answer_question(input).await?;
     println!("{result}");
 
-    logger.flush_async().await?;
-    if let Some(server) = server {
-        print!("{}", server.render_all_traces());
+    if let Some(tree) = session.traces()? {
+        print!("{tree}");
     }
     Ok(())
 }

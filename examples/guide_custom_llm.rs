@@ -7,9 +7,8 @@
 //! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
 
 use braintrust::{
-    current_span, traced, traced_async, Config, Event, LoggerOptions, SpanArgs, State,
+    current_span, traced, traced_async, Event, LoggerOptions, SpanArgs,
 };
-use braintrust_devserver::{DevServer, DevServerConfig};
 use serde::Serialize;
 use serde_json::json;
 
@@ -73,23 +72,12 @@ async fn post(request_text: String) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let server = match std::env::var("BRAINTRUST_API_KEY") {
-        Ok(key) if !key.is_empty() => None,
-        _ => Some(DevServer::start_blocking(DevServerConfig::default())?),
-    };
-    let mut options = LoggerOptions::new().project("My Project").set_current(true);
-    if let Some(server) = &server {
-        options = options.state(State::new(
-            Config::default().api_key("local").app_url(server.url()),
-        )?);
-    }
-    let logger = braintrust::init_logger(options)?;
+    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     println!("{}", post("Say hello".into()).await);
 
-    logger.flush_async().await?;
-    if let Some(server) = server {
-        print!("{}", server.render_all_traces());
+    if let Some(tree) = session.traces()? {
+        print!("{tree}");
     }
     Ok(())
 }

@@ -6,8 +6,7 @@
 //! Run it with `cargo run --example guide_errors` (offline unless
 //! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
 
-use braintrust::{current_span, traced, Config, Event, LoggerOptions, State};
-use braintrust_devserver::{DevServer, DevServerConfig};
+use braintrust::{current_span, traced, Event, LoggerOptions};
 use serde::Serialize;
 
 /// An error with a cause: both end up in the span's `error`.
@@ -79,17 +78,7 @@ fn divide(a: u32, b: u32) -> u32 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let server = match std::env::var("BRAINTRUST_API_KEY") {
-        Ok(key) if !key.is_empty() => None,
-        _ => Some(DevServer::start_blocking(DevServerConfig::default())?),
-    };
-    let mut options = LoggerOptions::new().project("My Project").set_current(true);
-    if let Some(server) = &server {
-        options = options.state(State::new(
-            Config::default().api_key("local").app_url(server.url()),
-        )?);
-    }
-    let logger = braintrust::init_logger(options)?;
+    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     println!("port: {:?}", load_port("app.toml", "8080"));
     println!("port: {:?}", load_port("app.toml", "80a"));
@@ -98,9 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let caught = std::panic::catch_unwind(|| divide(1, 0));
     println!("divide panicked: {}", caught.is_err());
 
-    logger.flush()?;
-    if let Some(server) = server {
-        print!("{}", server.render_all_traces());
+    if let Some(tree) = session.traces()? {
+        print!("{tree}");
     }
     Ok(())
 }

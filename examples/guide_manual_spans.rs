@@ -8,9 +8,8 @@
 use std::collections::HashMap;
 
 use braintrust::{
-    start_span, traced, Config, Event, Instrument, LoggerOptions, Span, SpanArgs, State,
+    start_span, traced, Event, Instrument, LoggerOptions, Span, SpanArgs,
 };
-use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::{json, Value};
 
 /// Stands in for a wrapped OpenAI client's chat completion.
@@ -71,19 +70,7 @@ impl MyHandler {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let server = match std::env::var("BRAINTRUST_API_KEY") {
-        Ok(key) if !key.is_empty() => None,
-        _ => Some(DevServer::start_blocking(DevServerConfig::default())?),
-    };
-    let mut options = LoggerOptions::new()
-        .project("My long-running project")
-        .set_current(true);
-    if let Some(server) = &server {
-        options = options.state(State::new(
-            Config::default().api_key("local").app_url(server.url()),
-        )?);
-    }
-    let logger = braintrust::init_logger(options)?;
+    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My long-running project"))?;
 
     // Two requests whose callbacks interleave.
     let mut handler = MyHandler::default();
@@ -98,9 +85,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     handler.on_request_end("req-1", json!({"user": "alice"}));
     handler.on_request_end("req-2", json!({"user": "bob"}));
 
-    logger.flush_async().await?;
-    if let Some(server) = server {
-        print!("{}", server.render_all_traces());
+    if let Some(tree) = session.traces()? {
+        print!("{tree}");
     }
     Ok(())
 }

@@ -12,9 +12,8 @@
 //! devserver in-process and prints the trace tree the server stored.
 
 use braintrust::{
-    start_span, Config, Event, LoggerOptions, SpanArgs, SpanType, State, TracedThreadPool,
+    start_span, Event, LoggerOptions, SpanArgs, SpanType, TracedThreadPool,
 };
-use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::json;
 
 /// Runs `f` in a new span named `name` under the current span: what
@@ -87,21 +86,13 @@ fn main_traced() {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = match std::env::var("BRAINTRUST_API_KEY") {
-        Ok(key) if !key.is_empty() => None,
-        _ => Some(DevServer::start_blocking(DevServerConfig::default())?),
-    };
-    let mut options = LoggerOptions::new().project("math").set_current(true);
-    if let Some(server) = &server {
-        let config = Config::default().api_key("local").app_url(server.url());
-        options = options.state(State::new(config)?);
-    }
-    let logger = braintrust::init_logger(options)?;
+    // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
+    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("math"))?;
 
     main_traced();
 
-    logger.flush()?;
-    if let Some(server) = server {
+    session.logger.flush()?;
+    if let Some(server) = &session.server {
         let tree = server.render_all_traces();
         print!("{tree}");
         // Checked in CI: one trace, main > {addition, multiplication} > llm.

@@ -18,6 +18,9 @@
 
 pub use braintrust_core::*;
 
+#[cfg(feature = "local-server")]
+pub mod local;
+
 /// The `#[traced]` attribute (see its docs). It shares the name of the
 /// [`traced()`] function, the closure form: attribute macros live in their own
 /// namespace, so `use braintrust::traced;` brings both.
