@@ -53,7 +53,8 @@ async fn answer_question(body: &str) -> Result<String, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
+    let session =
+        braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     let input = "How can I improve my productivity?";
     let result = answer_question(input).await?;

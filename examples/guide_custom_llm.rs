@@ -6,9 +6,7 @@
 //! Run it with `cargo run --example guide_custom_llm` (offline unless
 //! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
 
-use braintrust::{
-    current_span, traced, traced_async, Event, LoggerOptions, SpanArgs,
-};
+use braintrust::{current_span, traced, traced_async, Event, LoggerOptions, SpanArgs};
 use serde::Serialize;
 use serde_json::json;
 
@@ -72,7 +70,8 @@ async fn post(request_text: String) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
+    let session =
+        braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     println!("{}", post("Say hello".into()).await);
 

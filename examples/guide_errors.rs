@@ -78,7 +78,8 @@ fn divide(a: u32, b: u32) -> u32 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
+    let session =
+        braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     println!("port: {:?}", load_port("app.toml", "8080"));
     println!("port: {:?}", load_port("app.toml", "80a"));

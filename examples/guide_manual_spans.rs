@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use braintrust::{
-    start_span, traced, Event, Instrument, LoggerOptions, Span, SpanArgs,
-};
+use braintrust::{start_span, traced, Event, Instrument, LoggerOptions, Span, SpanArgs};
 use serde_json::{json, Value};
 
 /// Stands in for a wrapped OpenAI client's chat completion.
@@ -70,7 +68,9 @@ impl MyHandler {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My long-running project"))?;
+    let session = braintrust::local::init_logger_or_local(
+        LoggerOptions::new().project("My long-running project"),
+    )?;
 
     // Two requests whose callbacks interleave.
     let mut handler = MyHandler::default();

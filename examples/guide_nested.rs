@@ -5,9 +5,7 @@
 //! Run it with `cargo run --example guide_nested` (offline unless
 //! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
 
-use braintrust::{
-    current_span, traced, traced_async, Event, LoggerOptions, SpanArgs,
-};
+use braintrust::{current_span, traced, traced_async, Event, LoggerOptions, SpanArgs};
 use serde_json::{json, Value};
 
 /// Stands in for a wrapped OpenAI client's chat completion.
@@ -62,7 +60,8 @@ async fn post(body: Value) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
-    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
+    let session =
+        braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
 
     let answer = post(json!({"text": "What is the meaning of life?", "userId": 7})).await;
     println!("{answer}");

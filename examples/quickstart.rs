@@ -19,9 +19,15 @@ struct NoDocuments(String);
 /// A retrieval step: input and output are captured by `#[traced]`.
 #[traced(type = "tool")]
 fn retrieve(question: &str) -> Vec<&'static str> {
-    let docs = if question.contains("1+1") { vec!["arithmetic.md"] } else { vec![] };
+    let docs = if question.contains("1+1") {
+        vec!["arithmetic.md"]
+    } else {
+        vec![]
+    };
     // Scores go on the current span without passing it around.
-    current_span().log(Event::new().score("relevance", if docs.is_empty() { 0.0 } else { 0.8 })).ok();
+    current_span()
+        .log(Event::new().score("relevance", if docs.is_empty() { 0.0 } else { 0.8 }))
+        .ok();
     docs
 }
 
@@ -34,7 +40,11 @@ fn answer(question: &str, docs: &[&str]) -> Result<String, NoDocuments> {
             Event::new()
                 .input(json!([{"role": "user", "content": question}]))
                 .metadata(json!({"model": "stand-in-model", "temperature": 0}))
-                .metrics([("prompt_tokens", 12.0), ("completion_tokens", 1.0), ("tokens", 13.0)]),
+                .metrics([
+                    ("prompt_tokens", 12.0),
+                    ("completion_tokens", 1.0),
+                    ("tokens", 13.0),
+                ]),
         )
         .ok();
     if docs.is_empty() {
@@ -48,12 +58,19 @@ fn answer(question: &str, docs: &[&str]) -> Result<String, NoDocuments> {
 fn handle_request(question: &str) -> String {
     let docs = retrieve(question);
     let output = answer(question, &docs).unwrap_or_else(|e| format!("sorry: {e}"));
-    current_span().log(Event::new().score("answered", !docs.is_empty()).metadata(json!({"user": 7}))).ok();
+    current_span()
+        .log(
+            Event::new()
+                .score("answered", !docs.is_empty())
+                .metadata(json!({"user": 7})),
+        )
+        .ok();
     output
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("Quickstart"))?;
+    let session =
+        braintrust::local::init_logger_or_local(LoggerOptions::new().project("Quickstart"))?;
 
     for question in ["What is 1+1?", "What is the meaning of life?"] {
         println!("{question} -> {}", handle_request(question));

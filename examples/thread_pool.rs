@@ -11,9 +11,7 @@
 //! set it logs to Braintrust (project `math`); otherwise it starts a local
 //! devserver in-process and prints the trace tree the server stored.
 
-use braintrust::{
-    start_span, Event, LoggerOptions, SpanArgs, SpanType, TracedThreadPool,
-};
+use braintrust::{start_span, Event, LoggerOptions, SpanArgs, SpanType, TracedThreadPool};
 use serde_json::json;
 
 /// Runs `f` in a new span named `name` under the current span: what

@@ -570,7 +570,10 @@ fn api_key_never_appears_in_debug_or_errors() {
 
 #[test]
 fn blocking_queue_mode_loses_nothing() {
-    let (server, state, logger) = setup("blocking", |c| c.queue_size(4).queue_full(braintrust::QueueFullPolicy::Block));
+    let (server, state, logger) = setup("blocking", |c| {
+        c.queue_size(4)
+            .queue_full(braintrust::QueueFullPolicy::Block)
+    });
     for i in 0..300 {
         let s = logger.start_span(SpanArgs::new().name(format!("b{i}")));
         s.log(Event::new().input(json!({"i": i}))).unwrap();
