@@ -10,7 +10,9 @@
 //! Options: `--spans N`, `--policy env|default|manual|deadline:<ms>|unregister`,
 //! `--mask-delay-ms N` (a slow masking function), `--flush-first` (flush
 //! explicitly before exiting), `--runtime sync|current|multi`, `--exit`
-//! (leave through `std::process::exit` instead of returning from `main`).
+//! (leave through `std::process::exit` instead of returning from `main`),
+//! `--sync-flush` (send nothing in the background, so every request the
+//! server sees was made by an explicit or exit-time flush).
 //! Without `BRAINTRUST_API_KEY` it starts a local server and prints its tree.
 
 use std::time::Duration;
@@ -25,6 +27,7 @@ struct Options {
     flush_first: bool,
     runtime: String,
     exit: bool,
+    sync_flush: bool,
 }
 
 fn parse_args() -> Options {
@@ -35,6 +38,7 @@ fn parse_args() -> Options {
         flush_first: false,
         runtime: "sync".into(),
         exit: false,
+        sync_flush: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,6 +54,7 @@ fn parse_args() -> Options {
             "--flush-first" => o.flush_first = true,
             "--runtime" => o.runtime = args.next().expect("--runtime R"),
             "--exit" => o.exit = true,
+            "--sync-flush" => o.sync_flush = true,
             other => panic!("unknown option {other}"),
         }
     }
@@ -73,6 +78,9 @@ fn main() {
     let mut config = Config::from_env();
     if let Some(s) = &local {
         config = config.api_key("local").app_url(s.url());
+    }
+    if o.sync_flush {
+        config = config.sync_flush(true);
     }
     config = match o.policy.as_str() {
         "env" | "unregister" => config,

@@ -67,8 +67,8 @@ fn traced_fn(i: u64) -> u64 {
 
 fn enabled(c: &mut Criterion) {
     let sink = Sink::start().expect("sink");
-    let state = State::new(Config::from_env().api_key("bench-key").app_url(sink.url()))
-        .expect("state");
+    let state =
+        State::new(Config::from_env().api_key("bench-key").app_url(sink.url())).expect("state");
     let logger: Logger = init_logger(
         LoggerOptions::new()
             .project("bench")
@@ -170,7 +170,10 @@ fn enabled(c: &mut Criterion) {
     });
     g.finish();
     let st = state.stats();
-    assert_eq!(st.dropped_queue_full, 0, "the queue dropped entries: {st:?}");
+    assert_eq!(
+        st.dropped_queue_full, 0,
+        "the queue dropped entries: {st:?}"
+    );
     let _ = provider.shutdown();
 }
 

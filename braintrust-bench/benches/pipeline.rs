@@ -69,8 +69,8 @@ fn contended(
 
 fn enqueue(c: &mut Criterion) {
     let sink = Sink::start().expect("sink");
-    let state = State::new(Config::from_env().api_key("bench-key").app_url(sink.url()))
-        .expect("state");
+    let state =
+        State::new(Config::from_env().api_key("bench-key").app_url(sink.url())).expect("state");
     let logger: Logger = init_logger(
         LoggerOptions::new()
             .project("bench")
@@ -211,12 +211,15 @@ fn slug(c: &mut Criterion) {
     let mut g = c.benchmark_group("slug");
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    let comps = SpanComponents::new(ObjectType::ProjectLogs, "9b2f3c1d-7e4a-4b6c-9d8e-1f2a3b4c5d6e")
-        .with_row_ids(
-            "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
-            "00f067aa0ba902b7",
-            "4bf92f3577b34da6a3ce929d0e0e4736",
-        );
+    let comps = SpanComponents::new(
+        ObjectType::ProjectLogs,
+        "9b2f3c1d-7e4a-4b6c-9d8e-1f2a3b4c5d6e",
+    )
+    .with_row_ids(
+        "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+        "00f067aa0ba902b7",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+    );
     let v4 = comps.to_v4_string();
     let v3 = comps.to_v3_string();
     g.bench_function("encode_v4", |b| b.iter(|| black_box(&comps).to_v4_string()));

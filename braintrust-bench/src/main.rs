@@ -72,9 +72,7 @@ fn parse_args() -> Options {
                     .map(|v| Variant::parse(v.trim()).unwrap_or_else(|| usage()))
                     .collect()
             }
-            "--disabled-calls" => {
-                o.disabled_calls = value().parse().unwrap_or_else(|_| usage())
-            }
+            "--disabled-calls" => o.disabled_calls = value().parse().unwrap_or_else(|_| usage()),
             "--sink-check" => o.sink_check = true,
             "--serve-sink" => o.serve_sink = Some(value().parse().unwrap_or_else(|_| usage())),
             "--quiet" => o.quiet = true,

@@ -262,7 +262,9 @@ mod tests {
             s.read_to_string(&mut out).unwrap();
             out
         };
-        let r = post(r#"{"rows": [{"id": "a", "x": {"y": [1, 2]}}, {"id": "b"}, {"id": "a"}], "api_version": 2}"#);
+        let r = post(
+            r#"{"rows": [{"id": "a", "x": {"y": [1, 2]}}, {"id": "b"}, {"id": "a"}], "api_version": 2}"#,
+        );
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         let r = post("not json");
         assert!(r.starts_with("HTTP/1.1 400"), "{r}");

@@ -171,7 +171,11 @@ pub fn run_variant(variant: Variant, sink_url: &str, spans: u64) -> Result<RunRe
 
     // Warm-up: login, project registration and /version happen here.
     let warm = logger.start_span(SpanArgs::new().name("warmup"));
-    let _ = warm.log(Event::new().input(json!({"i": -1})).output(json!({"ok": -1})));
+    let _ = warm.log(
+        Event::new()
+            .input(json!({"i": -1}))
+            .output(json!({"ok": -1})),
+    );
     warm.end();
     drop(warm);
     state.flush().map_err(|e| format!("warm-up flush: {e}"))?;

@@ -442,7 +442,10 @@ impl Worker {
         for op in ops {
             if let Op::Span(core) = op {
                 count += 1;
-                match groups.iter_mut().find(|(o, _)| Arc::ptr_eq(o, &core.object)) {
+                match groups
+                    .iter_mut()
+                    .find(|(o, _)| Arc::ptr_eq(o, &core.object))
+                {
                     Some((_, cores)) => cores.push(core),
                     None => groups.push((core.object.clone(), vec![core])),
                 }
@@ -1100,10 +1103,7 @@ fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Vec<u8>) -> b
             b.extend_from_slice(b",\"span_origin\":{\"name\":\"braintrust.sdk.rust\",\"version\":");
             write_str(b, env!("CARGO_PKG_VERSION"));
             b.extend_from_slice(b",\"instrumentation\":{\"name\":");
-            write_str(
-                b,
-                start.instrumentation.unwrap_or("braintrust-rust-logger"),
-            );
+            write_str(b, start.instrumentation.unwrap_or("braintrust-rust-logger"));
             b.extend_from_slice(b"}}}");
             for e in events.iter().flatten() {
                 slots.write_event(e, true);
@@ -1478,7 +1478,9 @@ mod tests {
         let ids = IdFields::new(obj, &obj.resolved.get().unwrap().id);
         let mut n = 0;
         while let Some(op) = obj.state.0.queue.pop() {
-            let Op::Span(core) = op else { panic!("a row entry") };
+            let Op::Span(core) = op else {
+                panic!("a row entry")
+            };
             let p = core.take_pending();
             let mut fast = Vec::new();
             let ok = write_span_row(&core, &p, &ids.text, &mut fast);
@@ -1519,7 +1521,13 @@ mod tests {
         ] {
             let obj = container(kind);
             // The workload's shape: input at start, output logged, ended.
-            let root = start(&obj, None, SpanArgs::new().name("l1").event(Event::new().input(json!({"i": 1}))));
+            let root = start(
+                &obj,
+                None,
+                SpanArgs::new()
+                    .name("l1")
+                    .event(Event::new().input(json!({"i": 1}))),
+            );
             let child = start(&obj, Some(&root), SpanArgs::new().name("l2 \"quoted\"\n"));
             child.log(Event::new().output(json!({"ok": 1}))).unwrap();
             child.end();
