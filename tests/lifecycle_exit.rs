@@ -111,7 +111,13 @@ fn slow_backend() -> DevServer {
 /// In sync-flush mode nothing is sent in the background, so every `/logs3`
 /// request the server sees was made by the exit path, and every span is one
 /// row: the counts below are exact, not racing the background sender.
-const SLOW: [&str; 5] = ["--spans", "20000", "--mask-delay-ms", "1500", "--sync-flush"];
+const SLOW: [&str; 5] = [
+    "--spans",
+    "20000",
+    "--mask-delay-ms",
+    "1500",
+    "--sync-flush",
+];
 
 #[test]
 fn disabled_by_env_exits_at_once_without_an_exit_request() {
