@@ -821,7 +821,7 @@ fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
             );
             row.insert("context".into(), Value::Object(ctx));
             if let Some(e) = start.event {
-                (*e).write_into(&mut row);
+                e.write_into(&mut row);
             }
             if let Some(prop) = &core.propagated {
                 deep_merge(&mut row, (**prop).clone());
@@ -832,7 +832,7 @@ fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
         }
     }
     if let Some(e) = p.event {
-        (*e).write_into(&mut row);
+        e.write_into(&mut row);
     }
     if let Some(end) = p.end {
         match row.get_mut("metrics") {
@@ -1025,8 +1025,8 @@ fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Vec<u8>) -> b
     let mut slots = Slots::default();
     match &p.start {
         Some(start) => {
-            let first = start.event.as_deref();
-            let later = p.event.as_deref();
+            let first = start.event.as_ref();
+            let later = p.event.as_ref();
             let events = [first, later];
             if p.event.is_none() && p.end.is_none() {
                 key(b, "_is_merge");

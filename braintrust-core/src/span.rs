@@ -166,9 +166,7 @@ pub struct SpanArgs {
     pub(crate) span_type: Option<SpanType>,
     pub(crate) parent: Option<Parent>,
     pub(crate) extra_parents: Vec<Span>,
-    /// Boxed: an `Event` is large (nine optional JSON fields), and span
-    /// arguments are moved through several calls.
-    pub(crate) event: Option<Box<Event>>,
+    pub(crate) event: Option<Event>,
     pub(crate) start_time: Option<f64>,
     pub(crate) propagated_event: Option<Map<String, Value>>,
     pub(crate) row_id: Option<String>,
@@ -204,7 +202,7 @@ impl SpanArgs {
     }
     /// Fields logged with the span's first row (validated when the span starts).
     pub fn event(mut self, e: Event) -> Self {
-        self.event = Some(Box::new(e));
+        self.event = Some(e);
         self
     }
     /// Start time in float Unix seconds (default: now).
@@ -274,8 +272,7 @@ pub(crate) struct SpanCore {
 #[derive(Default)]
 pub(crate) struct Pending {
     pub start: Option<Box<StartInfo>>,
-    /// Boxed so a span that never logs carries no room for an `Event`.
-    pub event: Option<Box<Event>>,
+    pub event: Option<Event>,
     pub end: Option<f64>,
     /// An entry for this span is in the queue.
     pub queued: bool,
@@ -336,14 +333,7 @@ pub(crate) struct StartInfo {
     pub caller: &'static Location<'static>,
     pub function_name: Option<&'static str>,
     pub instrumentation: Option<&'static str>,
-    pub event: Option<Box<Event>>,
-}
-
-/// [`Event::validate`] for a boxed event, keeping its allocation.
-fn validate_boxed(mut e: Box<Event>) -> Result<Box<Event>, ValidationError> {
-    let event = std::mem::take(&mut *e);
-    *e = event.validate()?;
-    Ok(e)
+    pub event: Option<Event>,
 }
 
 /// A span: one node of a trace. Cheap to clone; every clone is the same span.
@@ -421,7 +411,7 @@ impl Span {
         caller: &'static Location<'static>,
     ) -> Result<Span, ValidationError> {
         let event = match args.event {
-            Some(e) => Some(validate_boxed(e)?),
+            Some(e) => Some(e.validate()?),
             None => None,
         };
         let legacy = object.state.legacy_ids();
@@ -522,7 +512,7 @@ impl Span {
             if !event.is_empty() {
                 c.update(|p| match &mut p.event {
                     Some(e) => e.merge_from(event),
-                    None => p.event = Some(Box::new(event)),
+                    None => p.event = Some(event),
                 });
             }
         }
