@@ -14,10 +14,8 @@
 //!   a local Braintrust-compatible server started in this process, whose
 //!   stored trace tree is printed at the end.
 
-use braintrust::{
-    init_logger, Config, Event, Instrument, Logger, LoggerOptions, SpanArgs, SpanType, State,
-};
-use braintrust_devserver::{DevServer, DevServerConfig};
+use braintrust::local::DevServer;
+use braintrust::{Event, Instrument, Logger, LoggerOptions, SpanArgs, SpanType};
 use braintrust_openai::mock::MockOpenAi;
 use braintrust_openai::{
     ChatCompletionRequest, ChatMessage, EmbeddingRequest, OpenAiClient, ResponseRequest, Tool,
@@ -50,24 +48,11 @@ async fn model_client() -> Result<(OpenAiClient, String, Option<MockOpenAi>), Er
 }
 
 /// The Braintrust logger: the real service, or an in-process dev server.
-async fn braintrust_logger() -> Result<(Logger, Option<DevServer>), Error> {
-    let project = "braintrust-rust-examples";
-    if set("BRAINTRUST_API_KEY") {
-        return Ok((init_logger(LoggerOptions::new().project(project))?, None));
-    }
-    let server = DevServer::start(DevServerConfig::default()).await?;
-    println!(
-        "BRAINTRUST_API_KEY not set: logging to a local server at {}",
-        server.url()
-    );
-    let state = State::new(Config::default().api_key("local").app_url(server.url()))?;
-    let logger = init_logger(
-        LoggerOptions::new()
-            .project(project)
-            .state(state)
-            .set_current(true),
+fn braintrust_logger() -> Result<(Logger, Option<DevServer>), Error> {
+    let session = braintrust::local::init_logger_or_local(
+        LoggerOptions::new().project("braintrust-rust-examples"),
     )?;
-    Ok((logger, Some(server)))
+    Ok((session.logger, session.server))
 }
 
 fn get_weather(location: &str) -> serde_json::Value {
@@ -77,7 +62,7 @@ fn get_weather(location: &str) -> serde_json::Value {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (client, model, _mock) = model_client().await?;
-    let (logger, devserver) = braintrust_logger().await?;
+    let (logger, devserver) = braintrust_logger()?;
     // Clients trace by default; `wrap` reads like the other SDKs' wrap_openai.
     let client = braintrust_openai::wrap(client);
 

@@ -14,8 +14,8 @@
 
 use std::io::Write as _;
 
-use braintrust::{init_logger, Config, Instrument, Logger, LoggerOptions, SpanArgs, State};
-use braintrust_devserver::{DevServer, DevServerConfig};
+use braintrust::local::DevServer;
+use braintrust::{Instrument, Logger, LoggerOptions, SpanArgs};
 use braintrust_openai::mock::MockOpenAi;
 use braintrust_openai::{
     ChatCompletionRequest, ChatMessage, OpenAiClient, OpenAiClientBuilder, ResponseRequest,
@@ -50,30 +50,18 @@ async fn model_client() -> Result<(OpenAiClient, String, Option<MockOpenAi>), Er
     Ok((client, "gpt-4o-mini".into(), Some(mock)))
 }
 
-async fn braintrust_logger() -> Result<(Logger, Option<DevServer>), Error> {
-    let project = "braintrust-rust-examples";
-    if set("BRAINTRUST_API_KEY") {
-        return Ok((init_logger(LoggerOptions::new().project(project))?, None));
-    }
-    let server = DevServer::start(DevServerConfig::default()).await?;
-    println!(
-        "BRAINTRUST_API_KEY not set: logging to a local server at {}",
-        server.url()
-    );
-    let state = State::new(Config::default().api_key("local").app_url(server.url()))?;
-    let logger = init_logger(
-        LoggerOptions::new()
-            .project(project)
-            .state(state)
-            .set_current(true),
+/// The Braintrust logger: the real service, or an in-process dev server.
+fn braintrust_logger() -> Result<(Logger, Option<DevServer>), Error> {
+    let session = braintrust::local::init_logger_or_local(
+        LoggerOptions::new().project("braintrust-rust-examples"),
     )?;
-    Ok((logger, Some(server)))
+    Ok((session.logger, session.server))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let (client, model, _mock) = model_client().await?;
-    let (logger, devserver) = braintrust_logger().await?;
+    let (logger, devserver) = braintrust_logger()?;
     let root = logger.start_span(SpanArgs::new().name("streaming_demo"));
 
     async {
