@@ -77,7 +77,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     match session.traces()? {
-        Some(tree) => println!("\nStored traces:\n{tree}"),
+        Some(tree) => {
+            println!("\nStored traces (name [type] duration, input and output previews):\n{tree}");
+            // The in-process server is gone when this program exits: say how to keep traces.
+            println!("These traces live only as long as this program. To keep and browse them:");
+            println!("  cargo run -p braintrust-devserver -- --db traces.db --port 8000");
+            println!(
+                "  # open http://127.0.0.1:8000/ for the trace viewer, then in another shell:"
+            );
+            println!("  export BRAINTRUST_API_KEY=dev-key");
+            println!("  export BRAINTRUST_APP_URL=http://127.0.0.1:8000");
+            println!("  export BRAINTRUST_API_URL=http://127.0.0.1:8000");
+            println!("  cargo run --example quickstart");
+        }
         None => println!("Logged to Braintrust project \"Quickstart\"."),
     }
     Ok(())

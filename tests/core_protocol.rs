@@ -10,12 +10,11 @@ use common::{logs3_bodies, row_named, setup, shape};
 use serde_json::{json, Value};
 
 fn capture(scenario: &str) -> Value {
-    let text = std::fs::read_to_string(concat!(
+    let text = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/spec/vectors/python_logs3_capture.json"
-    ))
-    .expect("vectors");
-    let v: Value = serde_json::from_str(&text).unwrap();
+        "/tests/vectors/python_logs3_capture.json"
+    ));
+    let v: Value = serde_json::from_str(text).unwrap();
     v["scenarios"][scenario].clone()
 }
 
@@ -276,7 +275,7 @@ fn a_413_is_not_retried_and_lands_in_the_failed_dir() {
     logger.log(Event::new().input("x")).unwrap();
     let err = logger.flush().unwrap_err();
     assert!(
-        matches!(err, braintrust::Error::Delivery { rows: 1, .. }),
+        matches!(&err, braintrust::Error::RowsLost(l) if l.failed == 1),
         "{err}"
     );
     assert_eq!(logs3_bodies(&server).len(), 1, "413 is never retried");
@@ -302,7 +301,12 @@ fn permanent_failure_is_dropped_counted_and_reported_by_flush() {
     server.faults().fail_all_logs3(500);
     logger.log(Event::new().input("lost")).unwrap();
     let err = logger.flush().unwrap_err();
-    assert!(err.to_string().contains("could not be delivered"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("1 failed for good"), "{msg}");
+    assert!(
+        msg.contains("answered 500") && msg.contains("after 3 tries"),
+        "{msg}"
+    );
     assert_eq!(
         logs3_bodies(&server).len(),
         3,
@@ -323,6 +327,16 @@ fn queue_full_drops_exactly_the_excess_and_keeps_the_rest() {
         logger.log(Event::new().input(json!({"i": i}))).unwrap();
     }
     assert_eq!(state.stats().dropped_queue_full, 15);
+    // The flush delivers the rest and reports the loss: never Ok after a drop.
+    match logger.flush() {
+        Err(braintrust::Error::RowsLost(l)) => {
+            assert_eq!((l.dropped_queue_full, l.failed, l.undelivered), (15, 0, 0))
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = state.stats();
+    assert_eq!((s.logged, s.delivered_rows, s.pending), (25, 10, 0));
+    // Reported once: the next flush is clean.
     logger.flush().unwrap();
     let rows = server.rows();
     assert_eq!(rows.len(), 10);
@@ -360,7 +374,7 @@ fn init_against_a_closed_port_returns_at_once_and_spans_work() {
     span.log(Event::new().output(1)).unwrap();
     span.end();
     let err = logger.flush().unwrap_err();
-    assert!(matches!(err, braintrust::Error::Delivery { .. }), "{err}");
+    assert!(matches!(err, braintrust::Error::RowsLost(_)), "{err}");
     assert_eq!(state.stats().failed_rows, 1);
 }
 

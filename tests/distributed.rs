@@ -24,10 +24,7 @@ use serde_json::{json, Value};
 const NOOP_LINK: &str = "https://www.braintrust.dev/noop-span";
 
 fn vectors(file: &str) -> Value {
-    let path = format!(
-        "{}/../shared/spec/vectors/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).unwrap()
 }
 

@@ -171,24 +171,33 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
         out.exit_after_main,
         out.stderr
     );
-    let line = out
+    // One totals line: "braintrust: at exit: N of 20,000 rows undelivered at
+    // the deadline (W written to DIR)".
+    let lines: Vec<&str> = out
         .stderr
         .lines()
-        .find(|l| l.contains("exit flush deadline"))
-        .unwrap_or_else(|| panic!("no deadline line in stderr:\n{}", out.stderr));
-    let undelivered: usize = line
-        .split_whitespace()
-        .zip(line.split_whitespace().skip(1))
-        .find(|(_, next)| next.starts_with("row"))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {line:?}"));
-    assert_eq!(
-        out.stderr.matches("exit flush deadline").count(),
-        1,
-        "reported in one line"
-    );
+        .filter(|l| l.contains("undelivered at the deadline"))
+        .collect();
+    assert_eq!(lines.len(), 1, "reported in one line:\n{}", out.stderr);
+    let line = lines[0];
+    let number_after = |marker: &str| -> usize {
+        let rest = &line[line
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker:?} in {line:?}"))
+            + marker.len()..];
+        rest.split_whitespace()
+            .next()
+            .unwrap()
+            .replace(',', "")
+            .parse()
+            .unwrap()
+    };
+    let undelivered = number_after("at exit: ");
+    assert!(line.contains("of 20,000 rows undelivered"), "{line}");
     assert_eq!(undelivered, 20000 - stored_work_rows(&server), "{line}");
-    // What was still queued was written to the failed-payload directory.
+    let said_written = number_after("(");
+    // What was still queued was written to the failed-payload directory,
+    // and the line counts exactly what was written.
     let written: usize = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| {
@@ -201,6 +210,7 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
         written > 0 && written <= undelivered,
         "written {written}, undelivered {undelivered}"
     );
+    assert_eq!(said_written, written, "{line}");
 }
 
 #[test]

@@ -163,7 +163,7 @@ fn a_backend_down_at_startup_affects_no_other() {
 
     // The dead one gives up after its retries, counting every row.
     let err = down.flush().unwrap_err();
-    assert!(matches!(err, braintrust::Error::Delivery { .. }), "{err}");
+    assert!(matches!(err, braintrust::Error::RowsLost(_)), "{err}");
     assert_eq!(
         down_state.stats().failed_rows + down_state.stats().delivered_rows,
         500

@@ -224,7 +224,8 @@ pub fn run_variant(variant: Variant, sink_url: &str, spans: u64) -> Result<RunRe
         dropped: made.saturating_sub(delivered),
         delivered_spans_per_sec: delivered as f64 / e2e_secs,
         sdk_dropped_queue_full: sdk1.dropped_queue_full - sdk0.dropped_queue_full,
-        sdk_queued: sdk1.queued - sdk0.queued,
+        sdk_queued: (sdk1.logged - sdk1.dropped_queue_full)
+            - (sdk0.logged - sdk0.dropped_queue_full),
         sdk_delivered_rows: sdk1.delivered_rows - sdk0.delivered_rows,
         sdk_failed_rows: sdk1.failed_rows - sdk0.failed_rows,
         bytes_sent: sdk1.bytes_sent - sdk0.bytes_sent,

@@ -140,6 +140,11 @@ pub struct Config {
     pub(crate) lifecycle: LifecyclePolicy,
     pub(crate) http: HttpOptions,
     pub(crate) retry_base_delay: Duration,
+    pub(crate) retry_max_delay: Duration,
+    pub(crate) retry_after_cap: Duration,
+    pub(crate) retry_budget: Duration,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) exit_idle_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -162,6 +167,12 @@ impl fmt::Debug for Config {
             .field("all_payloads_dir", &self.all_payloads_dir)
             .field("lifecycle", &self.lifecycle)
             .field("http", &self.http)
+            .field("retry_base_delay", &self.retry_base_delay)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("retry_after_cap", &self.retry_after_cap)
+            .field("retry_budget", &self.retry_budget)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("exit_idle_timeout", &self.exit_idle_timeout)
             .finish()
     }
 }
@@ -197,7 +208,12 @@ impl Default for Config {
             all_payloads_dir: None,
             lifecycle: LifecyclePolicy::FlushAtExit,
             http: HttpOptions::default(),
-            retry_base_delay: Duration::from_secs(1),
+            retry_base_delay: Duration::from_millis(500),
+            retry_max_delay: Duration::from_secs(10),
+            retry_after_cap: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(30),
+            max_concurrent_requests: 4,
+            exit_idle_timeout: crate::lifecycle::DEFAULT_EXIT_IDLE_TIMEOUT,
         }
     }
 }
@@ -302,6 +318,18 @@ impl Config {
             env_str("BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
         c.all_payloads_dir = env_str("BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR").map(PathBuf::from);
         c.lifecycle = LifecyclePolicy::from_env();
+        if let Some(d) = env_secs("BRAINTRUST_EXIT_FLUSH_IDLE_TIMEOUT") {
+            c.exit_idle_timeout = d;
+        }
+        if let Some(d) = env_secs("BRAINTRUST_RETRY_BUDGET") {
+            c.retry_budget = d;
+        }
+        if let Some(n) = env_num::<usize>(
+            "BRAINTRUST_MAX_CONCURRENT_LOG_REQUESTS",
+            "a positive integer",
+        ) {
+            c.max_concurrent_requests = n.max(1);
+        }
         c
     }
 
@@ -390,10 +418,40 @@ impl Config {
         self.http = http;
         self
     }
-    /// Base of the retry backoff (1 s by default, doubling per try). Tests
-    /// shorten it; production code rarely needs to.
+    /// Base of the retry backoff (500 ms by default, doubling per try up to
+    /// 10 s, with jitter). Tests shorten it; production code rarely needs to.
     pub fn retry_base_delay(mut self, d: Duration) -> Self {
         self.retry_base_delay = d;
+        self
+    }
+    /// Longest backoff between two tries (10 s by default); also how long a
+    /// failed login is remembered before the next attempt.
+    pub fn retry_max_delay(mut self, d: Duration) -> Self {
+        self.retry_max_delay = d;
+        self
+    }
+    /// Longest `Retry-After` honoured (30 s by default); a longer one is cut.
+    pub fn retry_after_cap(mut self, d: Duration) -> Self {
+        self.retry_after_cap = d;
+        self
+    }
+    /// Total time a batch (or a login) may spend on tries and waits before
+    /// its rows fail for good (30 s by default; `BRAINTRUST_RETRY_BUDGET`).
+    pub fn retry_budget(mut self, d: Duration) -> Self {
+        self.retry_budget = d;
+        self
+    }
+    /// `/logs3` requests in flight at once (4 by default;
+    /// `BRAINTRUST_MAX_CONCURRENT_LOG_REQUESTS`).
+    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
+        self.max_concurrent_requests = n.max(1);
+        self
+    }
+    /// How long the exit flush waits without any row reaching an outcome
+    /// before it gives up (10 s by default;
+    /// `BRAINTRUST_EXIT_FLUSH_IDLE_TIMEOUT`).
+    pub fn exit_idle_timeout(mut self, d: Duration) -> Self {
+        self.exit_idle_timeout = d;
         self
     }
 

@@ -4,6 +4,7 @@ use crate::event::ValidationError;
 
 /// Everything that can go wrong in the SDK outside the hot path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No API key was configured.
     #[error("Could not login to Braintrust. You may need to set BRAINTRUST_API_KEY in your environment or pass Config::api_key.")]
@@ -28,6 +29,8 @@ pub enum Error {
         context: String,
         /// What went wrong.
         message: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
     },
     /// A logged value broke a rule.
     #[error(transparent)]
@@ -35,21 +38,23 @@ pub enum Error {
     /// A span slug could not be decoded.
     #[error(transparent)]
     Slug(#[from] crate::export::SlugError),
-    /// Rows were dropped for good during a flush.
-    #[error("{rows} row(s) could not be delivered: {message}")]
-    Delivery {
-        /// How many rows were lost (or written to the failed-payload directory).
-        rows: u64,
-        /// The last failure.
-        message: String,
-    },
-    /// A flush did not finish before its deadline.
-    #[error("flush did not finish within {waited_ms} ms; {undelivered} row(s) undelivered")]
+    /// Rows were lost since the previous flush: dropped from a full queue,
+    /// failed for good, or given up at a deadline. Never `Ok(())` after a loss.
+    #[error("{0}")]
+    RowsLost(crate::LossReport),
+    /// A flush did not finish before its deadline. Rows still undelivered
+    /// then were given up (counted, and written to the failed-payload
+    /// directory when one is set).
+    #[error(
+        "flush did not finish within {waited_ms} ms; {undelivered} row(s) undelivered ({lost})"
+    )]
     Timeout {
         /// How long it waited.
         waited_ms: u128,
-        /// Rows still undelivered at the deadline.
+        /// Rows given up at the deadline by this flush.
         undelivered: u64,
+        /// Everything lost since the previous flush, these rows included.
+        lost: crate::LossReport,
     },
     /// The background logger cannot do what was asked (stopped, or called
     /// from its own thread, where waiting would deadlock).
@@ -63,4 +68,19 @@ pub enum Error {
         /// The rule it broke.
         rule: String,
     },
+}
+
+impl Error {
+    /// True for failures worth retrying: no answer (timeout, connection
+    /// refused or reset), 408, 429 and 5xx. Everything else (an invalid key,
+    /// a wrong URL, a rejected request) is permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Http { status: None, .. } => true,
+            Error::Http {
+                status: Some(s), ..
+            } => matches!(s, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod api;
 pub mod config;
 mod context;
 mod diagnostics;
@@ -17,14 +18,17 @@ mod ids;
 mod lifecycle;
 mod logger;
 pub mod merge;
-mod object;
+mod pipeline;
 mod propagation;
+pub mod retry;
 mod span;
 mod state;
 pub mod task;
+mod time;
 pub mod traced;
 pub mod w3c;
 
+pub use api::LoginInfo;
 pub use config::{Config, HttpOptions, QueueFullPolicy};
 pub use context::{current_span, InSpan, Instrument, SpanGuard};
 pub use error::Error;
@@ -32,13 +36,15 @@ pub use event::{error_string, json_f64, Event, ScoreValue, ValidationError};
 pub use export::{ObjectType, SlugError, SpanComponents};
 pub use ids::Id;
 pub use lifecycle::{ExitPolicy, LifecyclePolicy};
-pub use object::{
+pub use logger::{
     current_logger, init, init_logger, is_enabled, set_current_logger, start_span, start_span_at,
     Experiment, ExperimentOptions, Logger, LoggerOptions,
 };
+pub use pipeline::{LossReport, MaskingFunction, Stats};
 pub use propagation::{extract, permalink, update_span};
-pub use span::{now_secs, Parent, Span, SpanArgs, SpanType};
-pub use state::{LoginInfo, MaskingFunction, State, Stats};
+pub use span::{Parent, Span, SpanArgs, SpanType};
+pub use state::State;
+pub use time::now_secs;
 pub use w3c::{Carrier, TraceContext};
 // Re-exports of the `task` and `traced` modules (owned by their modules).
 pub use task::*;
@@ -49,7 +55,7 @@ pub use traced::*;
 pub fn flush() -> Result<(), Error> {
     let mut result = Ok(());
     for s in State::all() {
-        if s.0.ctrl.get().is_some() {
+        if s.pipeline().started() {
             if let Err(e) = s.flush() {
                 result = Err(e);
             }
@@ -62,7 +68,7 @@ pub fn flush() -> Result<(), Error> {
 pub async fn flush_async() -> Result<(), Error> {
     let mut result = Ok(());
     for s in State::all() {
-        if s.0.ctrl.get().is_some() {
+        if s.pipeline().started() {
             if let Err(e) = s.flush_async().await {
                 result = Err(e);
             }
@@ -76,7 +82,7 @@ pub fn flush_with_timeout(timeout: std::time::Duration) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + timeout;
     let mut result = Ok(());
     for s in State::all() {
-        if s.0.ctrl.get().is_some() {
+        if s.pipeline().started() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if let Err(e) = s.flush_with_timeout(left) {
                 result = Err(e);
@@ -92,7 +98,7 @@ pub fn shutdown(timeout: std::time::Duration) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + timeout;
     let mut result = Ok(());
     for s in State::all() {
-        if s.0.ctrl.get().is_some() {
+        if s.pipeline().started() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if let Err(e) = s.shutdown(left) {
                 result = Err(e);
@@ -109,7 +115,7 @@ pub async fn shutdown_async(timeout: std::time::Duration) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + timeout;
     let mut result = Ok(());
     for s in State::all() {
-        if s.0.ctrl.get().is_some() {
+        if s.pipeline().started() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if let Err(e) = s.shutdown_async(left).await {
                 result = Err(e);

@@ -27,16 +27,35 @@ pub trait ExitPolicy: Send + Sync {
     fn on_exit(&self, state: &State);
 }
 
+/// The default exit flush gives up after this long without any row reaching
+/// an outcome (a hung backend), ...
+pub const DEFAULT_EXIT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... and after this long in all, even while rows are still moving. Both
+/// fit a Kubernetes pod's default 30 s termination grace period.
+pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What a state does at process exit.
+///
+/// ```
+/// use std::time::Duration;
+/// use braintrust_core::{Config, LifecyclePolicy};
+/// let config = Config::default().lifecycle(LifecyclePolicy::FlushAtExitWithin(Duration::from_secs(5)));
+/// # let _ = config;
+/// ```
 #[derive(Clone, Default)]
 pub enum LifecyclePolicy {
-    /// Deliver everything queued before exiting (the official SDKs' default).
+    /// Deliver what is queued before exiting, within a bound: at most
+    /// [`DEFAULT_EXIT_TIMEOUT`] in all, and at most the configured
+    /// `exit_idle_timeout` ([`DEFAULT_EXIT_IDLE_TIMEOUT`]) without progress.
+    /// Rows still undelivered then are given up: counted, written to the
+    /// failed-payload directory when set, and reported in one stderr line.
     #[default]
     FlushAtExit,
-    /// The same, but never longer than this. Rows still undelivered at the
-    /// deadline are written to the failed-payload directory when set,
-    /// counted, and reported in one stderr line.
+    /// The same with another total bound (the idle bound still applies).
     FlushAtExitWithin(Duration),
+    /// Deliver everything queued, however long it takes (each batch is still
+    /// bounded by the retry budget).
+    FlushAtExitUnbounded,
     /// Register nothing: the application calls `flush()` or `shutdown()`
     /// itself (e.g. in a Kubernetes pre-stop hook).
     Manual,
@@ -49,6 +68,7 @@ impl fmt::Debug for LifecyclePolicy {
         match self {
             LifecyclePolicy::FlushAtExit => f.write_str("FlushAtExit"),
             LifecyclePolicy::FlushAtExitWithin(d) => write!(f, "FlushAtExitWithin({d:?})"),
+            LifecyclePolicy::FlushAtExitUnbounded => f.write_str("FlushAtExitUnbounded"),
             LifecyclePolicy::Manual => f.write_str("Manual"),
             LifecyclePolicy::Custom(_) => f.write_str("Custom(..)"),
         }
@@ -58,13 +78,15 @@ impl fmt::Debug for LifecyclePolicy {
 impl LifecyclePolicy {
     /// `BRAINTRUST_DISABLE_ATEXIT_FLUSH=true` gives [`Manual`](Self::Manual);
     /// `BRAINTRUST_EXIT_FLUSH_TIMEOUT=<seconds>` gives
-    /// [`FlushAtExitWithin`](Self::FlushAtExitWithin); otherwise the default.
+    /// [`FlushAtExitWithin`](Self::FlushAtExitWithin) (`inf` gives
+    /// [`FlushAtExitUnbounded`](Self::FlushAtExitUnbounded)); otherwise the default.
     pub fn from_env() -> LifecyclePolicy {
         if env_bool("BRAINTRUST_DISABLE_ATEXIT_FLUSH") == Some(true) {
             return LifecyclePolicy::Manual;
         }
         if let Some(v) = env_str("BRAINTRUST_EXIT_FLUSH_TIMEOUT") {
             match v.trim().parse::<f64>() {
+                Ok(s) if s == f64::INFINITY => return LifecyclePolicy::FlushAtExitUnbounded,
                 Ok(s) if s.is_finite() && s >= 0.0 => {
                     return LifecyclePolicy::FlushAtExitWithin(Duration::from_secs_f64(s))
                 }
@@ -82,7 +104,7 @@ static INSTALL: Once = Once::new();
 extern "C" fn run_exit_flush() {
     // Never unwind across the C boundary, never wait on ourselves.
     let _ = std::panic::catch_unwind(|| {
-        if crate::logger::on_worker_thread() {
+        if crate::pipeline::on_worker_thread() {
             return;
         }
         for state in State::all() {
@@ -94,40 +116,35 @@ extern "C" fn run_exit_flush() {
 }
 
 fn exit_flush(state: &State) {
-    if state.0.ctrl.get().is_none() {
+    let pipeline = state.pipeline();
+    if !pipeline.started() {
         return; // never logged anything
     }
-    match &state.0.config.lifecycle {
+    let idle = Some(state.config().exit_idle_timeout);
+    let r = match &state.config().lifecycle {
         // Manual states get here only when registered explicitly at runtime.
         LifecyclePolicy::Manual | LifecyclePolicy::FlushAtExit => {
-            if let Err(e) = state.flush() {
-                eprintln!("braintrust: exit flush failed: {e}");
-            }
+            state.flush_bounded(Some(DEFAULT_EXIT_TIMEOUT), idle)
         }
-        LifecyclePolicy::FlushAtExitWithin(d) => match state.flush_with_timeout(*d) {
-            Ok(()) => {}
-            Err(crate::Error::Timeout { undelivered, .. }) => {
-                let dir = state
-                    .0
-                    .config
-                    .failed_payloads_dir
-                    .as_ref()
-                    .map(|d| format!(" (written to {})", d.display()))
-                    .unwrap_or_default();
-                eprintln!(
-                    "braintrust: exit flush deadline of {} ms reached; {undelivered} row(s) undelivered{dir}",
-                    d.as_millis()
-                );
-            }
-            Err(e) => eprintln!("braintrust: exit flush failed: {e}"),
-        },
-        LifecyclePolicy::Custom(p) => p.on_exit(state),
+        LifecyclePolicy::FlushAtExitWithin(d) => state.flush_bounded(Some(*d), idle),
+        LifecyclePolicy::FlushAtExitUnbounded => state.flush_bounded(None, None),
+        LifecyclePolicy::Custom(p) => {
+            p.on_exit(state);
+            Ok(())
+        }
+    };
+    if let Err(e) = r {
+        if !matches!(e, crate::Error::RowsLost(_) | crate::Error::Timeout { .. }) {
+            eprintln!("braintrust: exit flush failed: {e}");
+        }
     }
+    // The totals of the whole run, whatever the flush already said.
+    pipeline.print_totals("at exit");
 }
 
 /// Applies a new state's policy: registers its exit flush unless `Manual`.
 pub(crate) fn apply_policy(state: &State) {
-    if !matches!(state.0.config.lifecycle, LifecyclePolicy::Manual) {
+    if !matches!(state.config().lifecycle, LifecyclePolicy::Manual) {
         register_exit_flush_for(state);
     }
 }

@@ -273,7 +273,7 @@ fn is_truthy(v: Option<&Value>) -> bool {
 
 /// One allocation per row: each key field as a tag byte (0 null/missing,
 /// 1 string, 2 other JSON) plus length-prefixed bytes.
-fn merge_key(row: &Row) -> Vec<u8> {
+pub(crate) fn merge_key(row: &Row) -> Vec<u8> {
     let mut key = Vec::with_capacity(80);
     for field in MERGE_KEY_FIELDS {
         match row.get(field) {

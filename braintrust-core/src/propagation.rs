@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::export::{ObjectType, SpanComponents};
 use crate::ids::Id;
-use crate::object::{ObjectInner, ObjectSpec};
+use crate::logger::{ObjectInner, ObjectSpec};
 use crate::span::{InboundW3c, Lineage, Parent, Span};
 use crate::state::State;
 use crate::w3c::{self, BraintrustParent, Carrier, TraceContext};
@@ -494,7 +494,7 @@ pub fn update_span(exported: &str, event: Event, state: Option<&State>) -> Resul
     row.insert("root_span_id".into(), Value::String(root.clone()));
     event.write_into(&mut row);
     row.insert("_is_merge".into(), Value::Bool(true));
-    state.enqueue(crate::logger::Op::Row(object, Box::new(row)));
+    state.enqueue_row(object, row);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::context::{self, SpanGuard};
 use crate::event::{Event, ValidationError};
 use crate::ids::Id;
-use crate::object::ObjectInner;
+use crate::logger::ObjectInner;
 
 /// `span_attributes.type`: the span types the protocol knows (spec §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -316,13 +316,7 @@ impl SpanCore {
 
 static EXEC_COUNTER: AtomicU64 = AtomicU64::new(1);
 
-/// Float Unix seconds now.
-pub fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use crate::time::now_secs;
 
 /// What the first row needs besides ids; moved to the logger thread as is.
 pub(crate) struct StartInfo {
@@ -547,7 +541,7 @@ impl Span {
             None => Span::noop(),
             Some(c) => {
                 let object = c.object.clone();
-                crate::object::start_with_parent(&object, Some(self), args, caller)
+                crate::logger::start_with_parent(&object, Some(self), args, caller)
             }
         }
     }

@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::Event;
-use crate::object::{is_enabled, start_span_at};
+use crate::logger::{is_enabled, start_span_at};
 use crate::span::{Span, SpanArgs};
 
 /// The `error` logged on a span whose future was dropped before completing.
@@ -380,7 +380,7 @@ pub mod __macro_support {
 
     pub use super::{OnReady, TracedFuture};
     use crate::event::{error_string, Event};
-    use crate::object::start_span_at;
+    use crate::logger::start_span_at;
     use crate::span::{Span, SpanArgs, SpanType};
     pub use crate::{
         __traced_capture as capture, __traced_error_text as error_text,

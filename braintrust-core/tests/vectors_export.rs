@@ -1,5 +1,5 @@
 //! Span export ("slug") vectors from the official Python SDK
-//! (`shared/spec/vectors/span_export_v{3,4}.json`), plus property tests.
+//! (`tests/vectors/span_export_v{3,4}.json`), plus property tests.
 
 use base64::Engine as _;
 use braintrust_core::export::{ObjectType, SlugError, SpanComponents, INVALID_ENCODING_MESSAGE};
@@ -7,11 +7,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/../../shared/spec/vectors/{}",
-        env!("CARGO_MANIFEST_DIR"),
-        name
-    );
+    let path = format!("{}/../tests/vectors/{}", env!("CARGO_MANIFEST_DIR"), name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

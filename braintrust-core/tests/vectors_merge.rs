@@ -1,5 +1,5 @@
 //! Client-side merge and batching vectors from the official Python SDK
-//! (`shared/spec/vectors/merge_and_batch.json`), plus property tests.
+//! (`tests/vectors/merge_and_batch.json`), plus property tests.
 
 use braintrust_core::merge::{
     batch_byte_limit, batch_partition, deep_merge_into, logs3_body, merge_row_batch, Row,
@@ -10,11 +10,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/../../shared/spec/vectors/{}",
-        env!("CARGO_MANIFEST_DIR"),
-        name
-    );
+    let path = format!("{}/../tests/vectors/{}", env!("CARGO_MANIFEST_DIR"), name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

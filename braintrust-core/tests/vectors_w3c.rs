@@ -1,5 +1,5 @@
 //! W3C trace-context vectors from the official Python SDK
-//! (`shared/spec/vectors/w3c_propagation.json`), plus property tests.
+//! (`tests/vectors/w3c_propagation.json`), plus property tests.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,11 +12,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/../../shared/spec/vectors/{}",
-        env!("CARGO_MANIFEST_DIR"),
-        name
-    );
+    let path = format!("{}/../tests/vectors/{}", env!("CARGO_MANIFEST_DIR"), name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

@@ -91,9 +91,15 @@ fn render_line(out: &mut String, row: &Value, depth: usize) {
     }
     match duration_ms(row) {
         Some(ms) => {
-            let _ = write!(out, " {ms:.1}ms");
+            out.push(' ');
+            out.push_str(&format_duration(ms));
         }
         None => out.push_str(" (unfinished)"),
+    }
+    for (label, field) in [("in", "input"), ("out", "output")] {
+        if let Some(v) = row.get(field).filter(|v| !v.is_null()) {
+            let _ = write!(out, " {label}: {}", preview(v, PREVIEW_CHARS));
+        }
     }
     if let Some(e) = error_summary(row) {
         let _ = write!(out, " error: {e}");
@@ -102,6 +108,28 @@ fn render_line(out: &mut String, row: &Value, depth: usize) {
         let _ = write!(out, " scores: {s}");
     }
     out.push('\n');
+}
+
+/// How many characters of a span's input or output a tree line shows.
+const PREVIEW_CHARS: usize = 48;
+
+/// A duration with three significant digits: sub-millisecond spans (most
+/// local function calls) would otherwise all read `0.0ms`.
+pub(crate) fn format_duration(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0}µs", ms * 1000.0)
+    } else if ms < 10.0 {
+        format!("{ms:.2}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// Compact JSON of `v`, cut to `max_chars` characters.
+pub(crate) fn preview(v: &Value, max_chars: usize) -> String {
+    truncate(&v.to_string(), max_chars)
 }
 
 fn parents(row: &Value) -> Vec<&str> {
@@ -221,6 +249,36 @@ mod tests {
         assert_eq!(
             render_trace(&rows),
             "root [task] 500.0ms\n  first [llm] 50.0ms scores: acc=1, skip=null\n  second 100.0ms error: boom\n"
+        );
+    }
+
+    #[test]
+    fn durations_keep_three_significant_digits() {
+        assert_eq!(format_duration(0.0421), "42µs");
+        assert_eq!(format_duration(3.2149), "3.21ms");
+        assert_eq!(format_duration(250.04), "250.0ms");
+        assert_eq!(format_duration(12_345.0), "12.35s");
+    }
+
+    #[test]
+    fn lines_preview_input_and_output() {
+        let long = "x".repeat(100);
+        let rows = vec![json!({"id":"a","span_id":"s1","root_span_id":"s1",
+            "span_attributes":{"name":"ask"},"metrics":{"start":1.0,"end":1.0005},
+            "input":{"q":"What is 1+1?"},"output":long})];
+        let line = render_trace(&rows);
+        assert!(
+            line.starts_with("ask 500µs in: {\"q\":\"What is 1+1?\"} out: \"xxx"),
+            "{line}"
+        );
+        assert!(line.trim_end().ends_with('…'), "{line}");
+        assert_eq!(
+            line.trim_end().chars().count(),
+            "ask 500µs in: {\"q\":\"What is 1+1?\"} out: "
+                .chars()
+                .count()
+                + PREVIEW_CHARS
+                + 1
         );
     }
 }

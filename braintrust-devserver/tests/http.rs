@@ -645,11 +645,11 @@ async fn trace_tree_of_three_spans() {
     .await;
     assert_eq!(
         server.trace_tree("trace2"),
-        "ts-root [task] 2.0ms\n  pending (unfinished)\n"
+        "ts-root [task] 2.00ms\n  pending (unfinished)\n"
     );
     assert_eq!(
         server.render_all_traces(),
-        format!("{tree}ts-root [task] 2.0ms\n  pending (unfinished)\n")
+        format!("{tree}ts-root [task] 2.00ms\n  pending (unfinished)\n")
     );
 
     // The viewer APIs see the same trace.

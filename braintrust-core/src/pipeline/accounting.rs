@@ -1,0 +1,422 @@
+//! Where every logged row ends, and what the user is told about it.
+//!
+//! A row given to the pipeline ends in exactly one of: delivered, dropped
+//! because the queue was full, failed for good, or undelivered at a deadline;
+//! until then it is pending. Independently it may have been written to a
+//! payload directory. The counters make that invariant checkable at any
+//! time; the [`Reporter`] turns them into a few stderr lines (the first drop
+//! and the first failure at once, then at most one summary per period, and
+//! the totals at flush, shutdown and exit).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Counters of one pipeline.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub logged: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub undelivered: AtomicU64,
+    pub dumped: AtomicU64,
+    pub requests: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+impl Counters {
+    /// Rows that reached an outcome after being queued (progress, as the
+    /// exit deadline measures it).
+    pub fn settled(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+            + self.failed.load(Ordering::Acquire)
+            + self.undelivered.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        // Outcomes first, `logged` last: a row counted in an outcome was
+        // logged before, so `pending` never goes negative.
+        let dropped_queue_full = self.dropped_queue_full.load(Ordering::Acquire);
+        let delivered_rows = self.delivered.load(Ordering::Acquire);
+        let failed_rows = self.failed.load(Ordering::Acquire);
+        let undelivered_rows = self.undelivered.load(Ordering::Acquire);
+        let logged = self.logged.load(Ordering::Acquire);
+        Stats {
+            logged,
+            dropped_queue_full,
+            delivered_rows,
+            failed_rows,
+            undelivered_rows,
+            pending: logged.saturating_sub(
+                dropped_queue_full + delivered_rows + failed_rows + undelivered_rows,
+            ),
+            dumped_rows: self.dumped.load(Ordering::Acquire),
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of a backend's counters ([`State::stats`](crate::State::stats)).
+///
+/// Rows are counted as logged: the writes a span makes before the logger
+/// thread takes them (start, logs, end) are one row. At every moment
+/// `logged == dropped_queue_full + delivered_rows + failed_rows +
+/// undelivered_rows + pending`; after a flush that returned `Ok`, `pending`
+/// is 0 for what was logged before it.
+///
+/// ```
+/// use braintrust_core::{Config, State};
+/// let state = State::new(Config::default().api_key("k").app_url("http://127.0.0.1:9")).unwrap();
+/// let s = state.stats();
+/// assert_eq!(s.logged, s.dropped_queue_full + s.delivered_rows + s.failed_rows
+///     + s.undelivered_rows + s.pending);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Rows given to the pipeline (queued or dropped).
+    pub logged: u64,
+    /// Rows dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Rows the backend acknowledged.
+    pub delivered_rows: u64,
+    /// Rows that failed for good (permanent error, or retries spent).
+    pub failed_rows: u64,
+    /// Rows given up at a flush, shutdown or exit deadline.
+    pub undelivered_rows: u64,
+    /// Rows queued or in flight, without an outcome yet.
+    pub pending: u64,
+    /// Rows written to the failed-payload directory (of the failed and
+    /// undelivered ones).
+    pub dumped_rows: u64,
+    /// `/logs3` requests sent, retries included.
+    pub requests: u64,
+    /// Request body bytes sent to `/logs3`.
+    pub bytes_sent: u64,
+}
+
+/// Rows lost since the previous flush, as a failed flush reports them.
+///
+/// ```
+/// use braintrust_core::LossReport;
+/// let r = LossReport { dropped_queue_full: 21_000, ..LossReport::default() };
+/// assert_eq!(r.total(), 21_000);
+/// assert!(r.to_string().contains("21,000 dropped because the queue was full"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LossReport {
+    /// Dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Failed for good.
+    pub failed: u64,
+    /// Given up at a deadline.
+    pub undelivered: u64,
+    /// Of the failed and undelivered rows, those written to the
+    /// failed-payload directory.
+    pub dumped: u64,
+    /// The last delivery error, if any.
+    pub last_error: Option<String>,
+}
+
+impl LossReport {
+    /// Rows lost in all (dropped + failed + undelivered).
+    pub fn total(&self) -> u64 {
+        self.dropped_queue_full + self.failed + self.undelivered
+    }
+}
+
+impl fmt::Display for LossReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} row(s) lost:", thousands(self.total()))?;
+        let mut sep = " ";
+        for (n, what) in [
+            (
+                self.dropped_queue_full,
+                "dropped because the queue was full",
+            ),
+            (self.failed, "failed for good"),
+            (self.undelivered, "undelivered at the deadline"),
+        ] {
+            if n > 0 {
+                write!(f, "{sep}{} {what}", thousands(n))?;
+                sep = ", ";
+            }
+        }
+        if self.dumped > 0 {
+            write!(
+                f,
+                " ({} written to the failed-payload directory)",
+                thousands(self.dumped)
+            )?;
+        }
+        if let Some(e) = &self.last_error {
+            write!(f, "; last error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `1234567` → `"1,234,567"`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Milliseconds since a process-wide origin (for lock-free throttles).
+fn now_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// At most one line per period, the first at once.
+#[derive(Debug, Default)]
+struct Throttle {
+    /// `now_ms` before which nothing is printed; 0 = never printed.
+    next_ms: AtomicU64,
+}
+
+impl Throttle {
+    /// True if a line may be printed now (and claims the slot).
+    fn claim(&self, period: Duration) -> bool {
+        let now = now_ms().max(1);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if next != 0 && now < next {
+            return false;
+        }
+        let until = now.saturating_add(period.as_millis() as u64).max(1);
+        self.next_ms
+            .compare_exchange(next, until, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// What was lost at the last report (for "since the previous flush" and
+/// for not repeating a final line).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Losses {
+    dropped: u64,
+    failed: u64,
+    undelivered: u64,
+    dumped: u64,
+}
+
+impl Losses {
+    fn of(c: &Counters) -> Losses {
+        Losses {
+            dropped: c.dropped_queue_full.load(Ordering::Acquire),
+            failed: c.failed.load(Ordering::Acquire),
+            undelivered: c.undelivered.load(Ordering::Acquire),
+            dumped: c.dumped.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// The pipeline's voice on stderr, throttled by `period`
+/// (`BRAINTRUST_QUEUE_DROP_LOGGING_PERIOD`).
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    period: Duration,
+    capacity: usize,
+    drops: Throttle,
+    failures: Throttle,
+    /// Failed rows already mentioned on stderr.
+    failures_told: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// Losses when `flush()` last reported.
+    at_last_flush: Mutex<Losses>,
+    /// Losses when the last totals line was printed.
+    at_last_totals: Mutex<Losses>,
+}
+
+impl Reporter {
+    pub fn new(period: Duration, capacity: usize) -> Reporter {
+        Reporter {
+            period,
+            capacity,
+            drops: Throttle::default(),
+            failures: Throttle::default(),
+            failures_told: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            at_last_flush: Mutex::new(Losses::default()),
+            at_last_totals: Mutex::new(Losses::default()),
+        }
+    }
+
+    /// After a queue drop (application thread: one atomic load when quiet).
+    pub fn dropped(&self, counters: &Counters) {
+        if !self.drops.claim(self.period) {
+            return;
+        }
+        let n = counters.dropped_queue_full.load(Ordering::Relaxed);
+        if n <= 1 {
+            eprintln!(
+                "braintrust: the logging queue is full (capacity {}); dropping rows. Totals follow at most every {} s and at flush and exit; raise BRAINTRUST_QUEUE_SIZE or flush more often",
+                self.capacity,
+                self.period.as_secs()
+            );
+        } else {
+            eprintln!(
+                "braintrust: dropped {} row(s) so far because the logging queue was full",
+                thousands(n)
+            );
+        }
+    }
+
+    /// After rows failed for good (logger thread).
+    pub fn failed(&self, counters: &Counters, rows: u64, cause: &str) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.to_string());
+        if !self.failures.claim(self.period) {
+            return;
+        }
+        let total = counters.failed.load(Ordering::Acquire);
+        let told = self.failures_told.swap(total, Ordering::AcqRel);
+        if told == 0 {
+            eprintln!(
+                "braintrust: failed to deliver {} row(s): {cause}. Further failures are summarized at most every {} s",
+                thousands(rows),
+                self.period.as_secs()
+            );
+        } else {
+            eprintln!(
+                "braintrust: {} more row(s) failed for good ({} in all); last error: {cause}",
+                thousands(total.saturating_sub(told)),
+                thousands(total)
+            );
+        }
+    }
+
+    /// One warning that is not about rows (e.g. a payload directory that
+    /// cannot be written), throttled with the failures.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What was lost since the previous call (what `flush()` reports).
+    pub fn take_losses(&self, counters: &Counters) -> Option<LossReport> {
+        let now = Losses::of(counters);
+        let mut last = self.at_last_flush.lock().unwrap_or_else(|e| e.into_inner());
+        let before = std::mem::replace(&mut *last, now);
+        let report = LossReport {
+            dropped_queue_full: now.dropped - before.dropped,
+            failed: now.failed - before.failed,
+            undelivered: now.undelivered - before.undelivered,
+            dumped: now.dumped - before.dumped,
+            last_error: None,
+        };
+        if report.total() == 0 {
+            return None;
+        }
+        Some(LossReport {
+            last_error: (report.failed > 0 || report.undelivered > 0)
+                .then(|| self.last_error())
+                .flatten(),
+            ..report
+        })
+    }
+
+    /// The totals line at flush, shutdown and exit, when anything was lost
+    /// since the last one: "dropped 968,585 of 1,000,000 rows because the
+    /// queue was full".
+    pub fn totals(&self, counters: &Counters, when: &str, dump_dir: Option<&std::path::Path>) {
+        let now = Losses::of(counters);
+        {
+            let mut last = self
+                .at_last_totals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *last == now {
+                return;
+            }
+            *last = now;
+        }
+        if now.dropped + now.failed + now.undelivered == 0 {
+            return;
+        }
+        let logged = thousands(counters.logged.load(Ordering::Acquire));
+        let mut parts = Vec::new();
+        if now.dropped > 0 {
+            parts.push(format!(
+                "dropped {} of {logged} rows because the queue was full",
+                thousands(now.dropped)
+            ));
+        }
+        if now.failed > 0 {
+            parts.push(format!(
+                "{} of {logged} rows failed for good",
+                thousands(now.failed)
+            ));
+        }
+        if now.undelivered > 0 {
+            parts.push(format!(
+                "{} of {logged} rows undelivered at the deadline",
+                thousands(now.undelivered)
+            ));
+        }
+        let mut line = format!("braintrust: {when}: {}", parts.join("; "));
+        if let Some(dir) = dump_dir {
+            line.push_str(&format!(
+                " ({} written to {})",
+                thousands(now.dumped),
+                dir.display()
+            ));
+        }
+        if now.failed + now.undelivered > 0 {
+            if let Some(e) = self.last_error() {
+                line.push_str(&format!("; last error: {e}"));
+            }
+        }
+        eprintln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(968_585), "968,585");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn throttle_lets_one_line_through_per_period() {
+        let t = Throttle::default();
+        assert!(t.claim(Duration::from_secs(60)));
+        assert!(!t.claim(Duration::from_secs(60)));
+        let t = Throttle::default();
+        assert!(t.claim(Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(t.claim(Duration::ZERO));
+    }
+
+    #[test]
+    fn losses_are_reported_once_per_flush() {
+        let c = Counters::default();
+        let r = Reporter::new(Duration::from_secs(60), 10);
+        assert_eq!(r.take_losses(&c), None);
+        c.dropped_queue_full.fetch_add(5, Ordering::Relaxed);
+        c.failed.fetch_add(2, Ordering::Relaxed);
+        r.failed(&c, 2, "boom");
+        let l = r.take_losses(&c).unwrap();
+        assert_eq!((l.dropped_queue_full, l.failed, l.total()), (5, 2, 7));
+        assert_eq!(l.last_error.as_deref(), Some("boom"));
+        assert_eq!(r.take_losses(&c), None);
+    }
+}

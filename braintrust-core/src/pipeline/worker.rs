@@ -1,0 +1,746 @@
+//! The worker: one thread per pipeline with its own small tokio runtime, so
+//! sync programs and every tokio flavour work the same. It runs rounds
+//! (drain the queue, resolve containers, build rows, send), answers
+//! flushes, and abandons what it holds when a deadline passes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::Value;
+
+use super::rows::{self, IdFields, Prepared, RowsText};
+use super::transport::{Limits, Settle, Transport};
+use super::{Op, Pipeline};
+use crate::api::LoginInfo;
+use crate::ids::Id;
+use crate::logger::ObjectInner;
+use crate::merge::{batch_partition, merge_row_batch, Row};
+use crate::retry::RetryPolicy;
+use crate::Error;
+
+/// Commands to the worker.
+pub(crate) enum Cmd {
+    Flush {
+        done: Responder,
+        deadline: Option<Instant>,
+    },
+    Resolve {
+        object: Arc<ObjectInner>,
+        done: std::sync::mpsc::SyncSender<Result<String, Error>>,
+    },
+    Login {
+        done: std::sync::mpsc::SyncSender<Result<LoginInfo, Error>>,
+    },
+    Shutdown,
+}
+
+/// Where a flush result goes: a blocked thread or an awaiting task.
+pub(crate) enum Responder {
+    Sync(std::sync::mpsc::SyncSender<Result<(), Error>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), Error>>),
+}
+
+impl Responder {
+    fn send(self, r: Result<(), Error>) {
+        match self {
+            Responder::Sync(tx) => {
+                let _ = tx.send(r);
+            }
+            Responder::Async(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static IS_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True on any logger thread (the exit handler must not wait on itself).
+pub(crate) fn on_worker_thread() -> bool {
+    IS_WORKER.try_with(Cell::get).unwrap_or(false)
+}
+
+pub(super) fn start(p: &Arc<Pipeline>) {
+    p.ctrl.get_or_init(|| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Alive from now on, so blocking enqueues wait for the starting thread.
+        p.worker_alive.store(true, Ordering::Release);
+        let pipeline = p.clone();
+        let spawned = std::thread::Builder::new()
+            .name("braintrust-logger".into())
+            .spawn(move || {
+                IS_WORKER.with(|w| w.set(true));
+                let _ = pipeline.worker_thread.set(std::thread::current().id());
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        pipeline.worker_alive.store(false, Ordering::Release);
+                        eprintln!(
+                            "braintrust: cannot start the logger runtime: {e}; logging is disabled"
+                        );
+                        return;
+                    }
+                };
+                rt.block_on(Worker::new(pipeline.clone()).run(rx));
+                pipeline.worker_alive.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            p.worker_alive.store(false, Ordering::Release);
+            eprintln!("braintrust: cannot start the logger thread: {e}; logging is disabled");
+        }
+        tx
+    });
+}
+
+/// Most entries one round serializes at once: enough for every concurrent
+/// request to carry a full batch, and at least 1,000. It bounds the worker's
+/// working set during a burst; the round goes on until the queue is empty.
+fn chunk_limit(batch_size: usize, concurrency: usize) -> usize {
+    batch_size.saturating_mul(concurrency).max(1_000)
+}
+
+/// What a round holds that has no outcome yet. On abandonment this is
+/// what gets counted (and written to the failed-payload directory).
+#[derive(Default)]
+struct Held {
+    /// Entries not yet turned into rows.
+    ops: Vec<Op>,
+    /// Rows inside the masking function (counted, never written: unmasked).
+    masking: u64,
+    /// Rows serialized and being sent; `unsettled[i]` until row `i` ends.
+    prepared: Option<Rc<Prepared>>,
+    unsettled: Vec<bool>,
+}
+
+/// Why a round stopped early.
+enum Stop {
+    Abandoned,
+    Deadline,
+}
+
+/// The reason rows could not even be built (login or registration).
+struct ResolveFailure {
+    cause: String,
+}
+
+struct Worker {
+    p: Arc<Pipeline>,
+    limits: Cell<Option<Limits>>,
+    /// After a failed login: no new attempt before this instant; rows
+    /// arriving meanwhile fail with the remembered cause.
+    login_down: RefCell<Option<(Instant, String)>>,
+}
+
+impl Worker {
+    fn new(p: Arc<Pipeline>) -> Worker {
+        Worker {
+            p,
+            limits: Cell::new(None),
+            login_down: RefCell::new(None),
+        }
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        let c = &self.p.config;
+        RetryPolicy::new()
+            .max_attempts(c.num_retries.saturating_add(1))
+            .base_delay(c.retry_base_delay)
+            .max_delay(c.retry_max_delay)
+            .retry_after_cap(c.retry_after_cap)
+            .budget(c.retry_budget)
+    }
+
+    async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Cmd>) {
+        let sync_flush = self.p.config.sync_flush;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let p = self.p.clone();
+        loop {
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => match cmd {
+                    None | Some(Cmd::Shutdown) => break,
+                    Some(Cmd::Flush { done, deadline }) => {
+                        let r = match self.deliver_all(deadline).await {
+                            None => Ok(()),
+                            Some(_) => Err(Error::Timeout {
+                                waited_ms: 0,
+                                undelivered: 0,
+                                lost: Default::default(),
+                            }),
+                        };
+                        done.send(r);
+                    }
+                    Some(Cmd::Resolve { object, done }) => {
+                        let r = self.resolve_object(&object).await;
+                        let _ = done.send(r);
+                    }
+                    Some(Cmd::Login { done }) => {
+                        let _ = done.send(self.p.api.ensure_login().await);
+                    }
+                },
+                _ = p.abandon.notify.notified() => {
+                    // A caller gave up while nothing was in flight; it took
+                    // the queue itself. Only the permit is consumed here.
+                }
+                _ = p.notify.notified(), if !sync_flush => {
+                    self.deliver_all(None).await;
+                }
+                _ = tick.tick() => {
+                    self.p.wake_blocked();
+                    if !sync_flush && !self.p.queue.is_empty() {
+                        self.deliver_all(None).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rounds until the queue is empty; stops early (abandoning what it
+    /// holds) at `deadline` or when a caller asks.
+    async fn deliver_all(&self, deadline: Option<Instant>) -> Option<Stop> {
+        let p = self.p.clone();
+        // Requests made before this call were answered by then: a permit
+        // they left behind must not abandon new work.
+        let epoch = p.abandon.requested.load(Ordering::Acquire);
+        let abandon_requested = || async {
+            loop {
+                p.abandon.notify.notified().await;
+                if p.abandon.requested.load(Ordering::Acquire) != epoch {
+                    return;
+                }
+            }
+        };
+        loop {
+            let ops = self.drain();
+            if ops.is_empty() {
+                return None;
+            }
+            let held = RefCell::new(Held {
+                ops,
+                ..Held::default()
+            });
+            let stop = {
+                let round = self.round(&held);
+                let deadline_passes = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = abandon_requested() => Some(Stop::Abandoned),
+                    _ = deadline_passes => Some(Stop::Deadline),
+                    _ = round => None,
+                }
+            };
+            if let Some(stop) = stop {
+                self.abandon(&held);
+                return Some(stop);
+            }
+        }
+    }
+
+    fn drain(&self) -> Vec<Op> {
+        let q = &self.p.queue;
+        let mut ops = Vec::with_capacity(q.len());
+        while let Some(op) = q.pop() {
+            ops.push(op);
+        }
+        if !ops.is_empty() {
+            self.p.wake_blocked();
+        }
+        ops
+    }
+
+    /// Gives up what `held` holds and everything queued: counted as
+    /// undelivered, written to the failed-payload directory when set (except
+    /// rows inside the masking function, which are not masked yet).
+    fn abandon(&self, held: &RefCell<Held>) {
+        let mut h = held.borrow_mut();
+        let dump = self.p.config.failed_payloads_dir.is_some();
+        let mut n = h.masking;
+        let mut texts = Vec::new();
+        for op in h.ops.drain(..) {
+            n += 1;
+            if dump {
+                texts.extend(rows::op_text(op));
+            } else {
+                drop(rows::op_to_row(op));
+            }
+        }
+        if let Some(prep) = h.prepared.take() {
+            for (i, unsettled) in h.unsettled.iter().enumerate() {
+                if *unsettled {
+                    n += prep.weight(i);
+                    if dump {
+                        texts.push(prep.row(i).to_string());
+                    }
+                }
+            }
+        }
+        h.masking = 0;
+        h.unsettled.clear();
+        drop(h);
+        let (queued, queued_texts) = self.p.take_queue();
+        texts.extend(queued_texts);
+        self.p
+            .counters
+            .undelivered
+            .fetch_add(n + queued, Ordering::AcqRel);
+        self.p.dump_undelivered(&texts);
+    }
+
+    /// One round over the entries in `held`.
+    async fn round(&self, held: &RefCell<Held>) {
+        // Containers of this round, resolved once each (login at most once).
+        let mut containers: Vec<Arc<ObjectInner>> = Vec::new();
+        for op in &held.borrow().ops {
+            let obj = match op {
+                Op::Span(core) => &core.object,
+                Op::Row(obj, _) => obj,
+            };
+            if !containers.iter().any(|o| Arc::ptr_eq(o, obj)) {
+                containers.push(obj.clone());
+            }
+        }
+        let login = match self.login().await {
+            Ok(l) => Some(l),
+            Err(f) => {
+                let ops = std::mem::take(&mut held.borrow_mut().ops);
+                self.fail_ops(ops, &f.cause);
+                None
+            }
+        };
+        let Some(login) = login else { return };
+        let mut ids: Vec<(Arc<ObjectInner>, String)> = Vec::new();
+        for obj in containers {
+            match self.register(&obj).await {
+                Ok(id) => ids.push((obj, id)),
+                Err(f) => {
+                    let ops = {
+                        let mut h = held.borrow_mut();
+                        let (mine, rest): (Vec<Op>, Vec<Op>) = std::mem::take(&mut h.ops)
+                            .into_iter()
+                            .partition(|op| op_object(op).is_some_and(|o| Arc::ptr_eq(o, &obj)));
+                        h.ops = rest;
+                        mine
+                    };
+                    self.fail_ops(ops, &f.cause);
+                }
+            }
+        }
+        let limits = self.limits(&login).await;
+        let http = match self.p.api.http() {
+            Ok(h) => h,
+            Err(e) => {
+                let ops = std::mem::take(&mut held.borrow_mut().ops);
+                self.fail_ops(ops, &e.to_string());
+                return;
+            }
+        };
+        let transport = Transport {
+            http,
+            api: &self.p.api,
+            login,
+            limits,
+            config: &self.p.config,
+            counters: &self.p.counters,
+            policy: self.policy(),
+        };
+        let chunk = chunk_limit(
+            self.p.config.batch_size,
+            self.p.config.max_concurrent_requests,
+        );
+        loop {
+            let ops: Vec<Op> = {
+                let mut h = held.borrow_mut();
+                let n = h.ops.len().min(chunk);
+                h.ops.drain(..n).collect()
+            };
+            if ops.is_empty() {
+                return;
+            }
+            let Some(prepared) = self.prepare(ops, &ids, held).await else {
+                continue;
+            };
+            let prepared = Rc::new(prepared);
+            {
+                let mut h = held.borrow_mut();
+                h.unsettled = vec![true; prepared.len()];
+                h.prepared = Some(prepared.clone());
+            }
+            self.send(&transport, &prepared, held).await;
+            let mut h = held.borrow_mut();
+            h.prepared = None;
+            h.unsettled.clear();
+        }
+    }
+
+    /// Entries → serialized rows. `None` when nothing is left to send.
+    async fn prepare(
+        &self,
+        ops: Vec<Op>,
+        ids: &[(Arc<ObjectInner>, String)],
+        held: &RefCell<Held>,
+    ) -> Option<Prepared> {
+        let id_of = |obj: &Arc<ObjectInner>| {
+            ids.iter()
+                .find(|(o, _)| Arc::ptr_eq(o, obj))
+                .map(|(_, id)| id.as_str())
+        };
+        let masking = self.p.masking_function();
+        // Spans with generated row ids have distinct merge keys (a span has
+        // one entry at a time, generated ids are random), so merging is the
+        // identity; without masking they go straight to JSON text.
+        let distinct = ops
+            .iter()
+            .all(|op| matches!(op, Op::Span(core) if matches!(core.row_id, Id::Uuid(_))));
+        let logged = ops.len() as u64;
+        if distinct && masking.is_none() {
+            let mut text = RowsText::with_capacity(ops.len());
+            let mut fields: Vec<IdFields> = Vec::new();
+            for op in ops {
+                let Op::Span(core) = op else { continue };
+                let Some(id) = id_of(&core.object) else {
+                    continue;
+                };
+                let f = match fields.iter().position(|f| f.is_for(&core.object)) {
+                    Some(i) => &fields[i],
+                    None => {
+                        fields.push(IdFields::new(&core.object, id));
+                        fields.last().expect("just pushed")
+                    }
+                };
+                text.push_span(&core, core.take_pending(), f);
+            }
+            let prepared = text.finish();
+            self.forget_empty(logged, &prepared);
+            return (prepared.len() > 0).then_some(prepared);
+        }
+        let mut rows_in: Vec<Row> = Vec::with_capacity(ops.len());
+        for op in ops {
+            if let Some((obj, mut row)) = rows::op_to_row(op) {
+                if let Some(id) = id_of(&obj) {
+                    obj.id_fields(id, &mut row);
+                    rows_in.push(row);
+                }
+            }
+        }
+        let mut weights: HashMap<Vec<u8>, u32> = HashMap::new();
+        for row in &rows_in {
+            *weights.entry(crate::merge::merge_key(row)).or_default() += 1;
+        }
+        let merged = match merge_row_batch(rows_in) {
+            Ok(m) => m,
+            Err(e) => {
+                let n: u64 = weights.values().map(|w| u64::from(*w)).sum();
+                self.p.counters.failed.fetch_add(n, Ordering::AcqRel);
+                self.p.reporter.failed(
+                    &self.p.counters,
+                    n,
+                    &format!("rows could not be merged: {e}"),
+                );
+                return None;
+            }
+        };
+        let merged = match masking {
+            None => merged,
+            Some(f) => {
+                let n = merged.len() as u64;
+                held.borrow_mut().masking = n;
+                // Off the worker's runtime thread: a slow masking function
+                // must not stop the worker from honouring deadlines.
+                let task = tokio::task::spawn_blocking(move || mask_rows(&f, merged));
+                let masked = task.await;
+                held.borrow_mut().masking = 0;
+                match masked {
+                    Ok(rows) => rows,
+                    Err(_) => {
+                        self.p.counters.failed.fetch_add(n, Ordering::AcqRel);
+                        return None;
+                    }
+                }
+            }
+        };
+        let mut text = RowsText::with_capacity(merged.len());
+        for row in &merged {
+            let w = weights
+                .get(&crate::merge::merge_key(row))
+                .copied()
+                .unwrap_or(1);
+            text.push_row(row, w);
+        }
+        let prepared = text.finish();
+        self.forget_empty(logged, &prepared);
+        (prepared.len() > 0).then_some(prepared)
+    }
+
+    /// Entries that turned out to hold no write produce no row: they were
+    /// never a row to deliver, so they leave the `logged` count.
+    fn forget_empty(&self, logged: u64, prepared: &Prepared) {
+        let rows: u64 = (0..prepared.len()).map(|i| prepared.weight(i)).sum();
+        if rows < logged {
+            self.p
+                .counters
+                .logged
+                .fetch_sub(logged - rows, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends prepared rows in batches, several requests at a time.
+    async fn send(&self, transport: &Transport<'_>, prepared: &Rc<Prepared>, held: &RefCell<Held>) {
+        let batches = batch_partition(
+            &prepared.sizes(),
+            self.p.config.batch_size,
+            transport.limits.max_request_size,
+        );
+        let settle = |idx: &[usize], how: Settle| {
+            let mut h = held.borrow_mut();
+            let mut n = 0;
+            for &i in idx {
+                if h.unsettled.get(i).copied().unwrap_or(false) {
+                    h.unsettled[i] = false;
+                    n += prepared.weight(i);
+                }
+            }
+            drop(h);
+            let c = &self.p.counters;
+            match how {
+                Settle::Delivered => {
+                    c.delivered.fetch_add(n, Ordering::AcqRel);
+                }
+                Settle::Failed { cause, dumped } => {
+                    c.failed.fetch_add(n, Ordering::AcqRel);
+                    if dumped {
+                        c.dumped.fetch_add(n, Ordering::AcqRel);
+                    }
+                    self.p.reporter.failed(c, n, &cause);
+                }
+            }
+        };
+        let settle: &dyn Fn(&[usize], Settle) = &settle;
+        stream::iter(batches)
+            .map(|idx| transport.deliver(prepared, idx, settle))
+            .buffer_unordered(self.p.config.max_concurrent_requests.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    fn fail_ops(&self, ops: Vec<Op>, cause: &str) {
+        if ops.is_empty() {
+            return;
+        }
+        let n = ops.len() as u64;
+        let mut texts = Vec::new();
+        let dump = self.p.config.failed_payloads_dir.is_some();
+        for op in ops {
+            if dump {
+                texts.extend(rows::op_text(op));
+            } else {
+                drop(rows::op_to_row(op));
+            }
+        }
+        let c = &self.p.counters;
+        if let Some(dir) = &self.p.config.failed_payloads_dir {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            if !refs.is_empty() && super::payloads::write(dir, &crate::merge::logs3_body(&refs)) {
+                c.dumped.fetch_add(refs.len() as u64, Ordering::AcqRel);
+            }
+        }
+        c.failed.fetch_add(n, Ordering::AcqRel);
+        self.p.reporter.failed(c, n, cause);
+    }
+
+    /// Logs in: one attempt per retry step, under the retry policy. A failed
+    /// login is remembered for the longest backoff, so the rounds that follow
+    /// do not hammer a broken endpoint.
+    async fn login(&self) -> Result<LoginInfo, ResolveFailure> {
+        if let Some(l) = self.p.api.login_info() {
+            return Ok(l);
+        }
+        if let Some((until, cause)) = self.login_down.borrow().clone() {
+            if Instant::now() < until {
+                return Err(ResolveFailure { cause });
+            }
+        }
+        let r = self
+            .with_retries(|| self.p.api.ensure_login(), "log in to Braintrust")
+            .await;
+        match r {
+            Ok(l) => {
+                *self.login_down.borrow_mut() = None;
+                Ok(l)
+            }
+            Err(f) => {
+                *self.login_down.borrow_mut() = Some((
+                    Instant::now() + self.p.config.retry_max_delay,
+                    f.cause.clone(),
+                ));
+                Err(f)
+            }
+        }
+    }
+
+    /// Registers a container (project, experiment) under the retry policy.
+    async fn register(&self, obj: &Arc<ObjectInner>) -> Result<String, ResolveFailure> {
+        if let Some(r) = obj.resolved.get() {
+            return Ok(r.id.clone());
+        }
+        self.with_retries(
+            || self.p.api.resolve(obj),
+            "register the project or experiment",
+        )
+        .await
+        .map(|r| r.id)
+    }
+
+    /// For `Logger::resolve_id` and friends: login and registration.
+    async fn resolve_object(&self, obj: &Arc<ObjectInner>) -> Result<String, Error> {
+        let policy = self.policy();
+        let mut retry = policy.start();
+        loop {
+            match self.p.api.resolve(obj).await {
+                Ok(r) => return Ok(r.id),
+                Err(e) if e.is_transient() => match retry.next_delay(None) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn with_retries<T, F, Fut>(&self, mut op: F, what: &str) -> Result<T, ResolveFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut retry = self.policy().start();
+        loop {
+            let deadline =
+                (Instant::now() + self.p.config.effective_timeout()).min(retry.budget_deadline());
+            let r = match tokio::time::timeout_at(deadline.into(), op()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Http {
+                    context: what.to_string(),
+                    message: "no answer in time".into(),
+                    status: None,
+                }),
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() => match retry.next_delay(None) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => {
+                        let tries = retry.attempts();
+                        return Err(ResolveFailure {
+                            cause: format!(
+                                "could not {what} after {tries} tr{}: {e}",
+                                if tries == 1 { "y" } else { "ies" }
+                            ),
+                        });
+                    }
+                },
+                Err(e) => {
+                    return Err(ResolveFailure {
+                        cause: format!("could not {what}: {e}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The payload limit: the server's (from `/version`), else the configured one.
+    async fn limits(&self, login: &LoginInfo) -> Limits {
+        if let Some(l) = self.limits.get() {
+            return l;
+        }
+        let configured = self.p.config.max_request_size;
+        let version = tokio::time::timeout(
+            self.p.config.effective_timeout(),
+            self.p
+                .api
+                .api_json(login, reqwest::Method::GET, "version", None),
+        )
+        .await;
+        let answered = matches!(version, Ok(Ok(_)));
+        let server = match version {
+            Ok(Ok(v)) => v
+                .get("logs3_payload_max_bytes")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0)
+                .map(|n| n as usize),
+            Ok(Err(e)) => {
+                crate::diagnostics::warn_once(
+                    &format!("version-{}", login.api_url),
+                    &format!("braintrust: failed to fetch version info for payload limit: {e}"),
+                );
+                None
+            }
+            Err(_) => None,
+        };
+        let l = match server {
+            Some(s) => Limits {
+                max_request_size: configured.map_or(s, |c| c.min(s)),
+                overflow: true,
+            },
+            None => Limits {
+                max_request_size: configured.unwrap_or(crate::config::DEFAULT_MAX_REQUEST_SIZE),
+                overflow: false,
+            },
+        };
+        // A failed lookup is retried next round; a good answer is kept.
+        if answered {
+            self.limits.set(Some(l));
+        }
+        l
+    }
+}
+
+fn op_object(op: &Op) -> Option<&Arc<ObjectInner>> {
+    match op {
+        Op::Span(core) => Some(&core.object),
+        Op::Row(obj, _) => Some(obj),
+    }
+}
+
+/// Applies the masking function to each user field; a failure or panic
+/// replaces the field with a marker (reported once).
+fn mask_rows(f: &super::MaskingFunction, rows: Vec<Row>) -> Vec<Row> {
+    rows.into_iter()
+        .map(|mut row| {
+            for field in ["input", "output", "expected", "metadata", "error"] {
+                if let Some(v) = row.remove(field) {
+                    let masked =
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(v))) {
+                            Ok(Ok(m)) => m,
+                            Ok(Err(e)) => mask_failed(field, &e),
+                            Err(_) => mask_failed(field, "the masking function panicked"),
+                        };
+                    row.insert(field.into(), masked);
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+fn mask_failed(field: &str, why: &str) -> Value {
+    crate::diagnostics::warn_once(
+        &format!("mask-{field}"),
+        &format!("braintrust: masking function failed on `{field}` ({why}); the field was replaced by an error marker"),
+    );
+    Value::String(format!("ERROR: Failed to mask field '{field}' - {why}"))
+}

@@ -1,0 +1,88 @@
+//! Time: float Unix seconds and RFC 3339 text, as the protocol writes them.
+
+/// Float Unix seconds now.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A UTC instant split into calendar fields:
+/// `(year, month, day, hour, minute, second, microsecond)`.
+fn civil_time(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {
+    let total_us = (secs * 1_000_000.0).round() as i64;
+    let us = total_us.rem_euclid(1_000_000);
+    let s = total_us.div_euclid(1_000_000);
+    let days = s.div_euclid(86_400);
+    let rem = s.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60, us)
+}
+
+/// RFC 3339 UTC with microseconds, as Python writes `created`.
+pub(crate) fn format_rfc3339(secs: f64) -> String {
+    let (y, m, d, hh, mm, ss, us) = civil_time(secs);
+    if !(0..=9999).contains(&y) {
+        // Outside what four digits hold: the general formatter (a wider year).
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}+00:00");
+    }
+    // Digits written by hand: this runs once per span row.
+    let mut b = *b"0000-00-00T00:00:00.000000+00:00";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, hh);
+    put(14, 2, mm);
+    put(17, 2, ss);
+    put(20, 6, us);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn created_is_rfc3339_with_microseconds() {
+        assert_eq!(format_rfc3339(0.0), "1970-01-01T00:00:00.000000+00:00");
+        assert_eq!(
+            format_rfc3339(1795459929.437756),
+            "2026-11-23T18:52:09.437756+00:00"
+        );
+        assert_eq!(
+            format_rfc3339(951782400.5),
+            "2000-02-29T00:00:00.500000+00:00"
+        );
+        // Before the epoch, and past year 9999 (general formatter).
+        assert_eq!(format_rfc3339(-1.25), "1969-12-31T23:59:58.750000+00:00");
+        assert_eq!(
+            format_rfc3339(253402300800.0),
+            "10000-01-01T00:00:00.000000+00:00"
+        );
+        // The hand-written digits agree with `format!` of the same fields.
+        fn reference(secs: f64) -> String {
+            let (y, m, d, hh, mm, ss, us) = civil_time(secs);
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}+00:00")
+        }
+        for i in 0..20_000u32 {
+            let t = -3e9 + f64::from(i) * 401_234.567_891;
+            assert_eq!(format_rfc3339(t), reference(t));
+        }
+    }
+}
