@@ -12,7 +12,10 @@
 //! explicitly before exiting), `--runtime sync|current|multi`, `--exit`
 //! (leave through `std::process::exit` instead of returning from `main`),
 //! `--sync-flush` (send nothing in the background, so every request the
-//! server sees was made by an explicit or exit-time flush).
+//! server sees was made by an explicit or exit-time flush), `--queue-size N`,
+//! `--flush-timeout-ms N` (a bounded flush before returning, its result
+//! printed), `--no-resolve` (do not log in before logging: the backend may
+//! be down).
 //! Without `BRAINTRUST_API_KEY` it starts a local server and prints its tree.
 
 use std::time::Duration;
@@ -28,6 +31,9 @@ struct Options {
     runtime: String,
     exit: bool,
     sync_flush: bool,
+    queue_size: Option<usize>,
+    flush_timeout: Option<Duration>,
+    resolve: bool,
 }
 
 fn parse_args() -> Options {
@@ -39,6 +45,9 @@ fn parse_args() -> Options {
         runtime: "sync".into(),
         exit: false,
         sync_flush: false,
+        queue_size: None,
+        flush_timeout: None,
+        resolve: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -55,6 +64,14 @@ fn parse_args() -> Options {
             "--runtime" => o.runtime = args.next().expect("--runtime R"),
             "--exit" => o.exit = true,
             "--sync-flush" => o.sync_flush = true,
+            "--queue-size" => o.queue_size = args.next().and_then(|v| v.parse().ok()),
+            "--flush-timeout-ms" => {
+                o.flush_timeout = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis)
+            }
+            "--no-resolve" => o.resolve = false,
             other => panic!("unknown option {other}"),
         }
     }
@@ -81,6 +98,9 @@ fn main() {
     }
     if o.sync_flush {
         config = config.sync_flush(true);
+    }
+    if let Some(n) = o.queue_size {
+        config = config.queue_size(n);
     }
     config = match o.policy.as_str() {
         "env" | "unregister" => config,
@@ -109,7 +129,9 @@ fn main() {
     )
     .expect("logger");
     // Log in and register before the burst, as a long-running service would have.
-    logger.resolve_id().expect("backend reachable");
+    if o.resolve {
+        logger.resolve_id().expect("backend reachable");
+    }
     if o.policy == "unregister" {
         state.register_exit_flush();
         state.unregister_exit_flush();
@@ -119,6 +141,12 @@ fn main() {
         log_spans(&logger, o.spans);
         if o.flush_first {
             logger.flush().expect("flush");
+        }
+        if let Some(t) = o.flush_timeout {
+            match logger.state().flush_with_timeout(t) {
+                Ok(()) => println!("FLUSH ok"),
+                Err(e) => println!("FLUSH error: {e}"),
+            }
         }
     };
     match o.runtime.as_str() {

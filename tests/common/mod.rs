@@ -2,6 +2,9 @@
 //! state pointed at it.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod faulty;
+
 use std::time::Duration;
 
 use braintrust::{Config, Logger, LoggerOptions, State};

@@ -1,0 +1,437 @@
+//! The delivery pipeline against faulty backends on loopback: hung,
+//! refusing, failing and size-limited. Each test bounds its own time with
+//! short timeouts and asserts what a user would check: how long the
+//! application waited, which rows arrived, what `flush()` and `stats()`
+//! said, and what stderr said.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use braintrust::{Config, Error, Event, LifecyclePolicy, Logger, LoggerOptions, State, Stats};
+use common::child::run_child_at;
+use common::faulty::{refusing_url, Faulty, Mode};
+use serde_json::json;
+
+fn config(url: &str) -> Config {
+    Config::default()
+        .api_key("test-key")
+        .app_url(url)
+        .retry_base_delay(Duration::from_millis(10))
+        .retry_max_delay(Duration::from_millis(50))
+        .lifecycle(LifecyclePolicy::Manual)
+}
+
+fn logger(cfg: Config) -> (State, Logger) {
+    let state = State::new(cfg).unwrap();
+    let logger =
+        braintrust::init_logger(LoggerOptions::new().project("faults").state(state.clone()))
+            .unwrap();
+    (state, logger)
+}
+
+fn log_rows(logger: &Logger, n: usize) {
+    for i in 0..n {
+        logger.log(Event::new().input(json!({"i": i}))).unwrap();
+    }
+}
+
+/// Every logged row ends in exactly one outcome.
+fn assert_accounted(s: Stats) {
+    assert_eq!(
+        s.logged,
+        s.dropped_queue_full + s.delivered_rows + s.failed_rows + s.undelivered_rows + s.pending,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn hung_logs3_flush_with_timeout_returns_on_time_and_counts_every_row() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let (state, logger) = logger(config(&server.url()).failed_payloads_dir(dir.path()));
+    log_rows(&logger, 100);
+    let t = Instant::now();
+    let err = state
+        .flush_with_timeout(Duration::from_millis(500))
+        .unwrap_err();
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_millis(500 + 400),
+        "waited {waited:?}"
+    );
+    match &err {
+        Error::Timeout {
+            waited_ms,
+            undelivered,
+            lost,
+        } => {
+            assert!(*waited_ms >= 500, "{err}");
+            assert_eq!(*undelivered, 100, "{err}");
+            assert_eq!(lost.undelivered, 100, "{err}");
+            assert_eq!(lost.dumped, 100, "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = state.stats();
+    assert_eq!(
+        (s.undelivered_rows, s.pending, s.dumped_rows),
+        (100, 0, 100)
+    );
+    assert_accounted(s);
+    // The dump holds exactly the rows it says, in private files.
+    let mut rows = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        rows += v["rows"].as_array().unwrap().len();
+    }
+    assert_eq!(rows, 100);
+}
+
+#[test]
+fn async_flush_with_timeout_is_bounded_on_the_callers_side() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    let (state, logger) = logger(config(&server.url()));
+    log_rows(&logger, 10);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let r = rt.block_on(state.flush_with_timeout_async(Duration::from_millis(300)));
+    assert!(
+        t.elapsed() < Duration::from_millis(300 + 400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Error::Timeout {
+                undelivered: 10,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // shutdown_async is bounded the same way.
+    log_rows(&logger, 5);
+    let t = Instant::now();
+    let r = rt.block_on(state.shutdown_async(Duration::from_millis(200)));
+    assert!(
+        t.elapsed() < Duration::from_millis(200 + 400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(r, Err(Error::Timeout { undelivered: 5, .. })),
+        "{r:?}"
+    );
+    assert_accounted(state.stats());
+}
+
+#[test]
+fn login_503_then_200_delivers_everything() {
+    let server = Faulty::start();
+    server.login(Mode::StatusTimes(503, 2));
+    let (state, logger) = logger(config(&server.url()).num_retries(4));
+    log_rows(&logger, 300);
+    logger.flush().unwrap();
+    assert_eq!(server.delivered(), 300);
+    assert_eq!(server.login_calls(), 3);
+    let s = state.stats();
+    assert_eq!((s.delivered_rows, s.failed_rows, s.pending), (300, 0, 0));
+}
+
+#[test]
+fn login_401_is_an_invalid_key_and_is_tried_once() {
+    let server = Faulty::start();
+    server.login(Mode::Status(401, None));
+    let (state, logger) = logger(config(&server.url()).num_retries(4));
+    log_rows(&logger, 50);
+    let err = logger.flush().unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::RowsLost(l) if l.failed == 50),
+        "{msg}"
+    );
+    assert!(msg.contains("Invalid API key"), "{msg}");
+    assert!(!msg.contains("test-key"), "the key leaked: {msg}");
+    assert_eq!(server.login_calls(), 1, "401 is permanent");
+    assert_accounted(state.stats());
+}
+
+#[test]
+fn login_404_names_the_wrong_url() {
+    let server = Faulty::start();
+    server.login(Mode::Status(404, None));
+    let (_state, logger) = logger(config(&server.url()));
+    log_rows(&logger, 3);
+    let msg = logger.flush().unwrap_err().to_string();
+    assert!(msg.contains("404") && msg.contains(&server.url()), "{msg}");
+    assert!(msg.contains("BRAINTRUST_APP_URL"), "{msg}");
+    assert_eq!(server.login_calls(), 1);
+}
+
+#[test]
+fn refusing_backend_fails_fast_with_the_real_number_of_tries() {
+    let url = refusing_url();
+    let (state, logger) = logger(config(&url).num_retries(2));
+    log_rows(&logger, 2_000);
+    let t = Instant::now();
+    let err = logger.flush().unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::RowsLost(l) if l.failed == 2_000),
+        "{msg}"
+    );
+    assert!(msg.contains("after 3 tries"), "{msg}");
+    assert_accounted(state.stats());
+}
+
+#[test]
+fn a_413_splits_the_batch_down_to_single_rows() {
+    let server = Faulty::start();
+    // Each row is ~300 bytes: a body over 1 KB is refused.
+    server.logs3(Mode::TooLargeOver(1_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (state, logger) = logger(config(&server.url()).failed_payloads_dir(dir.path()));
+    for i in 0..40 {
+        logger
+            .log(Event::new().input(json!({"i": i, "pad": "x".repeat(100)})))
+            .unwrap();
+    }
+    // And one row that no split can make small enough.
+    logger
+        .log(Event::new().input(json!({"big": "y".repeat(5_000)})))
+        .unwrap();
+    let err = logger.flush().unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::RowsLost(l) if l.failed == 1 && l.dumped == 1),
+        "{msg}"
+    );
+    assert!(msg.contains("413") && msg.contains("single row"), "{msg}");
+    assert_eq!(server.delivered(), 40);
+    let s = state.stats();
+    assert_eq!((s.delivered_rows, s.failed_rows, s.dumped_rows), (40, 1, 1));
+}
+
+#[test]
+fn request_bodies_never_exceed_the_configured_limit() {
+    let server = Faulty::start();
+    let (state, logger) = logger(config(&server.url()).max_request_size(20_000));
+    log_rows(&logger, 500);
+    logger.log(Event::new().input("z".repeat(100_000))).unwrap();
+    let err = logger.flush().unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("exceeds the request size limit of 20000 bytes"),
+        "{msg}"
+    );
+    assert!(
+        server.largest_body() <= 20_000,
+        "sent {}",
+        server.largest_body()
+    );
+    assert_eq!(server.delivered(), 500);
+    assert_eq!(state.stats().failed_rows, 1);
+}
+
+#[test]
+fn a_huge_retry_after_fails_at_once_instead_of_blocking() {
+    let server = Faulty::start();
+    server.logs3(Mode::Status(503, Some("100000".into())));
+    let (_state, logger) = logger(config(&server.url()).retry_budget(Duration::from_secs(5)));
+    log_rows(&logger, 10);
+    let t = Instant::now();
+    let msg = logger.flush().unwrap_err().to_string();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(msg.contains("beyond the retry budget"), "{msg}");
+    assert!(msg.contains("after 1 try"), "{msg}");
+}
+
+#[test]
+fn transient_503s_are_retried_and_delivered_once() {
+    let server = Faulty::start();
+    server.logs3(Mode::StatusTimes(503, 2));
+    // Sync flush: one batch, so the request count is the try count.
+    let (state, logger) = logger(config(&server.url()).num_retries(3).sync_flush(true));
+    log_rows(&logger, 100);
+    logger.flush().unwrap();
+    assert_eq!(server.delivered(), 100);
+    assert_eq!(server.logs3_calls(), 3);
+    assert_eq!(state.stats().delivered_rows, 100);
+}
+
+#[test]
+fn flush_after_queue_overflow_reports_the_drops() {
+    let server = Faulty::start();
+    let (state, logger) = logger(config(&server.url()).sync_flush(true).queue_size(1_000));
+    log_rows(&logger, 22_000);
+    match logger.flush() {
+        Err(Error::RowsLost(l)) => assert_eq!(l.dropped_queue_full, 21_000),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.delivered(), 1_000);
+    assert_accounted(state.stats());
+}
+
+// ----- exit timing, in child processes (the exit_flush example) -----
+
+/// Children run one at a time, so their timings measure the child and not
+/// how busy two cores are with its siblings.
+static ONE_CHILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exit_after(url: &str, args: &[&str], env: &[(&str, &str)]) -> common::child::Outcome {
+    let _one = ONE_CHILD.lock().unwrap_or_else(|e| e.into_inner());
+    let out = run_child_at(url, args, env);
+    assert!(out.status.success(), "{}", out.stderr);
+    out
+}
+
+#[test]
+fn default_exit_policy_gives_up_on_a_hung_logs3_within_its_deadline() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    // The real default: 10 s without progress, 20 s in all.
+    let out = exit_after(
+        &server.url(),
+        &["--spans", "2000", "--policy", "default"],
+        &[],
+    );
+    assert!(
+        out.exit_after_main >= Duration::from_secs(9)
+            && out.exit_after_main < Duration::from_secs(13),
+        "exit took {:?}; stderr:\n{}",
+        out.exit_after_main,
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("at exit: 2,000 of 2,000 rows undelivered at the deadline"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.lines().count() <= 3, "{}", out.stderr);
+}
+
+#[test]
+fn hung_login_refusing_backend_and_slow_masking_exit_within_the_idle_bound() {
+    let hung = Faulty::start();
+    hung.login(Mode::Hang);
+    let idle = [
+        ("BRAINTRUST_EXIT_FLUSH_IDLE_TIMEOUT", "1"),
+        ("BRAINTRUST_HTTP_TIMEOUT", "30"),
+    ];
+    let out = exit_after(&hung.url(), &["--spans", "5000", "--no-resolve"], &idle);
+    assert!(
+        out.exit_after_main < Duration::from_millis(1_800),
+        "{:?}\n{}",
+        out.exit_after_main,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("5,000 of 5,000 rows undelivered"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        hung.login_calls() <= 1,
+        "login attempted {} times",
+        hung.login_calls()
+    );
+
+    let out = exit_after(
+        &refusing_url(),
+        &["--spans", "20000", "--no-resolve"],
+        &idle,
+    );
+    assert!(
+        out.exit_after_main < Duration::from_millis(1_800),
+        "{:?}\n{}",
+        out.exit_after_main,
+        out.stderr
+    );
+    assert!(out.stderr.contains("of 20,000 rows"), "{}", out.stderr);
+
+    // A masking function slower than any deadline: a bounded flush, then exit.
+    let ok = Faulty::start();
+    let out = exit_after(
+        &ok.url(),
+        &[
+            "--spans",
+            "4",
+            "--mask-delay-ms",
+            "1500",
+            "--flush-timeout-ms",
+            "500",
+        ],
+        &idle,
+    );
+    assert!(
+        out.exit_after_main < Duration::from_millis(1_800),
+        "{:?}\n{}",
+        out.exit_after_main,
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("undelivered at the deadline"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_flood_is_told_in_a_few_exact_lines() {
+    let server = Faulty::start();
+    server.logs3(Mode::Delay(Duration::from_millis(50)));
+    let out = exit_after(
+        &server.url(),
+        &[
+            "--spans",
+            "200000",
+            "--queue-size",
+            "1000",
+            "--policy",
+            "default",
+        ],
+        &[],
+    );
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines.len() <= 3, "{}", out.stderr);
+    assert!(
+        lines[0]
+            .starts_with("braintrust: the logging queue is full (capacity 1000); dropping rows"),
+        "{}",
+        out.stderr
+    );
+    let totals = lines
+        .iter()
+        .find(|l| l.starts_with("braintrust: at exit: dropped "))
+        .unwrap_or_else(|| panic!("no totals line:\n{}", out.stderr));
+    let dropped: u64 = totals["braintrust: at exit: dropped ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(
+        totals.contains("of 200,000 rows because the queue was full"),
+        "{totals}"
+    );
+    // The sink saw every row that was not dropped.
+    assert_eq!(server.delivered() as u64 + dropped, 200_000, "{totals}");
+}
