@@ -49,6 +49,26 @@ impl Client {
     }
 }
 
+/// A trait default method with pattern, unused and `mut` parameters: the
+/// rewritten `async fn` binds and keeps them as `async fn` does.
+trait Job: Sized + Send + 'static {
+    fn size(&self) -> usize;
+
+    #[traced(name = "trait_default_method", skip(self))]
+    async fn run(self, (a, b): (u8, u8), _unused: u8, mut extra: String) -> usize {
+        extra.push('!');
+        self.size() + usize::from(a) + usize::from(b) + extra.len()
+    }
+}
+
+struct Three;
+
+impl Job for Three {
+    fn size(&self) -> usize {
+        3
+    }
+}
+
 #[test]
 fn each_spawn_form_nests_or_starts_a_root_as_documented() {
     let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
@@ -87,6 +107,8 @@ fn each_spawn_form_nests_or_starts_a_root_as_documented() {
             tokio::spawn(client.clone().get("spawn_method".into()))
                 .await
                 .unwrap();
+            let n = tokio::spawn(Three.run((1, 2), 0, "x".into())).await;
+            assert_eq!(n.unwrap(), 8);
             let mut set = tokio::task::JoinSet::new();
             set.spawn(fetch("join_set".into()));
             set.join_next().await.unwrap().unwrap();
@@ -168,6 +190,7 @@ fn each_spawn_form_nests_or_starts_a_root_as_documented() {
         "spawn_fn_returning_future",
         "spawn_traced_async",
         "spawn_method",
+        "trait_default_method",
         "join_set",
         "sdk_spawn_block",
         "sdk_spawn_blocking",

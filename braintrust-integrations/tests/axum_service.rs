@@ -152,6 +152,16 @@ fn one_tree_per_request_with_every_span_nested() {
     let req = caller.in_scope(|| client.get(format!("{base}/users/9")).with_trace_context());
     rt.block_on(async { req.send().await.unwrap().bytes().await.unwrap() });
     caller.end();
+    // And through an exported slug in `x-bt-parent`.
+    let slug_caller = logger.start_span(SpanArgs::new().name("slug-caller"));
+    let slug = slug_caller.export();
+    rt.block_on(async {
+        let req = client
+            .get(format!("{base}/users/8"))
+            .header(braintrust_integrations::tower::SLUG_HEADER, slug);
+        req.send().await.unwrap().bytes().await.unwrap()
+    });
+    slug_caller.end();
     logger.flush().unwrap();
     let rows = server.rows();
 
@@ -178,7 +188,7 @@ fn one_tree_per_request_with_every_span_nested() {
     }
     assert_eq!(
         trees.len(),
-        expected_status.len() + 1,
+        expected_status.len() + 2,
         "one tree per request"
     );
     let mut statuses = Vec::new();
@@ -189,10 +199,17 @@ fn one_tree_per_request_with_every_span_nested() {
             .collect();
         assert_eq!(roots.len(), 1);
         let root = roots[0];
-        if name(root) == "caller" {
+        let caller_path = match name(root).as_str() {
+            "caller" => Some("/users/9"),
+            "slug-caller" => Some("/users/8"),
+            _ => None,
+        };
+        if let Some(path) = caller_path {
             let request = tree.iter().find(|r| name(r) == "GET /users/{id}").unwrap();
-            assert_eq!(parent_name(request).as_deref(), Some("caller"));
-            assert_eq!(request["metadata"]["path"], "/users/9");
+            assert_eq!(parent_name(request), Some(name(root)));
+            assert_eq!(request["metadata"]["path"], path);
+            // caller, request span, TraceLayer span, handler, lookup
+            assert_eq!(tree.len(), 5);
             continue;
         }
         let status = root["metadata"]["status_code"].as_u64().unwrap() as u16;
