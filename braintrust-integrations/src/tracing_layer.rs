@@ -39,7 +39,9 @@
 //! `gen_ai.prompt` field; `output` is the `gen_ai.choice` events
 //! (`{index, finish_reason, message: {role: "assistant", content}}`, as
 //! `wrap_openai` logs choices), or the JSON of `gen_ai.output.messages` /
-//! `gen_ai.completion`. An event's name is its `name:` (as in
+//! `gen_ai.completion`. The older `gen_ai.content.prompt` /
+//! `gen_ai.content.completion` events set `input` / `output` from their
+//! `gen_ai.prompt` / `gen_ai.completion` fields. An event's name is its `name:` (as in
 //! `tracing::info!(name: "gen_ai.user.message", content = "hi")`) or its
 //! `event.name` field.
 //!
@@ -336,6 +338,19 @@ impl Forwarded {
             );
             m.insert("content".into(), content);
             self.messages_in.push(Value::Object(m));
+            return;
+        }
+        // The older convention: prompt and completion events carrying JSON.
+        if name == "gen_ai.content.prompt" || name == "gen_ai.content.completion" {
+            self.genai = true;
+            let (key, slot) = if name.ends_with("prompt") {
+                ("gen_ai.prompt", &mut self.input)
+            } else {
+                ("gen_ai.completion", &mut self.output)
+            };
+            if let Some(v) = fields.remove(key) {
+                *slot = Some(json_text(v));
+            }
             return;
         }
         if name == "gen_ai.choice" {

@@ -165,13 +165,33 @@ fn fake_chat(system: &str, prompt: &str) -> String {
     answer
 }
 
+/// The older convention: prompt and completion events holding JSON text.
+#[instrument(name = "legacy chat", skip_all, fields(gen_ai.system = "openai", gen_ai.response.model = "gpt-4"))]
+fn legacy_chat(prompt: &str) -> String {
+    let messages = serde_json::json!([{"role": "user", "content": prompt}]).to_string();
+    // The event's name as an `event.name` field (the OTel log convention).
+    tracing::info!(
+        event.name = "gen_ai.content.prompt",
+        gen_ai.prompt = messages.as_str()
+    );
+    let completion = serde_json::json!([{"role": "assistant", "content": "ok"}]).to_string();
+    tracing::info!(
+        event.name = "gen_ai.content.completion",
+        gen_ai.completion = completion.as_str()
+    );
+    "ok".to_string()
+}
+
 #[test]
 fn genai_convention_spans_become_llm_spans() {
     let (server, logger) = setup("tracing-genai");
     let subscriber = tracing_subscriber::registry().with(BraintrustLayer::new());
     tracing::subscriber::with_default(subscriber, || {
         let root = logger.start_span(SpanArgs::new().name("ask"));
-        root.in_scope(|| fake_chat("be brief", "hello"));
+        root.in_scope(|| {
+            fake_chat("be brief", "hello");
+            legacy_chat("hi");
+        });
         root.end();
     });
     logger.flush().unwrap();
@@ -196,6 +216,16 @@ fn genai_convention_spans_become_llm_spans() {
     assert_eq!(llm["metrics"]["prompt_tokens"], 12.0);
     assert_eq!(llm["metrics"]["completion_tokens"], 3.0);
     assert_eq!(llm["metrics"]["tokens"], 15.0);
+    rows.assert_child("legacy chat", "ask");
+    let legacy = rows.named("legacy chat");
+    assert_eq!(legacy["span_attributes"]["type"], "llm");
+    assert_eq!(legacy["input"], json!([{"role": "user", "content": "hi"}]));
+    assert_eq!(
+        legacy["output"],
+        json!([{"role": "assistant", "content": "ok"}])
+    );
+    assert_eq!(legacy["metadata"]["model"], "gpt-4");
+    assert!(legacy["metadata"].get("events").is_none());
 }
 
 #[test]
