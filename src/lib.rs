@@ -5,6 +5,19 @@ pub use braintrust_core::*;
 #[cfg(feature = "local-server")]
 pub mod local;
 
+/// `tracing` → Braintrust: a `tracing-subscriber` layer (feature `tracing`).
+#[cfg(feature = "tracing")]
+pub use braintrust_integrations::tracing_layer;
+
+/// tower/axum middleware and outgoing-request context (feature `tower`).
+#[cfg(feature = "tower")]
+pub use braintrust_integrations::tower;
+
+/// OpenTelemetry both ways: an OTLP exporter to Braintrust, context interop
+/// (feature `opentelemetry`).
+#[cfg(feature = "opentelemetry")]
+pub use braintrust_integrations::otel;
+
 /// The `#[traced]` attribute (see its docs). It shares the name of the
 /// [`traced()`] function, the closure form: attribute macros live in their own
 /// namespace, so `use braintrust::traced;` brings both.

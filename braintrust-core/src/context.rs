@@ -28,6 +28,25 @@ pub fn current_span() -> Span {
         .unwrap_or_else(Span::noop)
 }
 
+/// Makes `span` current on this thread (the no-op span: none) and returns
+/// the span that was current. For integrations whose enter and exit are two
+/// callbacks, such as a `tracing` layer's `on_enter`/`on_exit`: call it again
+/// with the returned span to restore. [`Span::enter`] is the guard form.
+///
+/// ```
+/// use braintrust_core::{replace_current_span, Span};
+/// let previous = replace_current_span(Span::noop());
+/// assert!(previous.is_noop());
+/// replace_current_span(previous);
+/// ```
+pub fn replace_current_span(span: Span) -> Span {
+    let next = if span.is_noop() { None } else { Some(span) };
+    if next.is_none() && !has_current() {
+        return Span::noop();
+    }
+    set_current(next).unwrap_or_else(Span::noop)
+}
+
 /// True when some span is current here (cheaper than `current_span()`).
 #[inline]
 pub(crate) fn has_current() -> bool {

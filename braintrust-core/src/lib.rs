@@ -30,7 +30,7 @@ pub mod w3c;
 
 pub use api::LoginInfo;
 pub use config::{Config, HttpOptions, QueueFullPolicy};
-pub use context::{current_span, InSpan, Instrument, SpanGuard};
+pub use context::{current_span, replace_current_span, InSpan, Instrument, SpanGuard};
 pub use error::Error;
 pub use event::{error_string, json_f64, Event, ScoreValue, ValidationError};
 pub use export::{ObjectType, SlugError, SpanComponents};

@@ -82,7 +82,10 @@
 //!   task that spawned it, which is known only at the spawn call.
 //!
 //! So propagation is explicit: change `tokio::spawn` to `braintrust::spawn`
-//! (same signature), or wrap the future with `.in_current_span()`.
+//! (same signature), or wrap the future with `.in_current_span()`. The one
+//! exception is a direct traced call, `tokio::spawn(traced_fn(x))`: a
+//! `#[traced]` function notes the caller's span when it is *called*, so it
+//! nests without a helper.
 
 use std::collections::VecDeque;
 use std::fmt;

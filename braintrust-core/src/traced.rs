@@ -380,7 +380,7 @@ pub mod __macro_support {
 
     pub use super::{OnReady, TracedFuture};
     use crate::event::{error_string, Event};
-    use crate::logger::start_span_at;
+    use crate::logger::{is_enabled, start_span_at};
     use crate::span::{Span, SpanArgs, SpanType};
     pub use crate::{
         __traced_capture as capture, __traced_error_text as error_text,
@@ -417,10 +417,47 @@ pub mod __macro_support {
         F: FnOnce() -> (Option<Value>, Option<Value>),
     {
         let (input, metadata) = capture();
-        start_span_with(meta, input, metadata)
+        start_span_with(meta, input, metadata, None)
     }
 
-    fn start_span_with(meta: SpanMeta, input: Option<Value>, metadata: Option<Value>) -> Span {
+    /// The span current where a traced `async fn` is called (`None` when
+    /// none is: no allocation). Its future keeps it as the parent to use if
+    /// nothing is current at its first poll, so `tokio::spawn(f(x))` nests
+    /// under the caller's span (as Python's `create_task` copies the context).
+    #[inline]
+    pub fn call_parent() -> Option<Span> {
+        if crate::context::has_current() {
+            Some(crate::context::current_span())
+        } else {
+            None
+        }
+    }
+
+    /// Whether a traced `async fn` called with `parent` records a span.
+    #[inline]
+    pub fn enabled_with(parent: &Option<Span>) -> bool {
+        parent.is_some() || is_enabled()
+    }
+
+    /// [`start`] at the first poll of a traced `async fn`: under the span
+    /// current now if there is one (an explicit `.in_span(..)` wins), else
+    /// under `parent`, the span current at the call.
+    #[inline(never)]
+    pub fn start_in<F>(meta: SpanMeta, parent: Option<Span>, capture: F) -> Span
+    where
+        F: FnOnce() -> (Option<Value>, Option<Value>),
+    {
+        let (input, metadata) = capture();
+        let parent = parent.filter(|_| !crate::context::has_current());
+        start_span_with(meta, input, metadata, parent)
+    }
+
+    fn start_span_with(
+        meta: SpanMeta,
+        input: Option<Value>,
+        metadata: Option<Value>,
+        parent: Option<Span>,
+    ) -> Span {
         let mut event = Event::new();
         if let Some(input) = input {
             event = event.input(input);
@@ -438,11 +475,14 @@ pub mod __macro_support {
                 );
             }
         }
-        let args = SpanArgs::new()
+        let mut args = SpanArgs::new()
             .name(meta.name)
             .span_type(meta.span_type)
             .function_name(meta.function_name)
             .event(event);
+        if let Some(p) = parent {
+            args = args.parent(p);
+        }
         start_span_at(args, meta.location)
     }
 

@@ -22,6 +22,7 @@
 
 mod faults;
 mod merge;
+mod otlp;
 mod render;
 mod server;
 mod store;

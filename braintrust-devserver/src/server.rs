@@ -266,6 +266,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/version", get(version))
         .route("/logs3", post(logs3))
         .route("/logs3/overflow", post(logs3_overflow))
+        .route("/otel/v1/traces", post(crate::otlp::traces))
         .route("/attachment", post(attachment_create).get(attachment_get))
         .route("/attachment/status", post(attachment_status))
         .route_layer(middleware::from_fn_with_state(s.clone(), require_auth));

@@ -106,7 +106,13 @@ mod expand;
 ///
 /// # `async fn` and futures
 ///
-/// The span is current across every `.await` of the body. A future dropped
+/// The span is current across every `.await` of the body. The span's parent
+/// is the span current at the first poll, or, if none is current then, the
+/// one current where the function was *called*: `tokio::spawn(f(x))` inside
+/// a span nests (an `async fn` becomes the `fn(..) -> impl Future` it
+/// desugars to, with the same captures; `async unsafe fn` and functions with
+/// another attribute macro below `#[traced]` stay `async fn` and take the
+/// parent at the first poll). A future dropped
 /// before it completes (by `tokio::select!`, a timeout, an aborted task)
 /// ends its span with `error = "cancelled"`. Sync functions that return an
 /// `async` block, `Box::pin(async ...)` (as `#[async_trait]` generates) or an
