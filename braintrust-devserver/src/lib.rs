@@ -27,6 +27,7 @@ mod render;
 mod rowtext;
 mod server;
 mod store;
+mod transfer;
 mod util;
 mod viewer;
 
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use faults::Faults;
+pub use transfer::{export_jsonl, import_jsonl, ImportSummary, Target, TransferError};
 
 use server::Shared;
 use store::{RowFilter, Store};

@@ -1,15 +1,75 @@
 //! `braintrust-devserver`: run a local Braintrust-compatible server.
 
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use braintrust_devserver::{DevServer, DevServerConfig, RecordLimits, DEFAULT_MAX_BODY_BYTES};
-use clap::Parser;
+use braintrust_devserver::{
+    export_jsonl, import_jsonl, DevServer, DevServerConfig, RecordLimits, Target,
+    DEFAULT_MAX_BODY_BYTES,
+};
+use clap::{Args, Parser, Subcommand};
 
 /// A local Braintrust-compatible server (SQLite storage, web trace viewer).
+///
+/// Without a subcommand it serves; `import` and `export` move span trees in and out of a
+/// database file.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import span trees (JSON lines of {name, input, output, expected, metadata, metrics,
+    /// children}) from FILE or stdin, keeping their shape and start/end times.
+    Import {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Input file (default: stdin).
+        file: Option<PathBuf>,
+    },
+    /// Export a project's logs or an experiment as span trees, one JSON line per trace.
+    Export {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Output file (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// SQLite database file (the one `--db` of the server uses).
+    #[arg(long)]
+    db: PathBuf,
+    /// Project name (created on import when missing).
+    #[arg(long, default_value = "imported")]
+    project: String,
+    /// Experiment of the project (default: the project's logs).
+    #[arg(long)]
+    experiment: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target {
+        match &self.experiment {
+            Some(e) => Target::Experiment {
+                project: self.project.clone(),
+                experiment: e.clone(),
+            },
+            None => Target::ProjectLogs(self.project.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct Serve {
     /// Port to listen on (0 = any free port).
     #[arg(long, default_value_t = 8000)]
     port: u16,
@@ -45,9 +105,51 @@ fn non_empty_key(v: &str) -> Result<String, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let result = match cli.command {
+        None => return serve(cli.serve),
+        Some(Command::Import { target, file }) => {
+            let input: Box<dyn std::io::BufRead> = match &file {
+                Some(p) => match std::fs::File::open(p) {
+                    Ok(f) => Box::new(BufReader::new(f)),
+                    Err(e) => {
+                        eprintln!("braintrust-devserver: cannot open {}: {e}", p.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => Box::new(std::io::stdin().lock()),
+            };
+            import_jsonl(&target.db, &target.target(), input).map(|done| {
+                eprintln!("imported {} traces ({} spans)", done.traces, done.spans);
+            })
+        }
+        Some(Command::Export { target, output }) => {
+            let out: Box<dyn std::io::Write> = match &output {
+                Some(p) => match std::fs::File::create(p) {
+                    Ok(f) => Box::new(std::io::BufWriter::new(f)),
+                    Err(e) => {
+                        eprintln!("braintrust-devserver: cannot create {}: {e}", p.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => Box::new(std::io::stdout().lock()),
+            };
+            export_jsonl(&target.db, &target.target(), out)
+                .map(|n| eprintln!("exported {n} traces"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("braintrust-devserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn serve(cli: Serve) -> ExitCode {
     let key_hint = cli
         .api_keys
         .first()

@@ -330,7 +330,10 @@ async fn gate(State(s): St, req: Request, next: Next) -> Response {
         Access::Viewer => s.api_keys.is_empty() || key_ok,
         Access::Api => bearer(&parts.headers).is_some_and(|k| s.accepts_key(k)),
         Access::Upload => {
-            key_ok || {
+            key_ok
+                // Reading uploads is as open as the viewer that shows them.
+                || (s.api_keys.is_empty() && parts.method == axum::http::Method::GET)
+                || {
                 let upload_key = percent_decode(path.trim_start_matches("/dev/upload/"));
                 let token = query_param(parts.uri.query(), "token").unwrap_or_default();
                 let st = s.clone();
