@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS row_metadata (
     key TEXT NOT NULL,
     value TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS row_metadata_by_kv ON row_metadata(key, value);
+CREATE INDEX IF NOT EXISTS row_metadata_by_kv ON row_metadata(key, value, seq);
 CREATE INDEX IF NOT EXISTS row_metadata_by_seq ON row_metadata(seq);
 CREATE TABLE IF NOT EXISTS traces (
     root_span_id TEXT PRIMARY KEY,
@@ -809,7 +809,15 @@ impl Store {
         let span_filter =
             q.name.is_some() || q.span_type.is_some() || q.text.is_some() || !q.metadata.is_empty();
         if span_filter {
-            sql.push_str(" AND t.root_span_id IN (SELECT r.root_span_id FROM rows r WHERE 1");
+            // A selective metadata condition drives the query from its index; otherwise traces
+            // are walked newest first and checked one by one, which stops after one page.
+            if self.metadata_is_selective(&q.metadata)? {
+                sql.push_str(" AND t.root_span_id IN (SELECT r.root_span_id FROM rows r WHERE 1");
+            } else {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM rows r WHERE r.root_span_id = t.root_span_id",
+                );
+            }
             if let Some(n) = &q.name {
                 cond(&mut sql, " AND r.name = ?", vec![V::Text(n.clone())]);
             }
@@ -839,6 +847,27 @@ impl Store {
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params_from_iter(args), summary_from_row)?;
         rows.collect()
+    }
+
+    /// True when some metadata condition matches few rows (then it is the best index to start
+    /// from).
+    fn metadata_is_selective(
+        &self,
+        metadata: &[(String, String)],
+    ) -> Result<bool, rusqlite::Error> {
+        const FEW_ROWS: i64 = 5_000;
+        let conn = self.conn();
+        let mut count = conn.prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM row_metadata WHERE key = ?1 AND value = ?2
+                                    LIMIT ?3)",
+        )?;
+        for (k, v) in metadata {
+            let n: i64 = count.query_row(params![k, v, FEW_ROWS], |r| r.get(0))?;
+            if n < FEW_ROWS {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The list entry of one trace.
