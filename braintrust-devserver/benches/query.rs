@@ -74,12 +74,20 @@ async fn main() {
         ("errors only", "error=true"),
         ("metadata key/value", "metadata.user=user-420"),
         ("free text", "q=topic%2042"),
+        (
+            "free text, no match (scans every trace)",
+            "q=no%20such%20words",
+        ),
+        ("span name, no match (scans every trace)", "name=nope"),
         ("time range", "since=1767230000&until=1767231000"),
         (
             "combined",
             "type=llm&metadata.env=prod&q=question%20number%2019",
         ),
-        ("second page", "limit=50&cursor=1767245600:1000000"),
+        (
+            "a page halfway down (cursor)",
+            "limit=50&cursor=1767235600:0",
+        ),
     ];
     for (label, query) in queries {
         let url = format!("{}/dev/api/traces?{query}", server.url());

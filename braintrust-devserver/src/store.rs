@@ -811,11 +811,15 @@ impl Store {
         if span_filter {
             // A selective metadata condition drives the query from its index; otherwise traces
             // are walked newest first and checked one by one, which stops after one page.
-            if self.metadata_is_selective(&q.metadata)? {
+            let by_metadata = self.metadata_is_selective(&q.metadata)?;
+            if by_metadata {
                 sql.push_str(" AND t.root_span_id IN (SELECT r.root_span_id FROM rows r WHERE 1");
             } else {
+                // Pinned to the per-trace index: the planner otherwise scans every row with a
+                // matching name for each trace.
                 sql.push_str(
-                    " AND EXISTS (SELECT 1 FROM rows r WHERE r.root_span_id = t.root_span_id",
+                    " AND EXISTS (SELECT 1 FROM rows r INDEXED BY rows_by_root
+                                  WHERE r.root_span_id = t.root_span_id",
                 );
             }
             if let Some(n) = &q.name {
@@ -832,10 +836,16 @@ impl Store {
                     vec![V::Text(pattern)],
                 );
             }
+            let meta_clause = if by_metadata {
+                " AND r.seq IN (SELECT m.seq FROM row_metadata m WHERE m.key = ? AND m.value = ?)"
+            } else {
+                " AND EXISTS (SELECT 1 FROM row_metadata m INDEXED BY row_metadata_by_seq
+                              WHERE m.seq = r.seq AND m.key = ? AND m.value = ?)"
+            };
             for (k, v) in &q.metadata {
                 cond(
                     &mut sql,
-                    " AND r.seq IN (SELECT m.seq FROM row_metadata m WHERE m.key = ? AND m.value = ?)",
+                    meta_clause,
                     vec![V::Text(k.clone()), V::Text(v.clone())],
                 );
             }
