@@ -27,6 +27,7 @@ mod render;
 mod rowtext;
 mod server;
 mod store;
+mod summary;
 mod transfer;
 mod util;
 mod viewer;

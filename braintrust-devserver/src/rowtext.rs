@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 pub(crate) const MAX_DEPTH: usize = 10_000;
 
 /// Stack size of the threads that parse, merge and drop whole rows.
-const DEEP_STACK_BYTES: usize = 512 << 20;
+const DEEP_STACK_BYTES: usize = 64 << 20;
 
 /// Runs `f` on a fresh thread with a stack large enough for [`MAX_DEPTH`]-deep JSON trees
 /// (parse, merge, serialise and drop are all recursive).

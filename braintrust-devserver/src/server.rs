@@ -439,6 +439,10 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
             post(v1_experiment_create).get(v1_experiment_list),
         )
         .route("/v1/experiment/{id}", get(v1_experiment_get))
+        .route(
+            "/v1/experiment/{id}/summarize",
+            get(v1_experiment_summarize),
+        )
         .route("/api/experiment/register", post(legacy_experiment_register))
         .route("/api/experiment/get", post(legacy_experiment_get))
         .route("/version", get(version))
@@ -603,6 +607,27 @@ async fn v1_experiment_get(State(s): St, Path(id): Path<String>) -> ApiResult {
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(msg))
+}
+
+/// The backend's experiment summary: score and metric averages compared with another
+/// experiment, plus `totals` (spans, traces, duration and tokens).
+async fn v1_experiment_summarize(
+    State(s): St,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let msg = format!("experiment {id} not found");
+    let comparison = q
+        .get("comparison_experiment_id")
+        .filter(|v| !v.is_empty())
+        .cloned();
+    let (url, org) = (s.url.clone(), s.org_name.clone());
+    db(&s, move |st| {
+        crate::summary::summarize(st, &url, &org, &id, comparison.as_deref())
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(msg))
 }
 
 /// Resolves `project_id` or `project_name` to a project id (None = no project filter).

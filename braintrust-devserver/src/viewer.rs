@@ -19,6 +19,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/trace/{root_span_id}", get(page))
         .route("/app/{org}/object", get(object_link))
         .route("/app/{org}/p/{project}/logs", get(logs_link))
+        .route(
+            "/app/{org}/p/{project}/experiments/{name}",
+            get(experiment_link),
+        )
 }
 
 async fn page() -> Html<&'static str> {
@@ -61,4 +65,23 @@ async fn logs_link(
         Some(id) => span_page(&s, id.clone()).await,
         None => Ok(Redirect::to("/").into_response()),
     }
+}
+
+/// The experiment page an experiment summary links to: the trace list of that experiment.
+async fn experiment_link(
+    State(s): St,
+    Path((_org, project, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let msg = format!("no experiment {name} in project {project}");
+    let found = db(&s, move |st| {
+        let Some(p) = st.project_by_name(&project)? else {
+            return Ok(None);
+        };
+        let pid = p["id"].as_str().unwrap_or_default().to_string();
+        Ok(st.experiments(Some(&pid), Some(&name))?.into_iter().next())
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(msg))?;
+    let id = found["id"].as_str().unwrap_or_default();
+    Ok(Redirect::to(&format!("/?experiment_id={}", encode_path_segment(id))).into_response())
 }

@@ -887,3 +887,45 @@ async fn ingest_throughput() {
         "ingest too slow: {elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn database_of_the_previous_version_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.sqlite");
+    {
+        // The rows table as the previous release created it, rows stored as the client sent them.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+             CREATE TABLE rows (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 project_id TEXT NOT NULL, experiment_id TEXT NOT NULL, dataset_id TEXT NOT NULL,
+                 prompt_session_id TEXT NOT NULL, log_id TEXT NOT NULL, id TEXT NOT NULL,
+                 root_span_id TEXT, is_root INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL,
+                 UNIQUE(project_id, experiment_id, dataset_id, prompt_session_id, log_id, id));",
+        )
+        .unwrap();
+        for (id, parents) in [("r", "null"), ("c", "[\"r\"]")] {
+            let data = format!(
+                r#"{{"id":"{id}","span_id":"{id}","root_span_id":"t","span_parents":{parents},
+                    "project_id":"p","log_id":"g","_is_merge":false,
+                    "span_attributes":{{"name":"n-{id}"}},"metrics":{{"start":1,"end":2}}}}"#
+            );
+            conn.execute(
+                "INSERT INTO rows (project_id, experiment_id, dataset_id, prompt_session_id,
+                     log_id, id, root_span_id, is_root, data)
+                 VALUES ('p', '', '', '', 'g', ?1, 't', ?2, ?3)",
+                rusqlite::params![id, id == "r", data],
+            )
+            .unwrap();
+        }
+    }
+    let server = start(DevServerConfig::default().db_path(Some(db))).await;
+    let rows = server.rows();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["span_attributes"]["name"], "n-c");
+    assert!(rows.iter().all(|r| r.get("_is_merge").is_none()));
+    assert!(rows.iter().all(|r| r["_xact_id"].is_string()));
+    assert_eq!(server.trace_tree("t"), "n-r 1000.0ms\n  n-c 1000.0ms\n");
+    let (_, list) = get(&server, "/dev/api/traces").await;
+    assert_eq!(list["traces"][0]["span_count"], 2);
+}

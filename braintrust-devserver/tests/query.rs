@@ -228,3 +228,109 @@ async fn permalinks_open_the_trace_page() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
 }
+
+async fn post_json(server: &DevServer, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server.url()))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Two scored traces with an LLM child each, in experiment `e`.
+fn scored(e: &str, tag: &str, scores: [f64; 2]) -> Value {
+    let mut rows = Vec::new();
+    for (i, s) in scores.iter().enumerate() {
+        let root = format!("{tag}-{i}");
+        let start = 10.0 * i as f64;
+        rows.push(
+            json!({"id": root, "span_id": root, "root_span_id": root, "span_parents": null,
+            "experiment_id": e, "span_attributes": {"name": "task"}, "scores": {"accuracy": s},
+            "metrics": {"start": start, "end": start + 2.0}}),
+        );
+        rows.push(
+            json!({"id": format!("{root}-llm"), "span_id": format!("{root}-llm"),
+            "root_span_id": root, "span_parents": [root], "experiment_id": e,
+            "span_attributes": {"name": "chat", "type": "llm"},
+            "metrics": {"start": start, "end": start + 1.0, "prompt_tokens": 10,
+                        "completion_tokens": 4}}),
+        );
+    }
+    Value::Array(rows)
+}
+
+#[tokio::test]
+async fn experiment_summary_as_the_backend_reports_it() {
+    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let project = post_json(&server, "/v1/project", json!({"name": "qa"})).await;
+    let base = post_json(
+        &server,
+        "/v1/experiment",
+        json!({"project_id": project["id"], "name": "baseline"}),
+    )
+    .await;
+    let next = post_json(
+        &server,
+        "/v1/experiment",
+        json!({"project_id": project["id"], "name": "candidate"}),
+    )
+    .await;
+    logs3(
+        &server,
+        scored(base["id"].as_str().unwrap(), "b", [0.5, 0.5]),
+    )
+    .await;
+    logs3(
+        &server,
+        scored(next["id"].as_str().unwrap(), "n", [1.0, 0.5]),
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/experiment/{}/summarize?summarize_scores=true",
+            server.url(),
+            next["id"].as_str().unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let summary: Value = resp.json().await.unwrap();
+    assert_eq!(summary["experiment_name"], "candidate");
+    assert_eq!(summary["project_name"], "qa");
+    assert_eq!(summary["comparison_experiment_name"], "baseline");
+    assert_eq!(summary["scores"]["accuracy"]["score"], 0.75);
+    assert_eq!(summary["scores"]["accuracy"]["diff"], 0.25);
+    assert_eq!(summary["metrics"]["duration"]["metric"], 2.0);
+    assert_eq!(summary["metrics"]["duration"]["unit"], "s");
+    assert_eq!(summary["metrics"]["total_tokens"]["metric"], 14.0);
+    assert_eq!(
+        summary["totals"],
+        json!({"spans": 4, "traces": 2, "duration_s": 4.0, "prompt_tokens": 20.0,
+               "completion_tokens": 8.0, "tokens": 28.0})
+    );
+    let url = summary["experiment_url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("{}/app/dev-org/p/qa/experiments/candidate", server.url())
+    );
+    // The link opens the experiment's trace list.
+    let resp = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("/?experiment_id={}", next["id"].as_str().unwrap()).as_str()
+    );
+}

@@ -440,6 +440,35 @@ async fn deep_rows_are_stored_intact() {
         "in the span list and in the tree"
     );
 
+    // Objects nested to the limit in both the stored row and the merge row: the deep merge
+    // walks all the way down.
+    let objects = |depth: usize, leaf: &str| {
+        format!("{}{leaf}{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+    };
+    let (status, body) = post_rows(
+        &server,
+        &format!(
+            r#"{{"id":"obj",{ids},"metadata":{}}}"#,
+            objects(9_990, "{\"c\":1}")
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post_rows(
+        &server,
+        &format!(
+            r#"{{"id":"obj",{ids},"_is_merge":true,"metadata":{}}}"#,
+            objects(9_990, "{\"b\":2}")
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = stored_text(&server).await;
+    assert!(
+        text.contains(&objects(9_990, "{\"c\":1,\"b\":2}")),
+        "merged at the bottom of the tree"
+    );
+
     let too_deep = nested(10_001);
     let (status, body) = post_rows(
         &server,
