@@ -21,6 +21,7 @@ mod object;
 mod propagation;
 mod span;
 mod state;
+mod summary;
 pub mod task;
 pub mod traced;
 pub mod w3c;
@@ -39,6 +40,7 @@ pub use object::{
 pub use propagation::{extract, permalink, update_span};
 pub use span::{now_secs, Parent, Span, SpanArgs, SpanType};
 pub use state::{LoginInfo, MaskingFunction, State, Stats};
+pub use summary::{ExperimentSummary, MetricSummary, ScoreSummary, SummaryTotals};
 pub use w3c::{Carrier, TraceContext};
 // Re-exports of the `task` and `traced` modules (owned by their modules).
 pub use task::*;
