@@ -309,6 +309,14 @@ async fn every_route_needs_the_key_when_one_is_set() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
     }
+    // The sign-in form is the one route that reads a body without a key: it takes 4 KiB.
+    let resp = http
+        .post(url("/dev/login"))
+        .body(vec![b'k'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
     let resp = http
         .post(url("/dev/login"))
         .body("key=wrong")
