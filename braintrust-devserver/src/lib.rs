@@ -2,8 +2,10 @@
 //!
 //! It speaks the subset of the Braintrust app and API protocol that SDKs use for tracing
 //! (login, project and experiment registration, `/version`, `/logs3` with the overflow path,
-//! attachments), stores rows in SQLite with the backend's merge semantics, records every request
-//! for inspection, can inject `/logs3` failures, and serves a small trace viewer at `/`.
+//! attachments, experiment summaries), validates and stores rows in SQLite with the backend's
+//! merge semantics and `_xact_id`s, records requests for inspection (bounded, see
+//! [`RecordLimits`]), can inject `/logs3` failures, answers a JSON query API under `/dev/api/`
+//! and serves a trace viewer at `/`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), braintrust_devserver::DevServerError> {
@@ -438,8 +440,9 @@ impl DevServer {
         self.shared().org_id.clone()
     }
 
-    /// Every request received since start (or the last [`clear_requests`](Self::clear_requests)),
-    /// in arrival order.
+    /// The requests received since start (or the last [`clear_requests`](Self::clear_requests)),
+    /// in arrival order, within the configured [`RecordLimits`] (the oldest are dropped first;
+    /// empty when recording is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared().requests()
     }
