@@ -23,6 +23,7 @@ mod propagation;
 pub mod retry;
 mod span;
 mod state;
+mod summary;
 pub mod task;
 mod time;
 pub mod traced;
@@ -44,6 +45,7 @@ pub use pipeline::{LossReport, MaskingFunction, Stats};
 pub use propagation::{extract, permalink, update_span};
 pub use span::{Parent, Span, SpanArgs, SpanType};
 pub use state::State;
+pub use summary::{ExperimentSummary, MetricSummary, ScoreSummary, SummaryTotals};
 pub use time::now_secs;
 pub use w3c::{Carrier, TraceContext};
 // Re-exports of the `task` and `traced` modules (owned by their modules).

@@ -85,6 +85,10 @@ impl State {
         self.0.config.legacy_ids
     }
 
+    pub(crate) fn api(&self) -> &Api {
+        &self.0.api
+    }
+
     pub(crate) fn pipeline(&self) -> &Arc<Pipeline> {
         &self.0.pipeline
     }

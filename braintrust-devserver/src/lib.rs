@@ -2,8 +2,10 @@
 //!
 //! It speaks the subset of the Braintrust app and API protocol that SDKs use for tracing
 //! (login, project and experiment registration, `/version`, `/logs3` with the overflow path,
-//! attachments), stores rows in SQLite with the backend's merge semantics, records every request
-//! for inspection, can inject `/logs3` failures, and serves a small trace viewer at `/`.
+//! attachments, experiment summaries), validates and stores rows in SQLite with the backend's
+//! merge semantics and `_xact_id`s, records requests for inspection (bounded, see
+//! [`RecordLimits`]), can inject `/logs3` failures, answers a JSON query API under `/dev/api/`
+//! and serves a trace viewer at `/`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), braintrust_devserver::DevServerError> {
@@ -23,10 +25,15 @@
 mod faults;
 mod merge;
 mod otlp;
+mod query;
 mod render;
+mod rowtext;
 mod server;
 mod store;
+mod summary;
+mod transfer;
 mod util;
+mod viewer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -37,6 +44,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use faults::Faults;
+pub use transfer::{export_jsonl, import_jsonl, ImportSummary, Target, TransferError};
 
 use server::Shared;
 use store::{RowFilter, Store};
@@ -62,6 +70,46 @@ pub enum DevServerError {
     /// The server thread of [`DevServer::start_blocking`] could not be started.
     #[error("server thread failed: {0}")]
     Thread(String),
+    /// The configuration is unusable (for example an empty API key).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Bounds of the in-memory log of received requests ([`DevServer::requests`]). When either
+/// bound is passed, the oldest requests are forgotten.
+///
+/// ```
+/// use braintrust_devserver::{DevServerConfig, RecordLimits};
+/// let config = DevServerConfig::default().record_requests(RecordLimits {
+///     max_requests: 100,
+///     max_body_bytes: 1 << 20,
+/// });
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Most requests kept; `0` turns recording off.
+    pub max_requests: usize,
+    /// Most body bytes kept over all recorded requests (the newest request is always kept).
+    pub max_body_bytes: usize,
+}
+
+impl RecordLimits {
+    /// Recording off: [`DevServer::requests`] stays empty.
+    pub const OFF: RecordLimits = RecordLimits {
+        max_requests: 0,
+        max_body_bytes: 0,
+    };
+}
+
+impl Default for RecordLimits {
+    /// 100,000 requests and 256 MiB of bodies.
+    fn default() -> Self {
+        RecordLimits {
+            max_requests: 100_000,
+            max_body_bytes: 256 << 20,
+        }
+    }
 }
 
 /// Configuration of a [`DevServer`], built with chained setters from
@@ -74,11 +122,18 @@ pub struct DevServerConfig {
     api_keys: Vec<String>,
     org_name: String,
     logs3_payload_max_bytes: Option<u64>,
+    max_body_bytes: u64,
+    record: RecordLimits,
 }
+
+/// Default [`DevServerConfig::max_body_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
 
 impl Default for DevServerConfig {
     /// Host `127.0.0.1`, port `0` (ephemeral), in-memory database, any non-empty API key
-    /// accepted, org `dev-org`, no `logs3_payload_max_bytes`.
+    /// accepted, org `dev-org`, no `logs3_payload_max_bytes`, 64 MiB body limit, requests
+    /// recorded within [`RecordLimits::default`] (tests read them; the command-line server
+    /// turns recording off).
     fn default() -> Self {
         DevServerConfig {
             host: "127.0.0.1".to_string(),
@@ -87,6 +142,8 @@ impl Default for DevServerConfig {
             api_keys: Vec::new(),
             org_name: "dev-org".to_string(),
             logs3_payload_max_bytes: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            record: RecordLimits::default(),
         }
     }
 }
@@ -113,7 +170,9 @@ impl DevServerConfig {
     }
 
     /// API keys accepted as `Authorization: Bearer <key>`. Empty (the default) accepts any
-    /// non-empty key.
+    /// non-empty key on the SDK routes and leaves the viewer and `/dev/api/*` open. With keys
+    /// set, every route needs one (the viewer asks for it once and keeps it in a cookie).
+    /// An empty string in the list is refused by [`DevServer::start`].
     pub fn api_keys(mut self, keys: Vec<String>) -> Self {
         self.api_keys = keys;
         self
@@ -132,9 +191,36 @@ impl DevServerConfig {
         self.logs3_payload_max_bytes = max;
         self
     }
+
+    /// Largest request body accepted on any route (default [`DEFAULT_MAX_BODY_BYTES`]). Larger
+    /// bodies get 413: at once when `Content-Length` says so, otherwise as soon as the limit
+    /// is passed, so a body is never held whole beyond the limit.
+    pub fn max_body_bytes(mut self, max: u64) -> Self {
+        self.max_body_bytes = max;
+        self
+    }
+
+    /// Bounds of the recorded-request log ([`RecordLimits::OFF`] to turn it off).
+    pub fn record_requests(mut self, limits: RecordLimits) -> Self {
+        self.record = limits;
+        self
+    }
 }
 
-/// One HTTP request received by the server, as recorded for tests.
+/// Parses a stored row of any depth. Deep rows are parsed on a large-stack thread; dropping a
+/// value nested thousands of levels deep recurses as deep (a 2 MiB stack handles about
+/// 10,000 levels).
+fn parse_row(text: &str) -> Value {
+    if rowtext::depth(text) <= 100 {
+        return serde_json::from_str(text).unwrap_or(Value::Null);
+    }
+    let text = text.to_string();
+    rowtext::run_deep_sync(move || rowtext::parse_deep(&text).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null)
+}
+
+/// One HTTP request received by the server, as recorded for tests. Requests refused before
+/// their body was read (401, 413) are recorded with an empty body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
     /// HTTP method, e.g. `POST`.
@@ -221,6 +307,11 @@ fn base_url(addr: SocketAddr) -> String {
 async fn prepare(
     config: DevServerConfig,
 ) -> Result<(Arc<Shared>, tokio::net::TcpListener), DevServerError> {
+    if config.api_keys.iter().any(|k| k.trim().is_empty()) {
+        return Err(DevServerError::Config(
+            "an API key must not be empty (it would reject every request)".into(),
+        ));
+    }
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr.as_str())
         .await
@@ -228,7 +319,8 @@ async fn prepare(
             addr: addr.clone(),
             source,
         })?;
-    let url = base_url(listener.local_addr()?);
+    let local_addr = listener.local_addr()?;
+    let url = base_url(local_addr);
     let db_path = config.db_path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(db_path.as_deref()))
         .await
@@ -241,6 +333,9 @@ async fn prepare(
         org_name: config.org_name,
         api_keys: config.api_keys,
         logs3_payload_max_bytes: config.logs3_payload_max_bytes,
+        max_body_bytes: config.max_body_bytes,
+        record: config.record,
+        local_addr,
         requests: Mutex::new(Default::default()),
         faults: Faults::default(),
         logs3_rows: AtomicUsize::new(0),
@@ -335,13 +430,20 @@ impl DevServer {
         self.shared().url.clone()
     }
 
+    /// The address actually bound (for example `0.0.0.0:8000` when binding every interface,
+    /// while [`url`](Self::url) names `127.0.0.1` for local clients).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().local_addr
+    }
+
     /// The id of the single organisation (stable for the lifetime of the database).
     pub fn org_id(&self) -> String {
         self.shared().org_id.clone()
     }
 
-    /// Every request received since start (or the last [`clear_requests`](Self::clear_requests)),
-    /// in arrival order.
+    /// The requests received since start (or the last [`clear_requests`](Self::clear_requests)),
+    /// in arrival order, within the configured [`RecordLimits`] (the oldest are dropped first;
+    /// empty when recording is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared().requests()
     }
@@ -351,17 +453,21 @@ impl DevServer {
         self.shared().clear_requests()
     }
 
-    /// All stored rows after the server-side merge, in first-insert order.
+    /// All stored rows after the server-side merge, in first-insert order, each with the
+    /// `_xact_id` of the request that last wrote it.
     pub fn rows(&self) -> Vec<Value> {
-        self.shared()
+        let texts = self
+            .shared()
             .store
-            .rows(&RowFilter::default())
-            .unwrap_or_default()
+            .rows_text(&RowFilter::default())
+            .unwrap_or_default();
+        texts.iter().map(|t| parse_row(t)).collect()
     }
 
     /// The first stored row whose `id` is `id` (under any object).
     pub fn row(&self, id: &str) -> Option<Value> {
-        self.shared().store.row(id).ok().flatten()
+        let text = self.shared().store.row_text(id).ok().flatten()?;
+        Some(parse_row(&text))
     }
 
     /// Total number of rows received over `/logs3` by this server instance, before merging
@@ -391,8 +497,8 @@ impl DevServer {
             root_span_id: Some(root_span_id.to_string()),
             ..RowFilter::default()
         };
-        let rows = self.shared().store.rows(&f).unwrap_or_default();
-        render::render_trace(&rows)
+        let rows = self.shared().store.rows_text(&f).unwrap_or_default();
+        rowtext::run_deep_sync(move || query::render_texts(&rows)).unwrap_or_default()
     }
 
     /// [`trace_tree`](Self::trace_tree) of every trace, concatenated, in order of each trace's

@@ -14,18 +14,6 @@ const KEEP_STORED: &[&str] = &[
 /// Control keys that are directives to the server and never stored.
 pub(crate) const CONTROL_KEYS: &[&str] = &["_is_merge", "_merge_paths", "_object_delete"];
 
-/// True when the row asks to be merged into the stored row.
-pub(crate) fn is_merge(row: &Map<String, Value>) -> bool {
-    matches!(row.get("_is_merge"), Some(Value::Bool(true)))
-}
-
-/// Removes the control keys from a row that is about to be stored.
-pub(crate) fn strip_control(row: &mut Map<String, Value>) {
-    for k in CONTROL_KEYS {
-        row.remove(*k);
-    }
-}
-
 /// Parses `_merge_paths` (an array of arrays of strings) into paths.
 fn merge_paths(row: &Map<String, Value>) -> Vec<Vec<String>> {
     let Some(Value::Array(paths)) = row.get("_merge_paths") else {

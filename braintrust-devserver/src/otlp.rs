@@ -157,10 +157,13 @@ fn store(
         let text = Value::Object(row).to_string();
         rows.push(RawValue::from_string(text).map_err(|e| StoreError::BadRequest(e.to_string()))?);
     }
-    s.store.ingest(&rows).map_err(|e| match e {
-        IngestError::BadRequest(m) => StoreError::BadRequest(m),
-        IngestError::Db(e) => StoreError::Db(e),
-    })
+    s.store
+        .ingest(&rows)
+        .map(|done| done.row_ids.len())
+        .map_err(|e| match e {
+            IngestError::BadRequest(m) => StoreError::BadRequest(m),
+            IngestError::Db(e) => StoreError::Db(e),
+        })
 }
 
 /// A JSON value from an attribute that may hold JSON text.

@@ -1,9 +1,9 @@
-//! Text rendering of traces and the trace summaries used by the viewer.
+//! Text rendering of traces.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 fn str_field<'a>(row: &'a Value, field: &str) -> Option<&'a str> {
     row.get(field).and_then(Value::as_str)
@@ -199,39 +199,10 @@ pub(crate) fn render_trace(rows: &[Value]) -> String {
     out
 }
 
-/// Summary of a trace root for `GET /dev/api/traces`.
-pub(crate) fn trace_summary(root: &Value, span_count: i64) -> Value {
-    let mut m = Map::new();
-    for k in [
-        "root_span_id",
-        "id",
-        "span_id",
-        "project_id",
-        "experiment_id",
-        "log_id",
-        "created",
-    ] {
-        if let Some(v) = root.get(k) {
-            m.insert(k.to_string(), v.clone());
-        }
-    }
-    m.insert("name".into(), json!(span_name(root)));
-    m.insert("type".into(), json!(span_type(root)));
-    m.insert("start".into(), json!(metric(root, "start")));
-    m.insert("end".into(), json!(metric(root, "end")));
-    m.insert("duration_ms".into(), json!(duration_ms(root)));
-    m.insert("error".into(), json!(error_summary(root)));
-    m.insert(
-        "scores".into(),
-        root.get("scores").cloned().unwrap_or(Value::Null),
-    );
-    m.insert("span_count".into(), json!(span_count));
-    Value::Object(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn renders_nested_tree() {

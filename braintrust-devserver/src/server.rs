@@ -1,6 +1,6 @@
 //! The axum application: shared state, middleware and every endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -8,25 +8,28 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::faults::Faults;
-use crate::render;
-use crate::store::{IngestError, RowFilter, Store};
-use crate::RecordedRequest;
+use crate::query;
+use crate::rowtext::run_deep;
+use crate::store::{IngestError, Ingested, Store};
+use crate::util::constant_time_eq;
+use crate::viewer;
+use crate::{RecordLimits, RecordedRequest};
 
-const VIEWER_HTML: &str = include_str!("viewer.html");
-
-/// The in-memory request log. `base` is the number of entries removed by `clear`, so that a
-/// request's sequence number stays valid across clears.
+/// The in-memory request log, bounded by entry count and body bytes (oldest dropped first).
+/// `base` is the number of entries dropped or cleared, so a request's sequence number stays
+/// valid.
 #[derive(Default)]
 pub(crate) struct RequestLog {
     base: u64,
-    entries: Vec<RecordedRequest>,
+    bytes: usize,
+    entries: VecDeque<RecordedRequest>,
 }
 
 /// State shared by the handlers and the public [`crate::DevServer`] handle.
@@ -37,6 +40,9 @@ pub(crate) struct Shared {
     pub org_name: String,
     pub api_keys: Vec<String>,
     pub logs3_payload_max_bytes: Option<u64>,
+    pub max_body_bytes: u64,
+    pub record: RecordLimits,
+    pub local_addr: std::net::SocketAddr,
     pub requests: Mutex<RequestLog>,
     pub faults: Faults,
     pub logs3_rows: AtomicUsize,
@@ -47,11 +53,25 @@ impl Shared {
         self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push_request(&self, r: RecordedRequest) -> u64 {
+    /// Records a request; returns its sequence number, or `None` when recording is off.
+    fn push_request(&self, r: RecordedRequest) -> Option<u64> {
+        let limits = self.record;
+        if limits.max_requests == 0 {
+            return None;
+        }
         let mut log = self.log();
         let seq = log.base + log.entries.len() as u64;
-        log.entries.push(r);
-        seq
+        log.bytes += r.body.len();
+        log.entries.push_back(r);
+        while log.entries.len() > limits.max_requests
+            || (log.bytes > limits.max_body_bytes && log.entries.len() > 1)
+        {
+            if let Some(old) = log.entries.pop_front() {
+                log.bytes -= old.body.len();
+                log.base += 1;
+            }
+        }
+        Some(seq)
     }
 
     fn set_status(&self, seq: u64, status: u16) {
@@ -65,24 +85,29 @@ impl Shared {
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
-        self.log().entries.clone()
+        self.log().entries.iter().cloned().collect()
     }
 
     pub(crate) fn clear_requests(&self) {
         let mut log = self.log();
         log.base += log.entries.len() as u64;
         log.entries.clear();
+        log.bytes = 0;
     }
 
     fn accepts_key(&self, key: &str) -> bool {
         if key.is_empty() {
             return false;
         }
-        self.api_keys.is_empty() || self.api_keys.iter().any(|k| k == key)
+        self.api_keys.is_empty()
+            || self
+                .api_keys
+                .iter()
+                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
     }
 }
 
-type St = State<Arc<Shared>>;
+pub(crate) type St = State<Arc<Shared>>;
 
 // ------------------------------------------------------------------ errors
 
@@ -94,17 +119,17 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
             retry_after: None,
         }
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 }
@@ -139,10 +164,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+pub(crate) type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 /// Runs a store operation on the blocking pool.
-async fn db<T, F>(s: &Arc<Shared>, f: F) -> Result<T, ApiError>
+pub(crate) async fn db<T, F>(s: &Arc<Shared>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, rusqlite::Error> + Send + 'static,
@@ -172,7 +197,7 @@ fn opt_str(m: &Map<String, Value>, k: &str) -> Option<String> {
 }
 
 /// Percent-encodes everything except RFC 3986 unreserved characters.
-fn encode_path_segment(s: &str) -> String {
+pub(crate) fn encode_path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -184,44 +209,51 @@ fn encode_path_segment(s: &str) -> String {
     out
 }
 
-fn upload_url(s: &Shared, key: &str) -> String {
-    format!("{}/dev/upload/{}", s.url, encode_path_segment(key))
+/// A signed upload URL: the key plus the token that authorises it without an API key (the
+/// SDKs send only the headers the server gave them to signed URLs).
+async fn upload_url(s: &Arc<Shared>, key: &str) -> Result<String, ApiError> {
+    let k = key.to_string();
+    let token = db(s, move |st| st.upload_grant(&k)).await?;
+    Ok(format!(
+        "{}/dev/upload/{}?token={token}",
+        s.url,
+        encode_path_segment(key)
+    ))
 }
 
 // -------------------------------------------------------------- middleware
 
-/// Records every request (arrival order) and, once answered, its status.
-async fn record(State(s): St, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::bad_request(format!("failed to read body: {e}")).into_response()
-        }
-    };
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let seq = s.push_request(RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers,
-        body: bytes.to_vec(),
-        status: 0,
-    });
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    s.set_status(seq, resp.status().as_u16());
-    resp
+/// Name of the cookie the viewer's login form sets (its value is the API key).
+const KEY_COOKIE: &str = "braintrust_dev_key";
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The login form: always open.
+    Open,
+    /// Viewer pages and `/dev/api/*`: open unless API keys are configured; then the key is
+    /// needed as a bearer token or the login cookie.
+    Viewer,
+    /// Signed upload URLs: the URL's token, or an accepted key.
+    Upload,
+    /// Everything else (the SDK protocol): a bearer key is always required.
+    Api,
+}
+
+fn access_for(path: &str) -> Access {
+    if path == "/dev/login" {
+        Access::Open
+    } else if path.starts_with("/dev/upload/") {
+        Access::Upload
+    } else if path == "/"
+        || path.starts_with("/trace/")
+        || path.starts_with("/app/")
+        || path.starts_with("/dev/api/")
+    {
+        Access::Viewer
+    } else {
+        Access::Api
+    }
 }
 
 /// Extracts the bearer token from `Authorization`.
@@ -233,24 +265,174 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Rejects requests without an accepted bearer key (401, JSON error body).
-async fn require_auth(State(s): St, req: Request, next: Next) -> Response {
-    match bearer(req.headers()) {
-        Some(k) if s.accepts_key(k) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Missing Authorization header (expected 'Bearer <api key>')",
-        )
-        .into_response(),
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// Decodes `%XX` escapes (and `+` as space) of a URL component.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (c, _, _) => out.push(c),
+        }
+        i += 1;
     }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unauthorized(has_key: bool) -> Response {
+    let msg = if has_key {
+        "Invalid API key"
+    } else {
+        "Missing Authorization header (expected 'Bearer <api key>')"
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response()
+}
+
+/// Checks access from the request head alone, then reads the body under the size limit, records
+/// the request (when recording is on) and passes it on. Nothing of a refused body is read beyond
+/// what is already buffered, so unauthenticated or oversized uploads cost no memory.
+async fn gate(State(s): St, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let key = bearer(&parts.headers).or_else(|| cookie(&parts.headers, KEY_COOKIE));
+    let key_ok = key.is_some_and(|k| s.accepts_key(k));
+    let allowed = match access_for(path) {
+        Access::Open => true,
+        Access::Viewer => s.api_keys.is_empty() || key_ok,
+        Access::Api => bearer(&parts.headers).is_some_and(|k| s.accepts_key(k)),
+        Access::Upload => {
+            key_ok
+                // Reading uploads is as open as the viewer that shows them.
+                || (s.api_keys.is_empty() && parts.method == axum::http::Method::GET)
+                || {
+                let upload_key = percent_decode(path.trim_start_matches("/dev/upload/"));
+                let token = query_param(parts.uri.query(), "token").unwrap_or_default();
+                let st = s.clone();
+                tokio::task::spawn_blocking(move || {
+                    st.store.upload_token_valid(&upload_key, &token)
+                })
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false)
+            }
+        }
+    };
+    let head_record = |status: u16| RecordedRequest {
+        method: parts.method.to_string(),
+        path: path.to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: Vec::new(),
+        status,
+    };
+    if !allowed {
+        let viewer_page = access_for(path) == Access::Viewer
+            && parts.method == axum::http::Method::GET
+            && !path.starts_with("/dev/api/");
+        let resp = if viewer_page {
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            Redirect::to(&format!("/dev/login?next={}", encode_path_segment(next))).into_response()
+        } else {
+            unauthorized(key.is_some())
+        };
+        s.push_request(head_record(resp.status().as_u16()));
+        return resp;
+    }
+    let mut limit = s.max_body_bytes;
+    if access_for(path) == Access::Open {
+        // The one body read without a key: a sign-in form.
+        limit = limit.min(4096);
+    }
+    if path == "/logs3" {
+        if let Some(max) = s.logs3_payload_max_bytes {
+            limit = limit.min(max);
+        }
+    }
+    let too_large = |len: Option<u64>| {
+        let what = len.map_or("body".to_string(), |n| format!("body of {n} bytes"));
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request {what} exceeds the limit of {limit} bytes"),
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let resp = too_large(declared);
+        s.push_request(head_record(413));
+        return resp;
+    }
+    let bytes = match axum::body::to_bytes(body, limit as usize).await {
+        Ok(b) => b,
+        Err(_) => {
+            s.push_request(head_record(413));
+            return too_large(None);
+        }
+    };
+    let mut rec = head_record(0);
+    rec.body = bytes.to_vec();
+    let seq = s.push_request(rec);
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if let Some(seq) = seq {
+        s.set_status(seq, resp.status().as_u16());
+    }
+    resp
 }
 
 // ------------------------------------------------------------------ router
 
 /// Builds the application.
 pub(crate) fn router(s: Arc<Shared>) -> Router {
-    let authed = Router::new()
+    Router::new()
         .route("/api/apikey/login", post(login))
         .route("/v1/project", post(v1_project_create).get(v1_project_list))
         .route("/v1/project/{id}", get(v1_project_get))
@@ -261,6 +443,10 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
             post(v1_experiment_create).get(v1_experiment_list),
         )
         .route("/v1/experiment/{id}", get(v1_experiment_get))
+        .route(
+            "/v1/experiment/{id}/summarize",
+            get(v1_experiment_summarize),
+        )
         .route("/api/experiment/register", post(legacy_experiment_register))
         .route("/api/experiment/get", post(legacy_experiment_get))
         .route("/version", get(version))
@@ -269,25 +455,17 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/otel/v1/traces", post(crate::otlp::traces))
         .route("/attachment", post(attachment_create).get(attachment_get))
         .route("/attachment/status", post(attachment_status))
-        .route_layer(middleware::from_fn_with_state(s.clone(), require_auth));
-    let open = Router::new()
-        .route("/", get(viewer))
         .route(
             "/dev/upload/{key}",
             put(upload_put).post(upload_put).get(upload_get),
         )
-        .route("/dev/api/rows", get(dev_rows))
-        .route("/dev/api/traces", get(dev_traces))
-        .route("/dev/api/trace/{root_span_id}", get(dev_trace_text))
-        .route("/dev/api/projects", get(dev_projects))
-        .route("/dev/api/experiments", get(dev_experiments))
-        .route("/dev/api/requests", get(dev_requests));
-    Router::new()
-        .merge(authed)
-        .merge(open)
+        .route("/dev/login", get(login_form).post(login_submit))
+        .route("/dev/api/requests", get(dev_requests))
+        .merge(query::routes())
+        .merge(viewer::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(s.clone(), record))
+        .layer(middleware::from_fn_with_state(s.clone(), gate))
         .with_state(s)
 }
 
@@ -436,6 +614,27 @@ async fn v1_experiment_get(State(s): St, Path(id): Path<String>) -> ApiResult {
         .ok_or_else(|| ApiError::not_found(msg))
 }
 
+/// The backend's experiment summary: score and metric averages compared with another
+/// experiment, plus `totals` (spans, traces, duration and tokens).
+async fn v1_experiment_summarize(
+    State(s): St,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let msg = format!("experiment {id} not found");
+    let comparison = q
+        .get("comparison_experiment_id")
+        .filter(|v| !v.is_empty())
+        .cloned();
+    let (url, org) = (s.url.clone(), s.org_name.clone());
+    db(&s, move |st| {
+        crate::summary::summarize(st, &url, &org, &id, comparison.as_deref())
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(msg))
+}
+
 /// Resolves `project_id` or `project_name` to a project id (None = no project filter).
 async fn resolve_project_filter(
     s: &Arc<Shared>,
@@ -549,23 +748,12 @@ async fn logs3(State(s): St, body: Bytes) -> Response {
         .into_response();
     }
     match logs3_store(&s, body).await {
-        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Ok(done) => Json(json!({"row_ids": done.row_ids, "xact_id": done.xact_id})).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn logs3_store(s: &Arc<Shared>, body: Bytes) -> Result<(), ApiError> {
-    if let Some(max) = s.logs3_payload_max_bytes {
-        if body.len() as u64 > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "payload of {} bytes exceeds logs3_payload_max_bytes ({max})",
-                    body.len()
-                ),
-            ));
-        }
-    }
+async fn logs3_store(s: &Arc<Shared>, body: Bytes) -> Result<Ingested, ApiError> {
     let rows = match parse_rows_field(&body)? {
         RowsField::Rows(rows) => rows,
         RowsField::Overflow(key) => {
@@ -591,14 +779,15 @@ async fn logs3_store(s: &Arc<Shared>, body: Bytes) -> Result<(), ApiError> {
         }
     };
     let s2 = s.clone();
-    let n = tokio::task::spawn_blocking(move || s2.store.ingest(&rows))
-        .await?
+    let done = run_deep(move || s2.store.ingest(&rows))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
         .map_err(|e| match e {
             IngestError::BadRequest(m) => ApiError::bad_request(m),
             IngestError::Db(e) => ApiError::from(e),
         })?;
-    s.logs3_rows.fetch_add(n, Ordering::SeqCst);
-    Ok(())
+    s.logs3_rows.fetch_add(done.row_ids.len(), Ordering::SeqCst);
+    Ok(done)
 }
 
 /// The `rows` field of a `/logs3` body.
@@ -651,7 +840,7 @@ async fn logs3_overflow(State(s): St, body: Bytes) -> ApiResult {
     let key = format!("logs3-overflow-{}", uuid::Uuid::new_v4());
     Ok(Json(json!({
         "method": "PUT",
-        "signedUrl": upload_url(&s, &key),
+        "signedUrl": upload_url(&s, &key).await?,
         "headers": {"content-type": "application/json"},
         "key": key,
     })))
@@ -662,7 +851,7 @@ async fn logs3_overflow(State(s): St, body: Bytes) -> ApiResult {
 async fn attachment_create(State(s): St, body: Bytes) -> ApiResult {
     let b = json_object(&body)?;
     let key = opt_str(&b, "key").ok_or_else(|| ApiError::bad_request("missing 'key'"))?;
-    let url = upload_url(&s, &key);
+    let url = upload_url(&s, &key).await?;
     let (filename, ct, org) = (
         opt_str(&b, "filename"),
         opt_str(&b, "content_type"),
@@ -714,7 +903,7 @@ async fn attachment_get(State(s): St, Query(q): Query<HashMap<String, String>>) 
         None => return Err(ApiError::not_found(format!("attachment {key} not found"))),
     };
     Ok(Json(
-        json!({"downloadUrl": upload_url(&s, &key), "status": status}),
+        json!({"downloadUrl": upload_url(&s, &key).await?, "status": status}),
     ))
 }
 
@@ -750,55 +939,54 @@ async fn upload_get(State(s): St, Path(key): Path<String>) -> Result<Response, A
     Ok(resp)
 }
 
-// ------------------------------------------------------------------ viewer
+// ------------------------------------------------------------------ login
 
-async fn viewer() -> Html<&'static str> {
-    Html(VIEWER_HTML)
+async fn login_form(Query(q): Query<HashMap<String, String>>) -> Html<String> {
+    let next = q.get("next").map(String::as_str).unwrap_or("/");
+    let next = html_escape(safe_next(next));
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>braintrust-devserver login</title>\
+         </head><body style=\"font-family:sans-serif;margin:3em\"><h1>braintrust-devserver</h1>\
+         <p>This server requires its API key.</p><form method=post action=/dev/login>\
+         <input type=hidden name=next value=\"{next}\"><input type=password name=key \
+         placeholder=\"API key\" autofocus> <button>Sign in</button></form></body></html>"
+    ))
 }
 
-fn row_filter(q: &HashMap<String, String>) -> RowFilter {
-    let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
-    RowFilter {
-        project_id: get("project_id"),
-        experiment_id: get("experiment_id"),
-        root_span_id: get("root_span_id"),
-        log_id: get("log_id"),
+/// Only same-origin paths are followed after login.
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") {
+        next
+    } else {
+        "/"
     }
 }
 
-async fn dev_rows(State(s): St, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let f = row_filter(&q);
-    Ok(Json(Value::Array(db(&s, move |st| st.rows(&f)).await?)))
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-async fn dev_traces(State(s): St, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let f = row_filter(&q);
-    let roots = db(&s, move |st| st.roots(&f)).await?;
-    Ok(Json(Value::Array(
-        roots
-            .iter()
-            .map(|(r, n)| render::trace_summary(r, *n))
-            .collect(),
-    )))
-}
-
-async fn dev_trace_text(State(s): St, Path(root): Path<String>) -> Result<String, ApiError> {
-    let f = RowFilter {
-        root_span_id: Some(root),
-        ..RowFilter::default()
-    };
-    let rows = db(&s, move |st| st.rows(&f)).await?;
-    Ok(render::render_trace(&rows))
-}
-
-async fn dev_projects(State(s): St) -> ApiResult {
-    Ok(Json(Value::Array(db(&s, |st| st.projects()).await?)))
-}
-
-async fn dev_experiments(State(s): St) -> ApiResult {
-    Ok(Json(Value::Array(
-        db(&s, |st| st.experiments(None, None)).await?,
-    )))
+async fn login_submit(State(s): St, body: Bytes) -> Response {
+    let form = String::from_utf8_lossy(&body);
+    let field = |name: &str| query_param(Some(&form), name).unwrap_or_default();
+    let key = field("key");
+    if !s.accepts_key(&key) || key.contains(';') {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html("Invalid API key. <a href=/dev/login>Try again</a>"),
+        )
+            .into_response();
+    }
+    let next = field("next");
+    let mut resp = Redirect::to(safe_next(&next)).into_response();
+    let cookie = format!("{KEY_COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
 }
 
 async fn dev_requests(State(s): St) -> Json<Value> {

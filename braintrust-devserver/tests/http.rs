@@ -45,6 +45,15 @@ async fn logs3(server: &DevServer, rows: Value) -> (u16, Value) {
     post(server, "/logs3", json!({"rows": rows, "api_version": 2})).await
 }
 
+fn without_xact(mut row: Value) -> Value {
+    let xact = row.as_object_mut().unwrap().remove("_xact_id");
+    assert!(
+        xact.is_some_and(|x| x.is_string()),
+        "every stored row has an _xact_id"
+    );
+    row
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "braintrust-devserver-{tag}-{}-{}",
@@ -302,7 +311,9 @@ async fn logs3_merge_semantics() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"ok": true}));
+    assert_eq!(body["row_ids"], json!(["r1"]));
+    let first_xact = body["xact_id"].as_str().unwrap().to_string();
+    assert_eq!(server.row("r1").unwrap()["_xact_id"], first_xact.as_str());
     logs3(
         &server,
         json!([
@@ -318,8 +329,16 @@ async fn logs3_merge_semantics() {
         ]),
     )
     .await;
-    let rows = server.rows();
+    let mut rows = server.rows();
     assert_eq!(rows.len(), 1);
+    // Every write gets a new, larger transaction id (compared as numbers, as the backend's).
+    let xact = rows[0]["_xact_id"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(xact > first_xact.parse::<u64>().unwrap());
+    rows[0].as_object_mut().unwrap().remove("_xact_id");
     assert_eq!(
         rows[0],
         json!({"project_id": "p1", "log_id": "g", "id": "r1", "span_id": "s1", "root_span_id": "t1",
@@ -337,7 +356,7 @@ async fn logs3_merge_semantics() {
     )
     .await;
     assert_eq!(
-        server.row("r2").unwrap(),
+        without_xact(server.row("r2").unwrap()),
         with(json!({"id": "r2", "output": 5}))
     );
 
@@ -349,7 +368,10 @@ async fn logs3_merge_semantics() {
     .await;
     let rows = server.rows();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0], with(json!({"id": "r1", "input": 2})));
+    assert_eq!(
+        without_xact(rows[0].clone()),
+        with(json!({"id": "r1", "input": 2}))
+    );
     assert_eq!(rows[1]["id"], "r2");
 
     // The same id under another object is a different row.
@@ -377,7 +399,7 @@ async fn logs3_merge_semantics() {
     )
     .await;
     assert_eq!(
-        server.row("r3").unwrap(),
+        without_xact(server.row("r3").unwrap()),
         with(json!({"id": "r3", "metadata": {"a": {"c": 2}}, "tags": ["y"]}))
     );
     assert_eq!(server.logs3_row_count(), 8);
@@ -394,7 +416,7 @@ async fn logs3_merge_semantics() {
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert!(server.row("raw").is_some());
 
-    // Dataset-style delete removes the stored row; a row without an id gets one.
+    // Dataset-style delete removes the stored row.
     logs3(
         &server,
         json!([{"id": "d1", "dataset_id": "ds", "input": 1}]),
@@ -407,20 +429,13 @@ async fn logs3_merge_semantics() {
     )
     .await;
     assert!(server.row("d1").is_none());
-    logs3(&server, json!([{"dataset_id": "ds", "input": "no id"}])).await;
-    let generated = server
-        .rows()
-        .into_iter()
-        .find(|r| r["input"] == "no id")
-        .unwrap();
-    assert_eq!(generated["id"].as_str().unwrap().len(), 36);
 
     // Bad bodies are 400 and store nothing.
     let (status, _) = post(&server, "/logs3", json!({"rows": [1, 2]})).await;
     assert_eq!(status, 400);
     let (status, _) = post(&server, "/logs3", json!({"nope": true})).await;
     assert_eq!(status, 400);
-    assert_eq!(server.rows().len(), 6);
+    assert_eq!(server.rows().len(), 5);
 }
 
 #[tokio::test]
@@ -539,8 +554,20 @@ async fn attachment_upload_flow() {
     .await;
     assert_eq!(status, 200);
     let url = signed["signedUrl"].as_str().unwrap();
-    assert_eq!(url, format!("{}/dev/upload/{key}", server.url()));
+    let (path, token) = url.split_once("?token=").unwrap();
+    assert_eq!(path, format!("{}/dev/upload/{key}", server.url()));
+    assert_eq!(token.len(), 64, "unguessable token: {token}");
     assert!(signed["headers"].is_object());
+    // The signed URL is the only way in without a key: no token, or another key's token, is
+    // refused before anything is stored.
+    for bad in [
+        path.to_string(),
+        format!("{path}?token={}", "0".repeat(64)),
+        format!("{}/dev/upload/other?token={token}", server.url()),
+    ] {
+        let resp = client().put(&bad).body("sneaky").send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{bad}");
+    }
 
     let (_, info) = get(
         &server,
@@ -661,11 +688,12 @@ async fn trace_tree_of_three_spans() {
         .json()
         .await
         .unwrap();
+    let traces = &traces["traces"];
     assert_eq!(traces.as_array().unwrap().len(), 2);
-    assert_eq!(traces[0]["name"], "handle_request");
-    assert_eq!(traces[0]["span_count"], 3);
-    assert_eq!(traces[1]["name"], "ts-root");
-    assert_eq!(traces[1]["span_count"], 2);
+    assert_eq!(traces[0]["name"], "ts-root", "newest first");
+    assert_eq!(traces[0]["span_count"], 2);
+    assert_eq!(traces[1]["name"], "handle_request");
+    assert_eq!(traces[1]["span_count"], 3);
     let rows: Value = client()
         .get(format!("{}/dev/api/rows?project_id=p", server.url()))
         .send()
@@ -708,13 +736,20 @@ async fn persistence_across_restart() {
     )
     .await;
     let key = "att-key";
+    let (_, signed) = post(&server, "/attachment", json!({"key": key})).await;
     client()
-        .put(format!("{}/dev/upload/{key}", server.url()))
+        .put(signed["signedUrl"].as_str().unwrap())
         .body("bytes")
         .send()
         .await
         .unwrap();
     server.shutdown();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "database readable by its owner only");
+    }
 
     let server = start(cfg()).await;
     let (_, login2) = post(&server, "/api/apikey/login", Value::Null).await;
@@ -740,6 +775,7 @@ async fn persistence_across_restart() {
     assert_eq!(exp2["name"], "e-1");
     let body = client()
         .get(format!("{}/dev/upload/{key}", server.url()))
+        .bearer_auth(KEY)
         .send()
         .await
         .unwrap()
@@ -850,4 +886,46 @@ async fn ingest_throughput() {
         elapsed < Duration::from_secs(60),
         "ingest too slow: {elapsed:?}"
     );
+}
+
+#[tokio::test]
+async fn database_of_the_previous_version_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.sqlite");
+    {
+        // The rows table as the previous release created it, rows stored as the client sent them.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+             CREATE TABLE rows (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 project_id TEXT NOT NULL, experiment_id TEXT NOT NULL, dataset_id TEXT NOT NULL,
+                 prompt_session_id TEXT NOT NULL, log_id TEXT NOT NULL, id TEXT NOT NULL,
+                 root_span_id TEXT, is_root INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL,
+                 UNIQUE(project_id, experiment_id, dataset_id, prompt_session_id, log_id, id));",
+        )
+        .unwrap();
+        for (id, parents) in [("r", "null"), ("c", "[\"r\"]")] {
+            let data = format!(
+                r#"{{"id":"{id}","span_id":"{id}","root_span_id":"t","span_parents":{parents},
+                    "project_id":"p","log_id":"g","_is_merge":false,
+                    "span_attributes":{{"name":"n-{id}"}},"metrics":{{"start":1,"end":2}}}}"#
+            );
+            conn.execute(
+                "INSERT INTO rows (project_id, experiment_id, dataset_id, prompt_session_id,
+                     log_id, id, root_span_id, is_root, data)
+                 VALUES ('p', '', '', '', 'g', ?1, 't', ?2, ?3)",
+                rusqlite::params![id, id == "r", data],
+            )
+            .unwrap();
+        }
+    }
+    let server = start(DevServerConfig::default().db_path(Some(db))).await;
+    let rows = server.rows();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["span_attributes"]["name"], "n-c");
+    assert!(rows.iter().all(|r| r.get("_is_merge").is_none()));
+    assert!(rows.iter().all(|r| r["_xact_id"].is_string()));
+    assert_eq!(server.trace_tree("t"), "n-r 1000.0ms\n  n-c 1000.0ms\n");
+    let (_, list) = get(&server, "/dev/api/traces").await;
+    assert_eq!(list["traces"][0]["span_count"], 2);
 }
