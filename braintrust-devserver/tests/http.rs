@@ -925,7 +925,7 @@ async fn database_of_the_previous_version_is_upgraded() {
     assert_eq!(rows[1]["span_attributes"]["name"], "n-c");
     assert!(rows.iter().all(|r| r.get("_is_merge").is_none()));
     assert!(rows.iter().all(|r| r["_xact_id"].is_string()));
-    assert_eq!(server.trace_tree("t"), "n-r 1000.0ms\n  n-c 1000.0ms\n");
+    assert_eq!(server.trace_tree("t"), "n-r 1.00s\n  n-c 1.00s\n");
     let (_, list) = get(&server, "/dev/api/traces").await;
     assert_eq!(list["traces"][0]["span_count"], 2);
 }

@@ -258,10 +258,7 @@ impl Pipeline {
         let mut progress = (self.counters.settled(), Instant::now());
         loop {
             let now = Instant::now();
-            let mut wake = match deadline {
-                Some(d) => d + DEADLINE_GRACE,
-                None => now + Duration::from_secs(3600),
-            };
+            let mut wake = deadline.unwrap_or(now + Duration::from_secs(3600));
             if bound.idle.is_some() {
                 wake = wake.min(now + Duration::from_millis(50));
             }
@@ -271,26 +268,27 @@ impl Pipeline {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d + DEADLINE_GRACE) {
-                return Err(self.give_up(start, before, bound.label));
-            }
+            let mut expired = deadline.is_some_and(|d| now >= d);
             if let Some(idle) = bound.idle {
                 let settled = self.counters.settled();
                 if settled != progress.0 {
                     progress = (settled, now);
                 } else if now.duration_since(progress.1) >= idle {
-                    // No row reached an outcome for `idle`: abandon. The
-                    // worker answers at once unless it is wedged.
-                    self.abandon.request();
-                    let r = match rx.recv_timeout(DEADLINE_GRACE) {
-                        Ok(r) => r,
-                        Err(_) => return Err(self.give_up(start, before, bound.label)),
-                    };
-                    return match self.finish_flush(r, start, before, bound.label) {
-                        Ok(()) => Err(self.timeout_error(start, before, bound.label)),
-                        other => other,
-                    };
+                    expired = true;
                 }
+            }
+            if expired {
+                // Abandon what is in flight (the worker may be busy with a
+                // round that started before this flush): it counts what it
+                // holds and answers at once unless it is wedged.
+                self.abandon.request();
+                return match rx.recv_timeout(DEADLINE_GRACE) {
+                    Ok(Ok(()) | Err(Error::RowsLost(_) | Error::Timeout { .. })) => {
+                        Err(self.timeout_error(start, before, bound.label))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(self.give_up(start, before, bound.label)),
+                };
             }
         }
     }
@@ -311,19 +309,27 @@ impl Pipeline {
                 deadline,
             })
             .map_err(|_| Self::stopped())?;
-        let r = match deadline {
-            None => rx.await.map_err(|_| Self::stopped())?,
-            Some(d) => {
-                let timer = Timer::until(d + DEADLINE_GRACE);
-                match futures_util::future::select(rx, timer.fired).await {
-                    futures_util::future::Either::Left((r, _)) => r.map_err(|_| Self::stopped())?,
-                    futures_util::future::Either::Right(_) => {
-                        return Err(self.give_up(start, before, "flush"))
-                    }
-                }
-            }
+        let Some(d) = deadline else {
+            let r = rx.await.map_err(|_| Self::stopped())?;
+            return self.finish_flush(r, start, before, "flush");
         };
-        self.finish_flush(r, start, before, "flush")
+        use futures_util::future::{select, Either};
+        let rx = match select(rx, Timer::until(d).fired).await {
+            Either::Left((r, _)) => {
+                return self.finish_flush(r.map_err(|_| Self::stopped())?, start, before, "flush")
+            }
+            Either::Right((_, rx)) => rx,
+        };
+        // The deadline passed: abandon what is in flight, then give the
+        // worker a short grace to count it.
+        self.abandon.request();
+        match select(rx, Timer::until(Instant::now() + DEADLINE_GRACE).fired).await {
+            Either::Left((Ok(Ok(()) | Err(Error::RowsLost(_) | Error::Timeout { .. })), _)) => {
+                Err(self.timeout_error(start, before, "flush"))
+            }
+            Either::Left((Ok(Err(e)), _)) => Err(e),
+            _ => Err(self.give_up(start, before, "flush")),
+        }
     }
 
     /// Turns the worker's answer into what the caller gets: never `Ok(())`

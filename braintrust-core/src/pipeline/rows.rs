@@ -708,4 +708,100 @@ mod tests {
         root.end();
         assert_eq!(check_queue(&obj), 2);
     }
+
+    /// Random JSON values: scalars, strings with escapes, nested arrays and objects.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e12f64..1e12).prop_map(|f| json!(f)),
+            "[a-z\"\\\n\u{e9}\u{1F600}]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An event with any subset of fields, random contents.
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        (
+            proptest::option::of(json_value()),
+            proptest::option::of(json_value()),
+            proptest::option::of(proptest::collection::btree_map(
+                "[a-z]{1,5}",
+                json_value(),
+                0..4,
+            )),
+            proptest::option::of((0.0f64..=1.0, "[a-z]{1,4}")),
+            proptest::option::of((-1e6f64..1e6, "[a-z]{1,4}")),
+            proptest::option::of(proptest::collection::btree_set("[a-z]{1,4}", 0..3)),
+            proptest::option::of("[a-z ]{1,8}"),
+        )
+            .prop_map(|(input, output, metadata, score, metric, tags, error)| {
+                let mut e = Event::new();
+                if let Some(v) = input {
+                    e = e.input(v);
+                }
+                if let Some(v) = output {
+                    e = e.output(v);
+                }
+                if let Some(m) = metadata {
+                    e = e.metadata(Value::Object(m.into_iter().collect()));
+                }
+                if let Some((v, k)) = score {
+                    e = e.score(k, v);
+                }
+                if let Some((v, k)) = metric {
+                    e = e.metric(k, v);
+                }
+                if let Some(t) = tags {
+                    e = e.tags(t);
+                }
+                if let Some(err) = error {
+                    e = e.error(err);
+                }
+                e
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Over random events and write sequences, the direct writer and the
+        /// row map serialize to the same bytes.
+        #[test]
+        fn direct_writer_matches_the_row_map_on_random_events(
+            first in proptest::option::of(event()),
+            later in proptest::collection::vec(event(), 0..3),
+            name in proptest::option::of("[a-zA-Z0-9 _\"]{0,10}"),
+            start_time in proptest::option::of(0.0f64..4e9),
+            taken_between in proptest::bool::ANY,
+            end in proptest::bool::ANY,
+        ) {
+            let obj = container(ObjectType::ProjectLogs);
+            let mut args = SpanArgs::new();
+            if let Some(n) = name { args = args.name(n); }
+            if let Some(t) = start_time { args = args.start_time(t); }
+            if let Some(e) = first { args = args.event(e); }
+            let span = start(&obj, None, args);
+            for (i, e) in later.into_iter().enumerate() {
+                if taken_between && i == 1 {
+                    check_queue(&obj);
+                }
+                if let Ok(e) = e.validate() {
+                    span.log(e).unwrap();
+                }
+            }
+            if end { span.end_at(4e9 + 1.0); }
+            check_queue(&obj);
+            drop(span);
+            check_queue(&obj);
+        }
+    }
 }
