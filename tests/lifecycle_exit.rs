@@ -129,8 +129,16 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
             .unwrap()
     };
     let undelivered = number_after("at exit: ");
-    assert!(line.contains("of 20,000 rows undelivered"), "{line}");
-    assert_eq!(undelivered, 20000 - stored_work_rows(&server), "{line}");
+    // A span drained between its log and its end is two entries, so the
+    // total is at least the span count; every span is stored or counted.
+    let total = number_after(" of ");
+    assert!((20000..=40000).contains(&total), "{line}");
+    assert!(undelivered <= total, "{line}");
+    assert!(
+        undelivered + stored_work_rows(&server) >= 20000,
+        "{line}: stored {}",
+        stored_work_rows(&server)
+    );
     let said_written = number_after("(");
     // What was still queued was written to the failed-payload directory,
     // and the line counts exactly what was written.

@@ -318,13 +318,29 @@ fn default_exit_policy_gives_up_on_a_hung_logs3_within_its_deadline() {
         out.exit_after_main,
         out.stderr
     );
+    // A span whose start and end were drained in different rounds is two
+    // rows, so the total is at least the span count, and every row is named.
+    let (undelivered, total) = undelivered_at_exit(&out.stderr);
     assert!(
-        out.stderr
-            .contains("at exit: 2,000 of 2,000 rows undelivered at the deadline"),
+        undelivered == total && (2000..=4000).contains(&total),
         "{}",
         out.stderr
     );
     assert!(out.stderr.lines().count() <= 3, "{}", out.stderr);
+}
+
+/// The `X of Y` of the "at exit: X of Y rows undelivered at the deadline" line.
+fn undelivered_at_exit(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("at exit: ") && l.contains(" rows undelivered at the deadline"))
+        .unwrap_or_else(|| panic!("no undelivered line in:\n{stderr}"));
+    let counts = line.split("at exit: ").nth(1).unwrap();
+    let mut words = counts.split_whitespace();
+    let number = |w: Option<&str>| -> u64 { w.unwrap().replace(',', "").parse().unwrap() };
+    let undelivered = number(words.next());
+    assert_eq!(words.next(), Some("of"), "{line}");
+    (undelivered, number(words.next()))
 }
 
 #[test]
@@ -342,8 +358,9 @@ fn hung_login_refusing_backend_and_slow_masking_exit_within_the_idle_bound() {
         out.exit_after_main,
         out.stderr
     );
+    let (undelivered, total) = undelivered_at_exit(&out.stderr);
     assert!(
-        out.stderr.contains("5,000 of 5,000 rows undelivered"),
+        undelivered == total && (5000..=10000).contains(&total),
         "{}",
         out.stderr
     );
@@ -364,7 +381,12 @@ fn hung_login_refusing_backend_and_slow_masking_exit_within_the_idle_bound() {
         out.exit_after_main,
         out.stderr
     );
-    assert!(out.stderr.contains("of 20,000 rows"), "{}", out.stderr);
+    let (undelivered, total) = undelivered_at_exit(&out.stderr);
+    assert!(
+        undelivered == total && (20000..=40000).contains(&total),
+        "{}",
+        out.stderr
+    );
 
     // A masking function slower than any deadline: a bounded flush, then exit.
     let ok = Faulty::start();
@@ -428,10 +450,25 @@ fn a_flood_is_told_in_a_few_exact_lines() {
         .replace(',', "")
         .parse()
         .unwrap();
+    let of = totals
+        .split(" of ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{totals}"));
+    assert!(of.contains(" rows because the queue was full"), "{totals}");
+    let total: u64 = of
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    // Every span reached the sink or was counted as dropped. A span drained
+    // between its log and its end is two entries (merged on the wire when
+    // they share a request), so the entry total may exceed the span count.
+    let seen = server.delivered() as u64 + dropped;
     assert!(
-        totals.contains("of 200,000 rows because the queue was full"),
-        "{totals}"
+        (200_000..=total).contains(&seen),
+        "{totals}: sink saw {}",
+        server.delivered()
     );
-    // The sink saw every row that was not dropped.
-    assert_eq!(server.delivered() as u64 + dropped, 200_000, "{totals}");
 }

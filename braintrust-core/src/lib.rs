@@ -129,16 +129,30 @@ pub async fn shutdown_async(timeout: std::time::Duration) -> Result<(), Error> {
     result
 }
 
-/// Registers the exit flush of every backend (idempotent).
+/// Registers the exit flush of every backend (idempotent), including the
+/// backends created later in the process: calling it before `init_logger`
+/// is not lost.
+///
+/// ```
+/// braintrust_core::register_exit_flush();
+/// let state = braintrust_core::State::new(
+///     braintrust_core::Config::default().lifecycle(braintrust_core::LifecyclePolicy::Manual),
+/// ).unwrap();
+/// assert!(state.exit_flush_registered());
+/// # braintrust_core::unregister_exit_flush();
+/// ```
 pub fn register_exit_flush() {
+    lifecycle::set_process_wide_exit_flush(true);
     for s in State::all() {
         s.register_exit_flush();
     }
 }
 
-/// Unregisters the exit flush of every backend (idempotent): the process
-/// then exits without waiting for queued rows.
+/// Unregisters the exit flush of every backend (idempotent), including the
+/// backends created later: the process then exits without waiting for
+/// queued rows.
 pub fn unregister_exit_flush() {
+    lifecycle::set_process_wide_exit_flush(false);
     for s in State::all() {
         s.unregister_exit_flush();
     }

@@ -144,9 +144,23 @@ fn exit_flush(state: &State) {
 
 /// Applies a new state's policy: registers its exit flush unless `Manual`.
 pub(crate) fn apply_policy(state: &State) {
-    if !matches!(state.config().lifecycle, LifecyclePolicy::Manual) {
+    let wanted = match PROCESS_WIDE.load(Ordering::Acquire) {
+        1 => true,
+        2 => false,
+        _ => !matches!(state.config().lifecycle, LifecyclePolicy::Manual),
+    };
+    if wanted {
         register_exit_flush_for(state);
     }
+}
+
+/// The last process-wide `register_exit_flush()` (1) or
+/// `unregister_exit_flush()` (2), applied to states created after it; 0 when
+/// neither was called.
+static PROCESS_WIDE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub(crate) fn set_process_wide_exit_flush(on: bool) {
+    PROCESS_WIDE.store(if on { 1 } else { 2 }, Ordering::Release);
 }
 
 pub(crate) fn register_exit_flush_for(state: &State) {

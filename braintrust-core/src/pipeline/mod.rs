@@ -12,6 +12,7 @@
 
 mod accounting;
 mod payloads;
+mod queue;
 mod rows;
 mod transport;
 mod worker;
@@ -20,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
 use serde_json::{Map, Value};
 
 use crate::api::{Api, LoginInfo};
@@ -91,7 +91,7 @@ pub(crate) struct Bound {
 pub(crate) struct Pipeline {
     config: Arc<Config>,
     api: Arc<Api>,
-    queue: ArrayQueue<Op>,
+    queue: queue::BoundedQueue<Op>,
     notify: tokio::sync::Notify,
     space: (Mutex<()>, Condvar),
     blocked_waiters: AtomicU64,
@@ -107,7 +107,7 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     pub(crate) fn new(config: Arc<Config>, api: Arc<Api>) -> Arc<Pipeline> {
         Arc::new(Pipeline {
-            queue: ArrayQueue::new(config.queue_size.max(1)),
+            queue: queue::BoundedQueue::new(config.queue_size),
             reporter: Reporter::new(config.drop_logging_period, config.queue_size.max(1)),
             config,
             api,
