@@ -138,7 +138,9 @@ async fn serve(router: Router) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hops_form_one_tree() {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     // The client sends nothing before its flush (so its project id is still
     // unknown when it calls B).
     let (state_a, logger_a) = process_with(&server, "dist", |c| c.sync_flush(true));
@@ -313,7 +315,7 @@ fn w3c_with_an_invalid_braintrust_parent_starts_a_fresh_trace() {
 
 #[test]
 fn object_only_slug_starts_a_new_trace_in_that_project() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     let (_sa, sender) = process(&server, "owner");
     let pid = sender.resolve_id().unwrap();
     let slug = sender.export();
@@ -338,7 +340,7 @@ fn object_only_slug_starts_a_new_trace_in_that_project() {
 
 #[test]
 fn name_only_slug_registers_the_project_on_the_receiver() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     // The sender never sends: its slugs name the project by name only.
     let (_sa, sender) = process_with(&server, "named-later", |c| c.sync_flush(true));
     let parent = sender.start_span(SpanArgs::new().name("sender-root"));
@@ -418,7 +420,7 @@ fn slug_of_the_logger_own_project_reuses_its_resolution() {
 
 #[test]
 fn propagated_event_reaches_first_rows_children_and_remote_children() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     let (sa, a) = process(&server, "propagate");
     let parent = a.start_span(
         SpanArgs::new()
@@ -510,7 +512,7 @@ fn propagated_event_reaches_first_rows_children_and_remote_children() {
 
 #[test]
 fn update_span_by_slug_changes_exactly_the_given_fields() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     let state = State::new(config_for(&server)).unwrap();
     let exp = braintrust::init(
         "update-proj",
@@ -659,7 +661,7 @@ fn update_span_errors_name_the_field() {
 #[test]
 fn links_match_the_spec_forms() {
     let server =
-        DevServer::start_blocking(DevServerConfig::default().org_name("spec-org")).unwrap();
+        DevServer::start_blocking(DevServerConfig::for_tests().org_name("spec-org")).unwrap();
     // Nothing is sent (so no login happens) before the explicit flushes.
     let state = State::new(config_for(&server).sync_flush(true)).unwrap();
     let logger = braintrust::init_logger(
@@ -862,7 +864,7 @@ fn legacy_ids_export_v3_and_inject_nothing() {
 
 #[test]
 fn experiment_export_resolves_the_experiment_first() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     let state = State::new(config_for(&server)).unwrap();
     let exp = braintrust::init(
         "exp-export",

@@ -30,7 +30,7 @@ fn logs3_requests(server: &DevServer) -> usize {
 
 #[test]
 fn default_policy_delivers_every_span_at_exit() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     let out = run_child(&server, &["--spans", "5000", "--policy", "default"], &[]);
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(stored_work_rows(&server), 5000, "stderr: {}", out.stderr);
@@ -39,7 +39,7 @@ fn default_policy_delivers_every_span_at_exit() {
 /// The user's scenario: a slow masking API and a slow backend with 20,000
 /// spans queued; the exit must not wait for them.
 fn slow_backend() -> DevServer {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     server.faults().logs3_delay(Duration::from_millis(1500));
     server
 }
@@ -159,7 +159,7 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
 
 #[test]
 fn flush_then_exit_sends_no_row_twice() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
     let out = run_child(
         &server,
         &["--spans", "2000", "--policy", "default", "--flush-first"],
@@ -189,7 +189,7 @@ fn flush_then_exit_sends_no_row_twice() {
 fn exit_from_every_runtime_flavour_flushes_without_deadlock() {
     for runtime in ["sync", "current", "multi"] {
         for exit in [false, true] {
-            let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+            let server = DevServer::start_blocking(DevServerConfig::for_tests()).unwrap();
             let mut args = vec![
                 "--spans",
                 "300",

@@ -15,7 +15,7 @@ use common::config_for;
 use serde_json::{json, Value};
 
 fn server() -> DevServer {
-    DevServer::start_blocking(DevServerConfig::default()).unwrap()
+    DevServer::start_blocking(DevServerConfig::for_tests()).unwrap()
 }
 
 /// A root with a child and a grandchild, nested through the current span.

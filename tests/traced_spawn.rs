@@ -32,6 +32,14 @@ async unsafe fn fetch_unsafe(tag: String) -> usize {
     tag.len()
 }
 
+// Another attribute macro below `#[traced]` may need to see `async`, so the
+// function stays `async fn`: the span's parent is taken at the first poll.
+#[traced]
+#[tracing::instrument(skip_all)]
+async fn fetch_instrumented(tag: String) -> usize {
+    tag.len()
+}
+
 #[traced]
 fn work(tag: String) -> usize {
     tag.len()
@@ -134,6 +142,9 @@ fn each_spawn_form_nests_or_starts_a_root_as_documented() {
             tokio::spawn(unsafe { fetch_unsafe("unsafe_async_fn_root".into()) })
                 .await
                 .unwrap();
+            tokio::spawn(fetch_instrumented("attr_macro_async_fn_root".into()))
+                .await
+                .unwrap();
             std::thread::spawn(|| work("thread_root".into()))
                 .join()
                 .unwrap();
@@ -202,6 +213,7 @@ fn each_spawn_form_nests_or_starts_a_root_as_documented() {
         "spawn_block_root",
         "spawn_blocking_root",
         "unsafe_async_fn_root",
+        "attr_macro_async_fn_root",
         "thread_root",
     ] {
         let row = by_name

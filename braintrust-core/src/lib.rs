@@ -41,7 +41,7 @@ pub use logger::{
     current_logger, init, init_logger, is_enabled, set_current_logger, start_span, start_span_at,
     Experiment, ExperimentOptions, Logger, LoggerOptions,
 };
-pub use pipeline::{LossReport, MaskingFunction, Stats};
+pub use pipeline::{LossReport, MaskingFunction, RowObserver, Stats};
 pub use propagation::{extract, permalink, update_span};
 pub use span::{Parent, Span, SpanArgs, SpanType};
 pub use state::State;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::{Api, LoginInfo};
 use crate::config::Config;
 use crate::logger::ObjectInner;
-use crate::pipeline::{Bound, MaskingFunction, Op, Pipeline, Stats};
+use crate::pipeline::{Bound, MaskingFunction, Op, Pipeline, RowObserver, Stats};
 use crate::span::SpanCore;
 use crate::Error;
 
@@ -104,6 +104,27 @@ impl State {
     /// error marker and warns once.
     pub fn set_masking_function(&self, f: Option<MaskingFunction>) {
         self.0.pipeline.set_masking_function(f);
+    }
+
+    /// Sets (or clears) a row observer: a function the logger thread calls
+    /// with the JSON text of every row it prepares for `/logs3` (after
+    /// merging and masking, before sending), whatever then becomes of the
+    /// row. It mirrors this backend's rows elsewhere (for example
+    /// `braintrust::otel::OtelMirror`, which turns them into OpenTelemetry
+    /// spans for a collector). It must return quickly: hand the text to a
+    /// channel. A panic in it is caught and reported once.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use braintrust_core::{Config, State};
+    /// let state = State::new(Config::default().api_key("k").app_url("http://127.0.0.1:9")).unwrap();
+    /// let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    /// let sink = seen.clone();
+    /// state.set_row_observer(Some(Arc::new(move |row: &str| sink.lock().unwrap().push(row.to_owned()))));
+    /// state.set_row_observer(None);
+    /// ```
+    pub fn set_row_observer(&self, f: Option<RowObserver>) {
+        self.0.pipeline.set_row_observer(f);
     }
 
     /// The login result, once the background login has happened.

@@ -131,9 +131,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
 
 impl Default for DevServerConfig {
     /// Host `127.0.0.1`, port `0` (ephemeral), in-memory database, any non-empty API key
-    /// accepted, org `dev-org`, no `logs3_payload_max_bytes`, 64 MiB body limit, requests
-    /// recorded within [`RecordLimits::default`] (tests read them; the command-line server
-    /// turns recording off).
+    /// accepted, org `dev-org`, no `logs3_payload_max_bytes`, 64 MiB body limit, no request
+    /// log ([`RecordLimits::OFF`]: bodies are not kept once handled; tests opt in with
+    /// [`DevServerConfig::for_tests`]).
     fn default() -> Self {
         DevServerConfig {
             host: "127.0.0.1".to_string(),
@@ -143,12 +143,25 @@ impl Default for DevServerConfig {
             org_name: "dev-org".to_string(),
             logs3_payload_max_bytes: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            record: RecordLimits::default(),
+            record: RecordLimits::OFF,
         }
     }
 }
 
 impl DevServerConfig {
+    /// The default configuration with the request log on, within [`RecordLimits::default`],
+    /// so a test can read what the SDK sent with [`DevServer::requests`].
+    ///
+    /// ```
+    /// let server = braintrust_devserver::DevServer::start_blocking(
+    ///     braintrust_devserver::DevServerConfig::for_tests(),
+    /// ).unwrap();
+    /// assert!(server.requests().is_empty());
+    /// ```
+    pub fn for_tests() -> Self {
+        DevServerConfig::default().record_requests(RecordLimits::default())
+    }
+
     /// TCP port to listen on; `0` picks a free ephemeral port.
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;

@@ -7,14 +7,14 @@
 //! `id` and `span_id` = the span id, `root_span_id` = the trace id,
 //! `span_parents` = `[parent span id]` (none for roots), `metrics.start/end`
 //! from the timestamps, `error` from an `ERROR` status. Attributes
-//! `braintrust.input` / `output` / `expected` / `metadata` /
-//! `span_attributes` (JSON text or values) fill those fields; GenAI
+//! `braintrust.input` / `output` / `expected` / `metadata` / `metrics` /
+//! `scores` / `span_attributes` (JSON text or values) fill those fields; GenAI
 //! attributes make an `llm` span (`gen_ai.request.model` → `metadata.model`,
 //! `gen_ai.usage.input_tokens` / `output_tokens` → `metrics.prompt_tokens` /
 //! `completion_tokens` / `tokens`); other attributes go to `metadata`.
 //!
 //! The protobuf subset is decoded here rather than with generated code so the
-//! local server (part of the SDK's default build) pulls in no OTel crates.
+//! local server (which `braintrust::local` embeds) pulls in no OTel crates.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -219,6 +219,19 @@ fn span_row(span: OtelSpan, row: &mut Map<String, Value>) {
                 if let Value::Object(m) = json_attr(v) {
                     span_attributes.extend(m);
                 }
+            }
+            // Token counts and other metrics; the span's own times win.
+            "braintrust.metrics" => {
+                if let Value::Object(m) = json_attr(v) {
+                    for (k, v) in m {
+                        if k != "start" && k != "end" {
+                            metrics.insert(k, v);
+                        }
+                    }
+                }
+            }
+            "braintrust.scores" => {
+                row.insert("scores".into(), json_attr(v));
             }
             "gen_ai.request.model" => {
                 genai = true;

@@ -141,8 +141,8 @@ fn parents(row: &Value) -> Vec<&str> {
 
 /// Renders the rows of one trace (in stored order) as an indented tree.
 ///
-/// Each line is `<indent><name>[ [type]] <duration>ms[ error: <summary>][ scores: k=v, ...]`,
-/// with two spaces of indent per level. Children are ordered by `metrics.start`, then by storage
+/// Each line is `<indent><name>[ [type]] <duration>[ in: <preview>][ out: <preview>]`
+/// `[ error: <summary>][ scores: k=v, ...]`, with two spaces of indent per level. Children are ordered by `metrics.start`, then by storage
 /// order. Spans whose parent is not in the trace are shown as extra roots.
 pub(crate) fn render_trace(rows: &[Value]) -> String {
     let span_ids: Vec<Option<&str>> = rows.iter().map(|r| str_field(r, "span_id")).collect();

@@ -67,7 +67,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 #[tokio::test]
 async fn login_accepts_and_rejects() {
     let server = start(
-        DevServerConfig::default()
+        DevServerConfig::for_tests()
             .api_keys(vec![KEY.to_string()])
             .org_name("my-org"),
     )
@@ -128,7 +128,7 @@ async fn login_accepts_and_rejects() {
 
 #[tokio::test]
 async fn any_non_empty_key_is_accepted_by_default() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let resp = client()
         .post(format!("{}/api/apikey/login", server.url()))
         .bearer_auth("whatever")
@@ -147,7 +147,7 @@ async fn any_non_empty_key_is_accepted_by_default() {
 
 #[tokio::test]
 async fn project_get_or_create_is_idempotent() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let (s1, p1) = post(
         &server,
         "/v1/project",
@@ -197,7 +197,7 @@ async fn project_get_or_create_is_idempotent() {
 
 #[tokio::test]
 async fn experiment_registration_both_generations() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let (_, project) = post(&server, "/v1/project", json!({"name": "p"})).await;
     let pid = project["id"].clone();
 
@@ -274,7 +274,7 @@ async fn experiment_registration_both_generations() {
 
 #[tokio::test]
 async fn version_reports_payload_limit_only_when_configured() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let (status, v) = get(&server, "/version").await;
     assert_eq!(status, 200);
     assert!(v["version"]
@@ -283,14 +283,14 @@ async fn version_reports_payload_limit_only_when_configured() {
         .starts_with("braintrust-devserver "));
     assert!(v.get("logs3_payload_max_bytes").is_none());
 
-    let limited = start(DevServerConfig::default().logs3_payload_max_bytes(Some(1234))).await;
+    let limited = start(DevServerConfig::for_tests().logs3_payload_max_bytes(Some(1234))).await;
     let (_, v) = get(&limited, "/version").await;
     assert_eq!(v["logs3_payload_max_bytes"], 1234);
 }
 
 #[tokio::test]
 async fn logs3_merge_semantics() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let ids = json!({"project_id": "p1", "log_id": "g"});
     let with = |extra: Value| {
         let mut row = ids.clone();
@@ -440,7 +440,7 @@ async fn logs3_merge_semantics() {
 
 #[tokio::test]
 async fn fault_injection_then_success() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let faults = server.faults();
     faults.fail_next_logs3(2, 503);
     faults.retry_after(7);
@@ -482,7 +482,7 @@ async fn fault_injection_then_success() {
 
 #[tokio::test]
 async fn payload_over_limit_is_413() {
-    let server = start(DevServerConfig::default().logs3_payload_max_bytes(Some(200))).await;
+    let server = start(DevServerConfig::for_tests().logs3_payload_max_bytes(Some(200))).await;
     let small = json!([{"id": "s", "project_id": "p", "log_id": "g"}]);
     assert_eq!(logs3(&server, small).await.0, 200);
     let big = json!([{"id": "b", "project_id": "p", "log_id": "g", "input": "x".repeat(500)}]);
@@ -495,7 +495,7 @@ async fn payload_over_limit_is_413() {
 
 #[tokio::test]
 async fn overflow_flow_end_to_end() {
-    let server = start(DevServerConfig::default().logs3_payload_max_bytes(Some(300))).await;
+    let server = start(DevServerConfig::for_tests().logs3_payload_max_bytes(Some(300))).await;
     let rows = json!([
         {"id": "o1", "project_id": "p", "log_id": "g", "input": "x".repeat(400)},
         {"id": "o2", "project_id": "p", "log_id": "g", "input": "y".repeat(400)}
@@ -544,7 +544,7 @@ async fn overflow_flow_end_to_end() {
 
 #[tokio::test]
 async fn attachment_upload_flow() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let key = uuid::Uuid::new_v4().to_string();
     let (status, signed) = post(
         &server,
@@ -610,7 +610,7 @@ async fn attachment_upload_flow() {
 
 #[tokio::test]
 async fn trace_tree_of_three_spans() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let base = json!({"project_id": "p", "log_id": "g", "root_span_id": "trace1"});
     let span = |extra: Value| {
         let mut row = base.clone();
@@ -718,7 +718,7 @@ async fn trace_tree_of_three_spans() {
 async fn persistence_across_restart() {
     let dir = temp_dir("persist");
     let db = dir.join("bt.sqlite");
-    let cfg = || DevServerConfig::default().db_path(Some(db.clone()));
+    let cfg = || DevServerConfig::for_tests().db_path(Some(db.clone()));
 
     let server = start(cfg()).await;
     let (_, login) = post(&server, "/api/apikey/login", Value::Null).await;
@@ -789,7 +789,7 @@ async fn persistence_across_restart() {
 
 #[test]
 fn start_blocking_works_from_sync_code() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).expect("starts");
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).expect("starts");
     let url = server.url();
     // Use a throwaway runtime as the "client" side.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -824,14 +824,14 @@ fn start_blocking_works_from_sync_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_blocking_inside_a_runtime() {
-    let server = DevServer::start_blocking(DevServerConfig::default()).expect("starts");
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).expect("starts");
     let (status, _) = post(&server, "/api/apikey/login", Value::Null).await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_throughput() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let total = 20_000;
     let per_request = 100;
     let bodies: Vec<String> = (0..total / per_request)
@@ -919,7 +919,7 @@ async fn database_of_the_previous_version_is_upgraded() {
             .unwrap();
         }
     }
-    let server = start(DevServerConfig::default().db_path(Some(db))).await;
+    let server = start(DevServerConfig::for_tests().db_path(Some(db))).await;
     let rows = server.rows();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["span_attributes"]["name"], "n-c");

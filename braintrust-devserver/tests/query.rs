@@ -66,7 +66,9 @@ fn trace(i: usize, root_input: &str, meta: Value, error: bool) -> Value {
 
 #[tokio::test]
 async fn trace_list_filters_and_pages() {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     let mut rows = Vec::new();
     for i in 0..7 {
         let meta = json!({"user": format!("u{}", i % 3), "n": i});
@@ -154,7 +156,9 @@ async fn trace_list_filters_and_pages() {
 
 #[tokio::test]
 async fn one_trace_as_a_tree_with_merged_fields() {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     logs3(&server, trace(1, "hello", json!({"user": "a"}), false)).await;
     // A later update, as update_span sends it: a merge row with only the changed fields.
     logs3(
@@ -196,7 +200,9 @@ async fn one_trace_as_a_tree_with_merged_fields() {
 
 #[tokio::test]
 async fn permalinks_open_the_trace_page() {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     logs3(&server, trace(2, "x", json!({}), false)).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -265,7 +271,9 @@ fn scored(e: &str, tag: &str, scores: [f64; 2]) -> Value {
 
 #[tokio::test]
 async fn experiment_summary_as_the_backend_reports_it() {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     let project = post_json(&server, "/v1/project", json!({"name": "qa"})).await;
     let base = post_json(
         &server,

@@ -214,7 +214,7 @@ fn no_redirects() -> reqwest::Client {
 
 #[tokio::test]
 async fn every_route_needs_the_key_when_one_is_set() {
-    let server = start(DevServerConfig::default().api_keys(vec![KEY.into()])).await;
+    let server = start(DevServerConfig::for_tests().api_keys(vec![KEY.into()])).await;
     let http = no_redirects();
     let url = |p: &str| format!("{}{p}", server.url());
     let routes: &[(&str, &str)] = &[
@@ -339,7 +339,7 @@ async fn every_route_needs_the_key_when_one_is_set() {
 #[tokio::test]
 async fn body_limit_and_bounded_request_log() {
     let server = start(
-        DevServerConfig::default()
+        DevServerConfig::for_tests()
             .max_body_bytes(1000)
             .record_requests(RecordLimits {
                 max_requests: 3,
@@ -412,7 +412,7 @@ async fn stored_text(server: &DevServer) -> String {
 
 #[tokio::test]
 async fn deep_rows_are_stored_intact() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let deep = nested(5000);
     let ids = r#""project_id":"p","log_id":"g","span_id":"s","root_span_id":"t""#;
     let (status, body) = post_rows(
@@ -495,7 +495,7 @@ async fn deep_rows_are_stored_intact() {
 
 #[tokio::test]
 async fn bad_rows_are_refused_with_their_index_and_rule() {
-    let server = start(DevServerConfig::default()).await;
+    let server = start(DevServerConfig::for_tests()).await;
     let good = r#"{"id":"good","project_id":"p","log_id":"g"}"#;
     let cases = [
         (

@@ -55,7 +55,7 @@ async fn guide_example_imports_and_round_trips() {
     assert!(ok, "{err}");
     assert!(err.contains("imported 2 traces (4 spans)"), "{err}");
 
-    let server = DevServer::start(DevServerConfig::default().db_path(Some(db.into())))
+    let server = DevServer::start(DevServerConfig::for_tests().db_path(Some(db.into())))
         .await
         .unwrap();
     let experiment = server.experiments()[0].clone();

@@ -1,8 +1,9 @@
 //! The viewer in headless Chromium (Debian's `chromium` package): a metadata search on the
 //! trace list, a deep link to a span, the tree expanded to it, and the span's error, image and
-//! token metrics on screen. Screenshots go to `$CARGO_TARGET_TMPDIR/viewer-screenshots/`.
+//! token metrics on screen. Screenshots go to `$BT_ARTIFACTS/viewer-screenshots/` (`.ci/run` keeps
+//! them outside its temporary clone), else `$CARGO_TARGET_TMPDIR/viewer-screenshots/`.
 //!
-//! Skipped, with a message, when `/usr/bin/chromium` is not installed.
+//! Skipped, with a message, when no `chromium` is found (`$CHROMIUM`, else `chromium` on `PATH`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,12 +11,20 @@ use std::process::Command;
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::{json, Value};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// The browser: `$CHROMIUM`, else the first `chromium` on `PATH`.
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("chromium"))
+        .find(|p| p.is_file())
+}
 /// A 1×1 PNG.
 const PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
-fn chromium(args: &[&str], profile: &Path) -> String {
-    let out = Command::new(CHROMIUM)
+fn chromium(browser: &Path, args: &[&str], profile: &Path) -> String {
+    let out = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -37,7 +46,10 @@ fn chromium(args: &[&str], profile: &Path) -> String {
 }
 
 fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer-screenshots");
+    let base = std::env::var_os("BT_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let dir = base.join("viewer-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -125,10 +137,10 @@ fn store_traces(server: &DevServer) {
 
 #[test]
 fn viewer_in_headless_chromium() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipping viewer_in_headless_chromium: {CHROMIUM} is not installed (Debian: apt-get install chromium)");
+    let Some(browser) = find_chromium() else {
+        eprintln!("skipping viewer_in_headless_chromium: chromium is not installed (Debian: apt-get install chromium)");
         return;
-    }
+    };
     let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
     store_traces(&server);
     let profile = tempfile::tempdir().unwrap();
@@ -137,6 +149,7 @@ fn viewer_in_headless_chromium() {
 
     // The list, searched by metadata.
     let list = chromium(
+        &browser,
         &["--dump-dom", &format!("{url}/?metadata.user=alice")],
         profile.path(),
     );
@@ -152,7 +165,7 @@ fn viewer_in_headless_chromium() {
 
     // A deep link to the LLM span: its chat view, image and tokens.
     let deep = format!("{url}/trace/trace-a?span=a-llm");
-    let page = chromium(&["--dump-dom", &deep], profile.path());
+    let page = chromium(&browser, &["--dump-dom", &deep], profile.path());
     assert!(page.contains("data-ready=\"1\""), "{page}");
     for name in ["answer_question", "describe_image", "lookup_catalog"] {
         assert!(page.contains(&format!(">{name}<")), "span {name} listed");
@@ -175,6 +188,7 @@ fn viewer_in_headless_chromium() {
     // Linking the deep span expands the tree to it and shows both its parents and the error of
     // one of them is marked in the tree.
     let page = chromium(
+        &browser,
         &["--dump-dom", &format!("{url}/trace/trace-a?span=a-deep")],
         profile.path(),
     );
@@ -187,6 +201,7 @@ fn viewer_in_headless_chromium() {
     assert!(page.contains("badge err"));
 
     let page = chromium(
+        &browser,
         &["--dump-dom", &format!("{url}/trace/trace-a?span=a-tool")],
         profile.path(),
     );
@@ -198,6 +213,7 @@ fn viewer_in_headless_chromium() {
     ] {
         let path = shots.join(file);
         chromium(
+            &browser,
             &[
                 "--window-size=1400,900",
                 "--hide-scrollbars",

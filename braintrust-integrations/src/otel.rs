@@ -7,6 +7,10 @@
 //!   do; the local server (`braintrust-devserver`, `braintrust::local`)
 //!   accepts the same requests. [`BraintrustExporter::otlp`] sends to any
 //!   OTLP/HTTP collector instead.
+//! - [`OtelMirror`]: Braintrust-native spans (`#[traced]`, `start_span`,
+//!   the OpenAI wrapper...) exported through any OTel `SpanExporter` as
+//!   well, e.g. [`BraintrustExporter::otlp`] to a team's collector, so
+//!   Jaeger/Tempo see them next to the service's other spans.
 //! - Context interop: [`parent_from_otel`] parents a Braintrust span on an
 //!   OTel span's W3C context, and [`otel_context`] parents OTel spans on a
 //!   Braintrust span, so a mixed trace forms one tree (both use W3C ids:
@@ -40,6 +44,9 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use prost::Message;
+
+mod mirror;
+pub use mirror::{MirrorError, MirrorStats, OtelMirror};
 
 /// The default Braintrust API URL (as the official SDKs use).
 pub const DEFAULT_API_URL: &str = "https://api.braintrust.dev";

@@ -235,6 +235,10 @@ where
     }
 
     fn on_event(&self, event: &tracing_core::Event<'_>, ctx: Context<'_, S>) {
+        // Events obey the same target/level filter as spans.
+        if !self.wants(event.metadata()) {
+            return;
+        }
         let Some(span) = ctx.event_span(event) else {
             return;
         };

@@ -328,3 +328,144 @@ fn the_local_server_reads_otlp_json_too() {
     assert_eq!(child["span_parents"], json!(["eee19b7ec3c1b174"]));
     assert_eq!(child["error"], "boom");
 }
+
+/// Braintrust-native spans mirrored through an OTel exporter to a second
+/// server's OTLP endpoint (standing in for a team's collector): the same
+/// trace ids, tree, fields, error and LLM metrics arrive there as on the
+/// Braintrust backend, and the mirror counts what it exported.
+#[test]
+fn native_spans_are_mirrored_to_an_otlp_collector() {
+    let backend = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let collector = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let exporter =
+        BraintrustExporter::new(&collector.url(), "k", "project_name:collector").unwrap();
+    let mirror = braintrust_integrations::otel::OtelMirror::new(exporter).unwrap();
+    let state = State::new(Config::default().api_key("k").app_url(backend.url())).unwrap();
+    mirror.attach(&state);
+    let logger = init_logger(LoggerOptions::new().project("mirrored").state(state)).unwrap();
+
+    let root = logger.start_span(SpanArgs::new().name("handle").span_type(SpanType::Task));
+    root.log(
+        Event::new()
+            .input(json!({"q": "why"}))
+            .metadata(json!({"user": 7})),
+    )
+    .unwrap();
+    let retrieve = root.start_span(SpanArgs::new().name("retrieve").span_type(SpanType::Tool));
+    retrieve
+        .log(Event::new().output(json!(["doc1"])).error("index offline"))
+        .unwrap();
+    retrieve.end();
+    // Flushed between its start and its end: two rows, merged by the mirror.
+    let chat = root.start_span(SpanArgs::new().name("chat").span_type(SpanType::Llm));
+    chat.log(Event::new().metadata(json!({"model": "gpt-4o", "provider": "openai"})))
+        .unwrap();
+    logger.flush().unwrap();
+    chat.log(
+        Event::new()
+            .output(json!("because"))
+            .metrics([("prompt_tokens", 10.0), ("completion_tokens", 2.0)])
+            .score("relevance", 0.5),
+    )
+    .unwrap();
+    chat.end();
+    root.log(Event::new().output(json!("done"))).unwrap();
+    root.end();
+    logger.flush().unwrap();
+    mirror.flush(std::time::Duration::from_secs(10)).unwrap();
+
+    let stats = mirror.stats();
+    assert_eq!(
+        (
+            stats.exported,
+            stats.export_failed,
+            stats.dropped_rows,
+            stats.unfinished
+        ),
+        (3, 0, 0, 0)
+    );
+    let native = backend.rows();
+    let mirrored = collector.rows();
+    let root_id = json!(root.root_span_id());
+    assert_eq!(shape(&mirrored, &root_id), shape(&native, &root_id));
+    let by_name = |rows: &[Value], name: &str| -> Value {
+        rows.iter()
+            .find(|r| r["span_attributes"]["name"] == name && r["root_span_id"] == root_id)
+            .unwrap_or_else(|| panic!("no {name} in {rows:#?}"))
+            .clone()
+    };
+    for name in ["handle", "retrieve", "chat"] {
+        let (n, m) = (by_name(&native, name), by_name(&mirrored, name));
+        assert_eq!(m["span_id"], n["span_id"], "{name}");
+        for field in ["input", "output", "scores", "error"] {
+            assert_eq!(m[field], n[field], "{name}.{field}");
+        }
+        for metric in ["start", "end", "prompt_tokens", "completion_tokens"] {
+            let (a, b) = (&m["metrics"][metric], &n["metrics"][metric]);
+            match (a.as_f64(), b.as_f64()) {
+                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-5, "{name}.{metric} {a} {b}"),
+                _ => assert_eq!(a, b, "{name}.{metric}"),
+            }
+        }
+    }
+    assert_eq!(by_name(&mirrored, "handle")["metadata"]["user"], 7);
+    assert_eq!(by_name(&mirrored, "chat")["metadata"]["model"], "gpt-4o");
+    assert_eq!(by_name(&mirrored, "chat")["metrics"]["tokens"], 12.0);
+
+    mirror.shutdown(std::time::Duration::from_secs(5)).unwrap();
+    assert!(mirror.flush(std::time::Duration::from_millis(100)).is_err());
+}
+
+/// A span that never ends is exported at shutdown without an end, and
+/// counted as unfinished.
+#[test]
+fn the_mirror_exports_open_spans_at_shutdown_and_counts_them() {
+    let backend = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let collector = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let exporter =
+        BraintrustExporter::new(&collector.url(), "k", "project_name:collector").unwrap();
+    let mirror = braintrust_integrations::otel::OtelMirror::new(exporter).unwrap();
+    let state = State::new(Config::default().api_key("k").app_url(backend.url())).unwrap();
+    mirror.attach(&state);
+    let logger = init_logger(LoggerOptions::new().project("mirror-open").state(state)).unwrap();
+    let open = logger.start_span(SpanArgs::new().name("still_running"));
+    logger.flush().unwrap();
+    mirror.flush(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(mirror.stats().exported, 0);
+    mirror.shutdown(std::time::Duration::from_secs(10)).unwrap();
+    let stats = mirror.stats();
+    assert_eq!((stats.exported, stats.unfinished), (1, 1));
+    let rows = collector.rows();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["span_id"], json!(open.span_id()));
+    drop(open);
+}
+
+/// A collector that refuses the export: the spans are counted as failed,
+/// and delivery to Braintrust is not affected.
+#[test]
+fn a_refusing_collector_is_counted_and_does_not_affect_braintrust() {
+    let backend = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    let collector = DevServer::start_blocking(DevServerConfig::default()).unwrap();
+    // No Authorization header: the collector answers 401.
+    let exporter = BraintrustExporter::otlp(
+        &format!("{}/otel/v1/traces", collector.url()),
+        http::HeaderMap::new(),
+    )
+    .unwrap();
+    let mirror = braintrust_integrations::otel::OtelMirror::new(exporter).unwrap();
+    let state = State::new(Config::default().api_key("k").app_url(backend.url())).unwrap();
+    mirror.attach(&state);
+    let logger = init_logger(LoggerOptions::new().project("mirror-refused").state(state)).unwrap();
+    for i in 0..5 {
+        logger
+            .start_span(SpanArgs::new().name(format!("s{i}")))
+            .end();
+    }
+    logger.flush().unwrap();
+    mirror.flush(std::time::Duration::from_secs(10)).unwrap();
+    let stats = mirror.stats();
+    assert_eq!((stats.exported, stats.export_failed), (0, 5));
+    assert_eq!(backend.rows().len(), 5);
+    assert!(collector.rows().is_empty());
+}

@@ -242,6 +242,12 @@ fn filters_drop_exactly_the_filtered_spans() {
         let root = logger.start_span(SpanArgs::new().name("root"));
         root.in_scope(|| {
             tracing::info_span!("kept_info").in_scope(|| {
+                // Events obey the filter too: only the first two are kept.
+                tracing::info!(n = 1, "kept event");
+                tracing::warn!(target: "chatty", n = 2, "kept chatty warning");
+                tracing::debug!(n = 3, "dropped debug event");
+                tracing::warn!(target: "noisy", n = 4, "dropped noisy event");
+                tracing::info!(target: "chatty", n = 5, "dropped chatty info");
                 // Filtered: its children hang under the nearest forwarded span.
                 tracing::debug_span!("dropped_debug").in_scope(|| {
                     tracing::info_span!("kept_under_debug").in_scope(|| {});
@@ -269,6 +275,13 @@ fn filters_drop_exactly_the_filtered_spans() {
     rows.assert_child("kept_info", "root");
     rows.assert_child("kept_under_debug", "kept_info");
     rows.assert_child("kept_chatty_warn", "root");
+    let events = rows.named("kept_info")["metadata"]["events"]
+        .as_array()
+        .expect("events of kept_info")
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(events, [1, 2]);
 }
 
 #[test]

@@ -98,7 +98,9 @@ fn compare(ours: &Value, theirs: &Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_match_the_official_sdk_capture() {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     let state = State::new(Config::default().api_key("test-key").app_url(server.url())).unwrap();
     let logger = init_logger(LoggerOptions::new().project("spec-capture").state(state)).unwrap();
     set_current_logger(Some(logger.clone()));

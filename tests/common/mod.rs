@@ -22,7 +22,7 @@ pub fn config_for(server: &DevServer) -> Config {
 
 /// A server, plus a logger on a fresh state for project `project`.
 pub fn setup(project: &str, tweak: impl FnOnce(Config) -> Config) -> (DevServer, State, Logger) {
-    let server = DevServer::start_blocking(DevServerConfig::default()).expect("devserver");
+    let server = DevServer::start_blocking(DevServerConfig::for_tests()).expect("devserver");
     let state = State::new(tweak(config_for(&server))).expect("state");
     let logger =
         braintrust::init_logger(LoggerOptions::new().project(project).state(state.clone()))

@@ -38,6 +38,10 @@ use worker::{Cmd, Responder};
 /// `input`, `output`, `expected`, `metadata` and `error` before sending.
 pub type MaskingFunction = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 
+/// A function given the JSON text of every row the logger thread prepares
+/// for `/logs3` ([`State::set_row_observer`](crate::State::set_row_observer)).
+pub type RowObserver = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How long a caller waits past its deadline for the worker to answer
 /// (the worker enforces the same deadline itself); past it the caller gives
 /// up on its own.
@@ -99,6 +103,7 @@ pub(crate) struct Pipeline {
     worker_thread: OnceLock<std::thread::ThreadId>,
     worker_alive: AtomicBool,
     masking: RwLock<Option<MaskingFunction>>,
+    observer: RwLock<Option<RowObserver>>,
     counters: Counters,
     reporter: Reporter,
     abandon: Abandon,
@@ -118,6 +123,7 @@ impl Pipeline {
             worker_thread: OnceLock::new(),
             worker_alive: AtomicBool::new(false),
             masking: RwLock::new(None),
+            observer: RwLock::new(None),
             counters: Counters::default(),
             abandon: Abandon::default(),
         })
@@ -138,6 +144,17 @@ impl Pipeline {
 
     fn masking_function(&self) -> Option<MaskingFunction> {
         self.masking
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_row_observer(&self, f: Option<RowObserver>) {
+        *self.observer.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+
+    fn row_observer(&self) -> Option<RowObserver> {
+        self.observer
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

@@ -375,6 +375,9 @@ impl Worker {
             let Some(prepared) = self.prepare(ops, &ids, held).await else {
                 continue;
             };
+            if let Some(observe) = self.p.row_observer() {
+                observe_rows(&observe, &prepared);
+            }
             let prepared = Rc::new(prepared);
             {
                 let mut h = held.borrow_mut();
@@ -706,6 +709,22 @@ impl Worker {
             self.limits.set(Some(l));
         }
         l
+    }
+}
+
+/// Hands each prepared row to the row observer; a panicking observer is
+/// caught (its rows are still sent) and reported once.
+fn observe_rows(observe: &super::RowObserver, prepared: &Prepared) {
+    let all = std::panic::AssertUnwindSafe(|| {
+        for i in 0..prepared.len() {
+            observe(prepared.row(i));
+        }
+    });
+    if std::panic::catch_unwind(all).is_err() {
+        crate::diagnostics::warn_once(
+            "row-observer-panic",
+            "braintrust: the row observer panicked; the rows are still sent to Braintrust",
+        );
     }
 }
 

@@ -25,7 +25,9 @@ pub async fn setup() -> Env {
 pub async fn setup_with(
     f: impl FnOnce(braintrust_openai::OpenAiClientBuilder) -> braintrust_openai::OpenAiClientBuilder,
 ) -> Env {
-    let server = DevServer::start(DevServerConfig::default()).await.unwrap();
+    let server = DevServer::start(DevServerConfig::for_tests())
+        .await
+        .unwrap();
     let state = State::new(Config::default().api_key("test-key").app_url(server.url())).unwrap();
     let logger = init_logger(LoggerOptions::new().project("openai-tests").state(state)).unwrap();
     let mock = MockOpenAi::start().await.unwrap();
