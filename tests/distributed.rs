@@ -551,6 +551,17 @@ fn update_span_by_slug_changes_exactly_the_given_fields() {
     );
     assert_eq!(after["metadata"], json!({"early": 1, "late": true}));
     assert_eq!(after["scores"], json!({"exact": 1, "late_score": 0.5}));
+    // The query API's span tree shows the merged fields too.
+    let tree = get_json(&format!(
+        "{}/dev/api/traces/{}",
+        server.url(),
+        span.root_span_id()
+    ));
+    let node = &tree["tree"][0]["span"];
+    assert_eq!(node["span_id"], span.span_id().as_str());
+    assert_eq!(node["metadata"], json!({"early": 1, "late": true}));
+    assert_eq!(node["scores"], json!({"exact": 1, "late_score": 0.5}));
+    assert_eq!(node["input"], json!({"x": 1}));
 
     // The row sent is the official SDK's merge row, key for key.
     let bodies = logs3_bodies(&server);
@@ -749,11 +760,55 @@ fn links_match_the_spec_forms() {
     assert_eq!(es.link(), expected);
     assert_eq!(permalink(&es.export(), Some(&state)), expected);
 
+    // The local server answers each link with the viewer's page of the span.
+    for (link, span) in [(root.link(), &root), (s.link(), &s), (es.link(), &es)] {
+        assert_eq!(
+            follow(&link),
+            format!("/trace/{}?span={}", span.root_span_id(), span.span_id()),
+            "{link}"
+        );
+    }
+
     // Bad slugs give error links, never a panic.
     assert!(permalink("not a slug", Some(&state))
         .starts_with("https://www.braintrust.dev/error-generating-link?msg="));
     assert!(permalink(&logger.export(), Some(&state))
         .starts_with("https://www.braintrust.dev/error-generating-link?msg="));
+}
+
+/// A JSON answer of the local server's query API.
+fn get_json(url: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        resp.json().await.unwrap()
+    })
+}
+
+/// Where the local server redirects a link to (the `Location` of its 303).
+fn follow(link: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let resp = client.get(link).bearer_auth("k").send().await.unwrap();
+        assert!(resp.status().is_redirection(), "{link}: {}", resp.status());
+        resp.headers()["location"].to_str().unwrap().to_string()
+    })
 }
 
 #[test]
