@@ -98,6 +98,39 @@ fn hung_logs3_flush_with_timeout_returns_on_time_and_counts_every_row() {
 }
 
 #[test]
+fn plain_flush_against_a_hung_logs3_ends_within_the_round_budget() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    // 4,000 rows are 40 batches, 4 in flight at a time: with a budget per
+    // batch the flush would take ten budgets.
+    let budget = Duration::from_millis(800);
+    let (state, logger) = logger(config(&server.url()).retry_budget(budget));
+    log_rows(&logger, 4_000);
+    let t = Instant::now();
+    let err = logger.flush().unwrap_err();
+    let waited = t.elapsed();
+    // At most the round already in progress plus the flush's own round.
+    assert!(
+        waited < budget * 2 + Duration::from_millis(700),
+        "waited {waited:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::RowsLost(l) if l.failed == 4_000),
+        "{msg}"
+    );
+    assert!(msg.contains("no answer within"), "{msg}");
+    let s = state.stats();
+    assert_eq!((s.failed_rows, s.pending), (4_000, 0));
+    assert_accounted(s);
+    assert!(
+        server.logs3_calls() <= 8,
+        "{} requests",
+        server.logs3_calls()
+    );
+}
+
+#[test]
 fn async_flush_with_timeout_is_bounded_on_the_callers_side() {
     let server = Faulty::start();
     server.logs3(Mode::Hang);

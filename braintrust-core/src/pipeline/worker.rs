@@ -358,6 +358,7 @@ impl Worker {
             config: &self.p.config,
             counters: &self.p.counters,
             policy: self.policy(),
+            spent: Default::default(),
         };
         let chunk = chunk_limit(
             self.p.config.batch_size,
