@@ -24,6 +24,10 @@ pub(crate) struct Counters {
     pub dumped: AtomicU64,
     pub requests: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Rows a caller counted as undelivered while the worker still held
+    /// them (it did not answer in time); the worker does not count them
+    /// again when it gets to abandon them.
+    pub written_off: AtomicU64,
 }
 
 impl Counters {

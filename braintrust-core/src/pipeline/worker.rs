@@ -120,6 +120,9 @@ struct Held {
     /// Rows serialized and being sent; `unsettled[i]` until row `i` ends.
     prepared: Option<Rc<Prepared>>,
     unsettled: Vec<bool>,
+    /// The abandon-request count when the round started: once it changes,
+    /// nothing in the round settles rows any more; `abandon` counts them.
+    epoch: u64,
 }
 
 /// Why a round stopped early.
@@ -228,6 +231,7 @@ impl Worker {
             }
             let held = RefCell::new(Held {
                 ops,
+                epoch,
                 ..Held::default()
             });
             let stop = {
@@ -245,6 +249,9 @@ impl Worker {
                     _ = round => None,
                 }
             };
+            // A request that came while the round was finishing still
+            // abandons what it left in `held`.
+            let stop = stop.or_else(|| self.abandoning(&held).then_some(Stop::Abandoned));
             if let Some(stop) = stop {
                 self.abandon(&held);
                 return Some(stop);
@@ -268,23 +275,33 @@ impl Worker {
     /// undelivered, written to the failed-payload directory when set (except
     /// rows inside the masking function, which are not masked yet).
     fn abandon(&self, held: &RefCell<Held>) {
+        let request = self.p.abandon.requested.load(Ordering::Acquire);
         let mut h = held.borrow_mut();
         let dump = self.p.config.failed_payloads_dir.is_some();
-        let mut n = h.masking;
-        let mut texts = Vec::new();
-        for op in h.ops.drain(..) {
-            n += 1;
-            if dump {
-                texts.extend(rows::op_text(op));
-            } else {
-                drop(rows::op_to_row(op));
-            }
+        // Counted first (cheap), so a caller waiting for the answer sees
+        // the count even if writing the rows out takes a while.
+        let mut n = h.masking + h.ops.len() as u64;
+        if let Some(prep) = &h.prepared {
+            n += (0..prep.len())
+                .filter(|&i| h.unsettled.get(i).copied().unwrap_or(false))
+                .map(|i| prep.weight(i))
+                .sum::<u64>();
         }
+        let c = &self.p.counters;
+        let already = c
+            .written_off
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(w.saturating_sub(n))
+            })
+            .unwrap_or(0)
+            .min(n);
+        c.undelivered.fetch_add(n - already, Ordering::AcqRel);
+        let ops = std::mem::take(&mut h.ops);
+        let mut texts = Vec::new();
         if let Some(prep) = h.prepared.take() {
-            for (i, unsettled) in h.unsettled.iter().enumerate() {
-                if *unsettled {
-                    n += prep.weight(i);
-                    if dump {
+            if dump {
+                for (i, unsettled) in h.unsettled.iter().enumerate() {
+                    if *unsettled {
                         texts.push(prep.row(i).to_string());
                     }
                 }
@@ -294,12 +311,42 @@ impl Worker {
         h.unsettled.clear();
         drop(h);
         let (queued, queued_texts) = self.p.take_queue();
+        c.undelivered.fetch_add(queued, Ordering::AcqRel);
         texts.extend(queued_texts);
-        self.p
-            .counters
-            .undelivered
-            .fetch_add(n + queued, Ordering::AcqRel);
-        self.p.dump_undelivered(&texts);
+        self.p.dump_undelivered(&texts, Some(request));
+        // Written in pieces: what is written is counted at once, so a caller
+        // that stops waiting reports exactly what reached the directory.
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let piece: Vec<String> = ops
+                .by_ref()
+                .take(1_000)
+                .filter_map(|op| {
+                    if dump {
+                        rows::op_text(op)
+                    } else {
+                        drop(rows::op_to_row(op));
+                        None
+                    }
+                })
+                .collect();
+            self.p.dump_undelivered(&piece, Some(request));
+        }
+    }
+
+    /// True once a caller asked to abandon this round.
+    fn abandoning(&self, held: &RefCell<Held>) -> bool {
+        self.p.abandon.requested.load(Ordering::Acquire) != held.borrow().epoch
+    }
+
+    /// Fails entries of the round for good, unless the round is being
+    /// abandoned: then they go back to `held` for `abandon` to count.
+    fn fail_held(&self, held: &RefCell<Held>, ops: Vec<Op>, cause: &str) {
+        if self.abandoning(held) {
+            held.borrow_mut().ops.extend(ops);
+        } else {
+            self.fail_ops(ops, cause);
+        }
     }
 
     /// One round over the entries in `held`.
@@ -319,7 +366,7 @@ impl Worker {
             Ok(l) => Some(l),
             Err(f) => {
                 let ops = std::mem::take(&mut held.borrow_mut().ops);
-                self.fail_ops(ops, &f.cause);
+                self.fail_held(held, ops, &f.cause);
                 None
             }
         };
@@ -337,7 +384,7 @@ impl Worker {
                         h.ops = rest;
                         mine
                     };
-                    self.fail_ops(ops, &f.cause);
+                    self.fail_held(held, ops, &f.cause);
                 }
             }
         }
@@ -346,7 +393,7 @@ impl Worker {
             Ok(h) => h,
             Err(e) => {
                 let ops = std::mem::take(&mut held.borrow_mut().ops);
-                self.fail_ops(ops, &e.to_string());
+                self.fail_held(held, ops, &e.to_string());
                 return;
             }
         };
@@ -508,6 +555,9 @@ impl Worker {
             transport.limits.max_request_size,
         );
         let settle = |idx: &[usize], how: Settle| {
+            if self.abandoning(held) {
+                return; // `abandon` counts what is unsettled
+            }
             let mut h = held.borrow_mut();
             let mut n = 0;
             for &i in idx {
