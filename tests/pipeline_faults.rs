@@ -362,6 +362,31 @@ fn default_exit_policy_gives_up_on_a_hung_logs3_within_its_deadline() {
     assert!(out.stderr.lines().count() <= 3, "{}", out.stderr);
 }
 
+#[test]
+fn several_hung_backends_share_one_exit_bound() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    // Three backends, each hung: flushed one after another they would take
+    // three idle bounds.
+    let out = exit_after(
+        &server.url(),
+        &["--spans", "200", "--backends", "3", "--policy", "default"],
+        &[("BRAINTRUST_EXIT_FLUSH_IDLE_TIMEOUT", "1")],
+    );
+    assert!(
+        out.exit_after_main < Duration::from_millis(1_800),
+        "exit took {:?}; stderr:\n{}",
+        out.exit_after_main,
+        out.stderr
+    );
+    let lines = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("at exit: ") && l.contains(" rows undelivered at the deadline"))
+        .count();
+    assert_eq!(lines, 3, "one totals line per backend:\n{}", out.stderr);
+}
+
 /// The `X of Y` of the "at exit: X of Y rows undelivered at the deadline" line.
 fn undelivered_at_exit(stderr: &str) -> (u64, u64) {
     let line = stderr
