@@ -68,7 +68,12 @@ pub struct Faulty {
     shared: Shared,
     addr: SocketAddr,
     /// Set to stop the accept loop and drop every open connection.
-    stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    stop: Mutex<
+        Option<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -105,8 +110,10 @@ impl Faulty {
     /// Stops listening and drops every open connection (requests in flight
     /// see a reset). What the server counted is kept.
     pub fn stop(&self) {
-        if let Some(stop) = self.stop.lock().unwrap().take() {
+        if let Some((stop, accepting)) = self.stop.lock().unwrap().take() {
             let _ = stop.send(true);
+            // The listener is closed when the accept loop has returned.
+            let _ = self.runtime.block_on(accepting);
         }
     }
 
@@ -122,14 +129,13 @@ impl Faulty {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        *self.stop.lock().unwrap() = Some(stop_tx);
         let app = Router::new()
             .route("/api/apikey/login", post(login))
             .route("/version", get(|| async { Json(json!({})) }))
             .route("/v1/project", post(project))
             .route("/logs3", post(logs3))
             .with_state(self.shared.clone());
-        self.runtime.spawn(async move {
+        let accepting = self.runtime.spawn(async move {
             loop {
                 let mut stopped = stop_rx.clone();
                 let accepted = tokio::select! {
@@ -155,6 +161,7 @@ impl Faulty {
                 });
             }
         });
+        *self.stop.lock().unwrap() = Some((stop_tx, accepting));
     }
 
     pub fn url(&self) -> String {

@@ -134,14 +134,17 @@ enum Stop {
 /// The reason rows could not even be built (login or registration).
 struct ResolveFailure {
     cause: String,
+    /// Not worth retrying (an invalid key, a wrong URL).
+    permanent: bool,
 }
 
 struct Worker {
     p: Arc<Pipeline>,
     limits: Cell<Option<Limits>>,
-    /// After a failed login: no new attempt before this instant; rows
-    /// arriving meanwhile fail with the remembered cause.
-    login_down: RefCell<Option<(Instant, String)>>,
+    /// After a failed login: no new attempt before this instant. Rows
+    /// arriving meanwhile stay queued (a transient failure) or fail with the
+    /// remembered cause (a permanent one).
+    login_down: RefCell<Option<(Instant, ResolveFailure)>>,
 }
 
 impl Worker {
@@ -174,7 +177,7 @@ impl Worker {
                 cmd = rx.recv() => match cmd {
                     None | Some(Cmd::Shutdown) => break,
                     Some(Cmd::Flush { done, deadline }) => {
-                        let r = match self.deliver_all(deadline).await {
+                        let r = match self.deliver_all(deadline, true).await {
                             None => Ok(()),
                             Some(_) => Err(Error::Timeout {
                                 waited_ms: 0,
@@ -197,12 +200,12 @@ impl Worker {
                     // the queue itself. Only the permit is consumed here.
                 }
                 _ = p.notify.notified(), if !sync_flush => {
-                    self.deliver_all(None).await;
+                    self.deliver_all(None, false).await;
                 }
                 _ = tick.tick() => {
                     self.p.wake_blocked();
                     if !sync_flush && !self.p.queue.is_empty() {
-                        self.deliver_all(None).await;
+                        self.deliver_all(None, false).await;
                     }
                 }
             }
@@ -210,8 +213,10 @@ impl Worker {
     }
 
     /// Rounds until the queue is empty; stops early (abandoning what it
-    /// holds) at `deadline` or when a caller asks.
-    async fn deliver_all(&self, deadline: Option<Instant>) -> Option<Stop> {
+    /// holds) at `deadline` or when a caller asks. While login is paused
+    /// after a transient failure the queue is left as is, or, for a flush,
+    /// waited on until the pause ends.
+    async fn deliver_all(&self, deadline: Option<Instant>, flush: bool) -> Option<Stop> {
         let p = self.p.clone();
         // Requests made before this call were answered by then: a permit
         // they left behind must not abandon new work.
@@ -224,7 +229,31 @@ impl Worker {
                 }
             }
         };
+        let deadline_passes = || async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
+            if let Some(until) = self.login_paused() {
+                if !flush || self.p.queue.is_empty() {
+                    return None;
+                }
+                let stop = tokio::select! {
+                    biased;
+                    _ = abandon_requested() => Some(Stop::Abandoned),
+                    _ = deadline_passes() => Some(Stop::Deadline),
+                    _ = tokio::time::sleep_until(until.into()) => None,
+                };
+                if let Some(stop) = stop {
+                    self.abandon(&RefCell::new(Held {
+                        epoch,
+                        ..Held::default()
+                    }));
+                    return Some(stop);
+                }
+            }
             let ops = self.drain();
             if ops.is_empty() {
                 return None;
@@ -236,16 +265,10 @@ impl Worker {
             });
             let stop = {
                 let round = self.round(&held);
-                let deadline_passes = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     biased;
                     _ = abandon_requested() => Some(Stop::Abandoned),
-                    _ = deadline_passes => Some(Stop::Deadline),
+                    _ = deadline_passes() => Some(Stop::Deadline),
                     _ = round => None,
                 }
             };
@@ -621,9 +644,12 @@ impl Worker {
         if let Some(l) = self.p.api.login_info() {
             return Ok(l);
         }
-        if let Some((until, cause)) = self.login_down.borrow().clone() {
-            if Instant::now() < until {
-                return Err(ResolveFailure { cause });
+        if let Some((until, f)) = &*self.login_down.borrow() {
+            if Instant::now() < *until {
+                return Err(ResolveFailure {
+                    cause: f.cause.clone(),
+                    permanent: f.permanent,
+                });
             }
         }
         let r = self
@@ -637,10 +663,24 @@ impl Worker {
             Err(f) => {
                 *self.login_down.borrow_mut() = Some((
                     Instant::now() + self.p.config.retry_max_delay,
-                    f.cause.clone(),
+                    ResolveFailure {
+                        cause: f.cause.clone(),
+                        permanent: f.permanent,
+                    },
                 ));
                 Err(f)
             }
+        }
+    }
+
+    /// When login is paused after a transient failure (and no login is
+    /// known): the instant the pause ends.
+    fn login_paused(&self) -> Option<Instant> {
+        match &*self.login_down.borrow() {
+            Some((until, f)) if !f.permanent && Instant::now() < *until => {
+                self.p.api.login_info().is_none().then_some(*until)
+            }
+            _ => None,
         }
     }
 
@@ -701,12 +741,14 @@ impl Worker {
                                 "could not {what} after {tries} tr{}: {e}",
                                 if tries == 1 { "y" } else { "ies" }
                             ),
+                            permanent: false,
                         });
                     }
                 },
                 Err(e) => {
                     return Err(ResolveFailure {
                         cause: format!("could not {what}: {e}"),
+                        permanent: true,
                     })
                 }
             }
