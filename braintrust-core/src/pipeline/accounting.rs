@@ -26,8 +26,8 @@ pub(crate) struct Counters {
     pub bytes_sent: AtomicU64,
     /// Rows a caller counted as undelivered while the worker still held
     /// them (it did not answer in time); the worker does not count them
-    /// again when it gets to abandon them.
-    pub written_off: AtomicU64,
+    /// again when it gets to abandon them. Both sides count under this lock.
+    pub written_off: std::sync::Mutex<u64>,
 }
 
 impl Counters {

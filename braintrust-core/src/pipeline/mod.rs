@@ -387,11 +387,28 @@ impl Pipeline {
         // What the worker still holds (it is busy, e.g. serializing a large
         // round) is counted here, so nothing is lost silently if the
         // process exits now; the worker will not count it again.
-        let held = self.counters.snapshot().pending;
-        self.counters.written_off.fetch_add(held, Ordering::AcqRel);
-        self.counters.undelivered.fetch_add(held, Ordering::AcqRel);
+        {
+            let mut written_off = self
+                .counters
+                .written_off
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let held = self.counters.snapshot().pending;
+            *written_off += held;
+            self.counters.undelivered.fetch_add(held, Ordering::AcqRel);
+        }
         self.dump_undelivered(&texts, None);
         self.timeout_error(start, before, label)
+    }
+
+    /// Takes every queued entry.
+    fn drain_queue(&self) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(self.queue.len());
+        while let Some(op) = self.queue.pop() {
+            ops.push(op);
+        }
+        self.wake_blocked();
+        ops
     }
 
     /// Takes every queued entry as row text (with container ids when known).

@@ -301,8 +301,8 @@ impl Worker {
         let request = self.p.abandon.requested.load(Ordering::Acquire);
         let mut h = held.borrow_mut();
         let dump = self.p.config.failed_payloads_dir.is_some();
-        // Counted first (cheap), so a caller waiting for the answer sees
-        // the count even if writing the rows out takes a while.
+        // Counted before anything is written out (cheap), so a caller
+        // waiting for the answer sees the count even if writing takes a while.
         let mut n = h.masking + h.ops.len() as u64;
         if let Some(prep) = &h.prepared {
             n += (0..prep.len())
@@ -310,15 +310,6 @@ impl Worker {
                 .map(|i| prep.weight(i))
                 .sum::<u64>();
         }
-        let c = &self.p.counters;
-        let already = c
-            .written_off
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                Some(w.saturating_sub(n))
-            })
-            .unwrap_or(0)
-            .min(n);
-        c.undelivered.fetch_add(n - already, Ordering::AcqRel);
         let ops = std::mem::take(&mut h.ops);
         let mut texts = Vec::new();
         if let Some(prep) = h.prepared.take() {
@@ -333,13 +324,20 @@ impl Worker {
         h.masking = 0;
         h.unsettled.clear();
         drop(h);
-        let (queued, queued_texts) = self.p.take_queue();
-        c.undelivered.fetch_add(queued, Ordering::AcqRel);
-        texts.extend(queued_texts);
+        let queued = self.p.drain_queue();
+        let n = n + queued.len() as u64;
+        {
+            // A caller that gave up before counted what it saw pending, all
+            // of which is here now: count the rest only.
+            let c = &self.p.counters;
+            let mut written_off = c.written_off.lock().unwrap_or_else(|e| e.into_inner());
+            let already = std::mem::take(&mut *written_off).min(n);
+            c.undelivered.fetch_add(n - already, Ordering::AcqRel);
+        }
         self.p.dump_undelivered(&texts, Some(request));
         // Written in pieces: what is written is counted at once, so a caller
         // that stops waiting reports exactly what reached the directory.
-        let mut ops = ops.into_iter().peekable();
+        let mut ops = ops.into_iter().chain(queued).peekable();
         while ops.peek().is_some() {
             let piece: Vec<String> = ops
                 .by_ref()
