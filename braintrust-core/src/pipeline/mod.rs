@@ -407,7 +407,9 @@ impl Pipeline {
         while let Some(op) = self.queue.pop() {
             ops.push(op);
         }
-        self.wake_blocked();
+        if !ops.is_empty() {
+            self.wake_blocked();
+        }
         ops
     }
 

@@ -254,7 +254,7 @@ impl Worker {
                     return Some(stop);
                 }
             }
-            let ops = self.drain();
+            let ops = self.p.drain_queue();
             if ops.is_empty() {
                 return None;
             }
@@ -280,18 +280,6 @@ impl Worker {
                 return Some(stop);
             }
         }
-    }
-
-    fn drain(&self) -> Vec<Op> {
-        let q = &self.p.queue;
-        let mut ops = Vec::with_capacity(q.len());
-        while let Some(op) = q.pop() {
-            ops.push(op);
-        }
-        if !ops.is_empty() {
-            self.p.wake_blocked();
-        }
-        ops
     }
 
     /// Gives up what `held` holds and everything queued: counted as
