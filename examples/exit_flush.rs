@@ -15,7 +15,8 @@
 //! server sees was made by an explicit or exit-time flush), `--queue-size N`,
 //! `--flush-timeout-ms N` (a bounded flush before returning, its result
 //! printed), `--no-resolve` (do not log in before logging: the backend may
-//! be down).
+//! be down), `--backends N` (log the same spans to N separate backends,
+//! each its own `State`, all flushed at exit).
 //! Without `BRAINTRUST_API_KEY` it starts a local server and prints its tree.
 
 use std::time::Duration;
@@ -34,6 +35,7 @@ struct Options {
     queue_size: Option<usize>,
     flush_timeout: Option<Duration>,
     resolve: bool,
+    backends: usize,
 }
 
 fn parse_args() -> Options {
@@ -48,6 +50,7 @@ fn parse_args() -> Options {
         queue_size: None,
         flush_timeout: None,
         resolve: true,
+        backends: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -72,6 +75,12 @@ fn parse_args() -> Options {
                     .map(Duration::from_millis)
             }
             "--no-resolve" => o.resolve = false,
+            "--backends" => {
+                o.backends = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--backends N")
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -114,6 +123,23 @@ fn main() {
         }
         p => panic!("unknown policy {p}"),
     };
+    // More backends, kept alive until exit as a service's globals would be.
+    let extra: &'static [braintrust::Logger] = (1..o.backends)
+        .map(|i| {
+            let state = State::new(config.clone()).expect("state");
+            let logger = braintrust::init_logger(
+                LoggerOptions::new()
+                    .project(format!("lifecycle-{i}"))
+                    .state(state),
+            )
+            .expect("logger");
+            if o.resolve {
+                logger.resolve_id().expect("backend reachable");
+            }
+            logger
+        })
+        .collect::<Vec<_>>()
+        .leak();
     let state = State::new(config).expect("state");
     if let Some(delay) = o.mask_delay {
         state.set_masking_function(Some(std::sync::Arc::new(move |v| {
@@ -139,6 +165,9 @@ fn main() {
 
     let run = || {
         log_spans(&logger, o.spans);
+        for other in extra {
+            log_spans(other, o.spans);
+        }
         if o.flush_first {
             logger.flush().expect("flush");
         }

@@ -363,6 +363,10 @@ fn init_against_a_closed_port_returns_at_once_and_spans_work() {
             .api_key("k")
             .app_url(format!("http://127.0.0.1:{port}"))
             .num_retries(0)
+            // Nothing is taken before the flush, so the span is one row (a
+            // background round could take its start alone, then wait out
+            // the login pause for the rest).
+            .sync_flush(true)
             .lifecycle(braintrust::LifecyclePolicy::Manual),
     )
     .unwrap();

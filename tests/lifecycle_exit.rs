@@ -129,19 +129,21 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
             .unwrap()
     };
     let undelivered = number_after("at exit: ");
-    // A span drained between its log and its end is two entries, so the
-    // total is at least the span count; every span is stored or counted.
+    // In sync-flush mode the logger takes nothing before the exit flush, so
+    // each span is one row; every one is stored or counted, exactly.
     let total = number_after(" of ");
-    assert!((20000..=40000).contains(&total), "{line}");
-    assert!(undelivered <= total, "{line}");
-    assert!(
-        undelivered + stored_work_rows(&server) >= 20000,
+    assert_eq!(total, 20000, "{line}");
+    assert_eq!(
+        undelivered + stored_work_rows(&server),
+        20000,
         "{line}: stored {}",
         stored_work_rows(&server)
     );
     let said_written = number_after("(");
-    // What was still queued was written to the failed-payload directory,
-    // and the line counts exactly what was written.
+    // What was still queued was written to the failed-payload directory
+    // (as much as the logger thread wrote before the exit's grace ran out:
+    // all 19,000 queued rows on an idle machine), and the line counts
+    // exactly what was written.
     let written: usize = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| {
@@ -151,7 +153,7 @@ fn deadline_bounds_the_exit_and_reports_what_was_not_delivered() {
         })
         .sum();
     assert!(
-        written > 0 && written <= undelivered,
+        written <= undelivered,
         "written {written}, undelivered {undelivered}"
     );
     assert_eq!(said_written, written, "{line}");

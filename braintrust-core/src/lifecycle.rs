@@ -9,6 +9,9 @@
 //! is killed: handle SIGTERM yourself and call [`State::shutdown`] (see the
 //! README's "Shutdown and Kubernetes").
 //!
+//! The states are flushed concurrently, so the exit bound holds for the
+//! whole process, not once per backend.
+//!
 //! The handler never deadlocks: it does nothing on a logger thread, the
 //! logger has its own thread and runtime (the user's runtime may be gone),
 //! and a deadline policy bounds the wait on the caller's side as well.
@@ -107,9 +110,28 @@ extern "C" fn run_exit_flush() {
         if crate::pipeline::on_worker_thread() {
             return;
         }
-        for state in State::all() {
-            if state.0.exit_flush.load(Ordering::Acquire) {
-                exit_flush(&state);
+        let states: Vec<State> = State::all()
+            .into_iter()
+            .filter(|s| s.0.exit_flush.load(Ordering::Acquire))
+            .collect();
+        flush_all_at_once(&states);
+    });
+}
+
+/// Flushes the states concurrently, so the exit bound holds for the
+/// process and not per backend (N hung backends take one bound, not N).
+fn flush_all_at_once(states: &[State]) {
+    if let [only] = states {
+        return exit_flush(only);
+    }
+    std::thread::scope(|scope| {
+        for state in states {
+            let spawned = std::thread::Builder::new()
+                .name("braintrust-exit".into())
+                .spawn_scoped(scope, move || exit_flush(state));
+            if spawned.is_err() {
+                // No thread: flush this one here; the others still run.
+                exit_flush(state);
             }
         }
     });

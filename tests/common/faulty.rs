@@ -1,15 +1,17 @@
 //! A small Braintrust backend on loopback whose login and `/logs3` can be
-//! told to misbehave: hang, answer an error status (a number of times, or
-//! always), ask for `Retry-After`, or refuse bodies over a size. It counts
-//! requests and the distinct row ids it accepted, so tests check what a
-//! user would: which rows arrived.
+//! told to misbehave: hang, reset the connection, answer an error status (a
+//! number of times, or always), ask for `Retry-After`, or refuse bodies over
+//! a size; and that can be stopped and restarted on the same port. It counts
+//! requests, every row it accepted and the distinct row ids among them, so
+//! tests check what a user would: which rows arrived, and how many times.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +33,11 @@ pub enum Mode {
     TooLargeOver(usize),
     /// Answer normally after this delay.
     Delay(Duration),
+    /// Reset the connection without storing anything.
+    Reset,
+    /// For the next `n` requests: store the rows, then reset the connection
+    /// (the answer is lost, so the client retries: at-least-once).
+    ResetAfterStoring(usize),
 }
 
 #[derive(Default)]
@@ -41,6 +48,7 @@ struct Inner {
     logs3_calls: usize,
     largest_body: usize,
     ids: HashSet<String>,
+    rows: usize,
 }
 
 #[derive(Clone)]
@@ -58,8 +66,20 @@ impl Shared {
 /// The server; it stops when dropped (with the test).
 pub struct Faulty {
     shared: Shared,
-    _runtime: tokio::runtime::Runtime,
+    addr: SocketAddr,
+    /// Set to stop the accept loop and drop every open connection.
+    stop: Mutex<
+        Option<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
+    runtime: tokio::runtime::Runtime,
 }
+
+/// Drops its connection (with a reset) when fired by a handler.
+#[derive(Clone)]
+struct ResetHandle(Arc<tokio::sync::Notify>);
 
 impl Faulty {
     /// Starts on 127.0.0.1 with every endpoint answering normally.
@@ -72,24 +92,76 @@ impl Faulty {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
         let shared = Shared {
             inner: Arc::default(),
-            url,
+            url: format!("http://{addr}"),
         };
+        let server = Faulty {
+            shared,
+            addr,
+            stop: Mutex::new(None),
+            runtime,
+        };
+        server.serve(listener);
+        server
+    }
+
+    /// Stops listening and drops every open connection (requests in flight
+    /// see a reset). What the server counted is kept.
+    pub fn stop(&self) {
+        if let Some((stop, accepting)) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(true);
+            // The listener is closed when the accept loop has returned.
+            let _ = self.runtime.block_on(accepting);
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn restart(&self) {
+        self.stop();
+        let listener = self
+            .runtime
+            .block_on(tokio::net::TcpListener::bind(self.addr))
+            .unwrap();
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = Router::new()
             .route("/api/apikey/login", post(login))
             .route("/version", get(|| async { Json(json!({})) }))
             .route("/v1/project", post(project))
             .route("/logs3", post(logs3))
-            .with_state(shared.clone());
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            .with_state(self.shared.clone());
+        let accepting = self.runtime.spawn(async move {
+            loop {
+                let mut stopped = stop_rx.clone();
+                let accepted = tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                // A dropped connection is then reset, not closed gracefully.
+                #[allow(deprecated)]
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                let reset = ResetHandle(Arc::default());
+                let service = hyper_util::service::TowerToHyperService::new(
+                    app.clone().layer(Extension(reset.clone())),
+                );
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = reset.0.notified() => {}
+                        _ = stopped.wait_for(|s| *s) => {}
+                    }
+                });
+            }
         });
-        Faulty {
-            shared,
-            _runtime: runtime,
-        }
+        *self.stop.lock().unwrap() = Some((stop_tx, accepting));
     }
 
     pub fn url(&self) -> String {
@@ -114,6 +186,10 @@ impl Faulty {
     pub fn delivered(&self) -> usize {
         self.shared.lock().ids.len()
     }
+    /// Every row accepted, a row sent twice counted twice.
+    pub fn rows_received(&self) -> usize {
+        self.shared.lock().rows
+    }
 }
 
 /// A URL where nothing listens: connections are refused.
@@ -125,10 +201,18 @@ pub fn refusing_url() -> String {
 }
 
 /// What the mode says for this request, or `None` to answer normally.
-async fn misbehave(mode: &mut Option<Mode>, body_len: usize) -> Option<Response> {
+async fn misbehave(
+    mode: &mut Option<Mode>,
+    body_len: usize,
+    reset: &ResetHandle,
+) -> Option<Response> {
     let m = mode.clone()?;
     match m {
-        Mode::Ok => None,
+        Mode::Ok | Mode::ResetAfterStoring(_) => None,
+        Mode::Reset => {
+            reset.0.notify_one();
+            Some(std::future::pending::<Response>().await)
+        }
         Mode::Hang => Some(std::future::pending::<Response>().await),
         Mode::Delay(d) => {
             tokio::time::sleep(d).await;
@@ -155,13 +239,13 @@ async fn misbehave(mode: &mut Option<Mode>, body_len: usize) -> Option<Response>
     }
 }
 
-async fn login(State(s): State<Shared>) -> Response {
+async fn login(State(s): State<Shared>, Extension(reset): Extension<ResetHandle>) -> Response {
     let mut mode = {
         let mut g = s.lock();
         g.login_calls += 1;
         g.login.clone()
     };
-    if let Some(r) = misbehave(&mut mode, 0).await {
+    if let Some(r) = misbehave(&mut mode, 0, &reset).await {
         s.lock().login = mode;
         return r;
     }
@@ -174,24 +258,42 @@ async fn project(body: Bytes) -> Response {
     Json(json!({"id": "p-1", "name": v["name"]})).into_response()
 }
 
-async fn logs3(State(s): State<Shared>, body: Bytes) -> Response {
+async fn logs3(
+    State(s): State<Shared>,
+    Extension(reset): Extension<ResetHandle>,
+    body: Bytes,
+) -> Response {
     let mut mode = {
         let mut g = s.lock();
         g.logs3_calls += 1;
         g.largest_body = g.largest_body.max(body.len());
         g.logs3.clone()
     };
-    let bad = misbehave(&mut mode, body.len()).await;
+    let bad = misbehave(&mut mode, body.len(), &reset).await;
     s.lock().logs3 = mode;
     if let Some(r) = bad {
         return r;
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let mut g = s.lock();
-    for row in v["rows"].as_array().into_iter().flatten() {
-        if let Some(id) = row["id"].as_str() {
-            g.ids.insert(id.to_string());
+    let lose_the_answer = {
+        let mut g = s.lock();
+        for row in v["rows"].as_array().into_iter().flatten() {
+            g.rows += 1;
+            if let Some(id) = row["id"].as_str() {
+                g.ids.insert(id.to_string());
+            }
         }
+        match g.logs3 {
+            Some(Mode::ResetAfterStoring(n)) => {
+                g.logs3 = (n > 1).then_some(Mode::ResetAfterStoring(n - 1));
+                true
+            }
+            _ => false,
+        }
+    };
+    if lose_the_answer {
+        reset.0.notify_one();
+        return std::future::pending::<Response>().await;
     }
     Json(json!({})).into_response()
 }

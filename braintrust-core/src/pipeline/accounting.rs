@@ -24,6 +24,10 @@ pub(crate) struct Counters {
     pub dumped: AtomicU64,
     pub requests: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Rows a caller counted as undelivered while the worker still held
+    /// them (it did not answer in time); the worker does not count them
+    /// again when it gets to abandon them. Both sides count under this lock.
+    pub written_off: std::sync::Mutex<u64>,
 }
 
 impl Counters {
@@ -61,8 +65,13 @@ impl Counters {
 
 /// A snapshot of a backend's counters ([`State::stats`](crate::State::stats)).
 ///
-/// Rows are counted as logged: the writes a span makes before the logger
-/// thread takes them (start, logs, end) are one row. At every moment
+/// A row is one queue entry: the writes a span makes (start, logs, end)
+/// while it waits in the queue, merged into one; or a ready row
+/// (`update_span`, feedback). A span whose writes the logger thread took
+/// before it ended queues again for its later writes, and that second entry
+/// is a second row (sent as a merge the server folds into the first). Each
+/// row is counted once, in one outcome, however many times it was sent
+/// (delivery is at-least-once). At every moment
 /// `logged == dropped_queue_full + delivered_rows + failed_rows +
 /// undelivered_rows + pending`; after a flush that returned `Ok`, `pending`
 /// is 0 for what was logged before it.

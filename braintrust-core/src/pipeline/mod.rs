@@ -107,6 +107,9 @@ pub(crate) struct Pipeline {
     counters: Counters,
     reporter: Reporter,
     abandon: Abandon,
+    /// The abandon-request count of the last caller that gave up waiting:
+    /// the worker writes nothing more for abandonments up to it.
+    dump_closed: Mutex<u64>,
 }
 
 impl Pipeline {
@@ -126,6 +129,7 @@ impl Pipeline {
             observer: RwLock::new(None),
             counters: Counters::default(),
             abandon: Abandon::default(),
+            dump_closed: Mutex::new(0),
         })
     }
 
@@ -390,10 +394,40 @@ impl Pipeline {
     /// report; the worker abandons what it holds when it gets to it.
     fn give_up(&self, start: Instant, before: u64, label: &str) -> Error {
         self.abandon.request();
+        // The worker stops writing what it abandons (the totals line below
+        // must count exactly what was written); a piece it is writing now
+        // is finished and counted first.
+        *self.dump_closed.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.abandon.requested.load(Ordering::Acquire);
         let (n, texts) = self.take_queue();
         self.counters.undelivered.fetch_add(n, Ordering::AcqRel);
-        self.dump_undelivered(&texts);
+        // What the worker still holds (it is busy, e.g. serializing a large
+        // round) is counted here, so nothing is lost silently if the
+        // process exits now; the worker will not count it again.
+        {
+            let mut written_off = self
+                .counters
+                .written_off
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let held = self.counters.snapshot().pending;
+            *written_off += held;
+            self.counters.undelivered.fetch_add(held, Ordering::AcqRel);
+        }
+        self.dump_undelivered(&texts, None);
         self.timeout_error(start, before, label)
+    }
+
+    /// Takes every queued entry.
+    fn drain_queue(&self) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(self.queue.len());
+        while let Some(op) = self.queue.pop() {
+            ops.push(op);
+        }
+        if !ops.is_empty() {
+            self.wake_blocked();
+        }
+        ops
     }
 
     /// Takes every queued entry as row text (with container ids when known).
@@ -416,8 +450,10 @@ impl Pipeline {
     }
 
     /// Writes undelivered rows to the failed-payload directory, in bodies
-    /// under the request size limit, and counts what was written.
-    fn dump_undelivered(&self, texts: &[String]) {
+    /// under the request size limit, and counts what was written. With
+    /// `abandon`, the abandon-request count the writer acts on, it stops
+    /// once a caller has given up on that abandonment.
+    fn dump_undelivered(&self, texts: &[String], abandon: Option<u64>) {
         let Some(dir) = &self.config.failed_payloads_dir else {
             return;
         };
@@ -431,6 +467,10 @@ impl Pipeline {
             .unwrap_or(crate::config::DEFAULT_MAX_REQUEST_SIZE);
         for idx in crate::merge::batch_partition(&sizes, usize::MAX, max) {
             let refs: Vec<&str> = idx.iter().map(|&i| texts[i].as_str()).collect();
+            let closed = self.dump_closed.lock().unwrap_or_else(|e| e.into_inner());
+            if abandon.is_some_and(|a| *closed >= a) {
+                return;
+            }
             if payloads::write(dir, &crate::merge::logs3_body(&refs)) {
                 self.counters
                     .dumped

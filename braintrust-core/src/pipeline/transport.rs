@@ -42,6 +42,11 @@ enum Attempt {
 }
 
 /// Everything a round needs to send its rows.
+///
+/// The retry budget holds per round, not per batch: once a batch has spent
+/// its budget on transient failures (a hung, refusing or failing backend),
+/// the batches of the round still to try fail at once with that cause, so
+/// a round lasts about one budget however many batches it holds.
 pub(crate) struct Transport<'a> {
     pub http: reqwest::Client,
     pub api: &'a Api,
@@ -50,6 +55,8 @@ pub(crate) struct Transport<'a> {
     pub config: &'a Config,
     pub counters: &'a Counters,
     pub policy: RetryPolicy,
+    /// Set when a batch of this round spent its retry budget: the cause.
+    pub spent: std::cell::RefCell<Option<String>>,
 }
 
 impl<'a> Transport<'a> {
@@ -85,6 +92,11 @@ impl<'a> Transport<'a> {
             let mut retry = self.policy.start();
             let mut overflow_key: Option<String> = None;
             loop {
+                if let Some(cause) = self.spent.borrow().clone() {
+                    let cause =
+                        format!("not sent: the retry budget of this round was spent ({cause})");
+                    return self.fail(&body, &idx, cause, settle);
+                }
                 let attempt_deadline =
                     (Instant::now() + self.config.effective_timeout()).min(retry.budget_deadline());
                 let attempt = async {
@@ -151,6 +163,7 @@ impl<'a> Transport<'a> {
                                 "{msg} (after {tries} tr{}{why})",
                                 if tries == 1 { "y" } else { "ies" }
                             );
+                            self.spent.borrow_mut().get_or_insert_with(|| cause.clone());
                             return self.fail(&body, &idx, cause, settle);
                         }
                     },

@@ -120,6 +120,9 @@ struct Held {
     /// Rows serialized and being sent; `unsettled[i]` until row `i` ends.
     prepared: Option<Rc<Prepared>>,
     unsettled: Vec<bool>,
+    /// The abandon-request count when the round started: once it changes,
+    /// nothing in the round settles rows any more; `abandon` counts them.
+    epoch: u64,
 }
 
 /// Why a round stopped early.
@@ -131,14 +134,17 @@ enum Stop {
 /// The reason rows could not even be built (login or registration).
 struct ResolveFailure {
     cause: String,
+    /// Not worth retrying (an invalid key, a wrong URL).
+    permanent: bool,
 }
 
 struct Worker {
     p: Arc<Pipeline>,
     limits: Cell<Option<Limits>>,
-    /// After a failed login: no new attempt before this instant; rows
-    /// arriving meanwhile fail with the remembered cause.
-    login_down: RefCell<Option<(Instant, String)>>,
+    /// After a failed login: no new attempt before this instant. Rows
+    /// arriving meanwhile stay queued (a transient failure) or fail with the
+    /// remembered cause (a permanent one).
+    login_down: RefCell<Option<(Instant, ResolveFailure)>>,
 }
 
 impl Worker {
@@ -171,7 +177,7 @@ impl Worker {
                 cmd = rx.recv() => match cmd {
                     None | Some(Cmd::Shutdown) => break,
                     Some(Cmd::Flush { done, deadline }) => {
-                        let r = match self.deliver_all(deadline).await {
+                        let r = match self.deliver_all(deadline, true).await {
                             None => Ok(()),
                             Some(_) => Err(Error::Timeout {
                                 waited_ms: 0,
@@ -194,12 +200,12 @@ impl Worker {
                     // the queue itself. Only the permit is consumed here.
                 }
                 _ = p.notify.notified(), if !sync_flush => {
-                    self.deliver_all(None).await;
+                    self.deliver_all(None, false).await;
                 }
                 _ = tick.tick() => {
                     self.p.wake_blocked();
                     if !sync_flush && !self.p.queue.is_empty() {
-                        self.deliver_all(None).await;
+                        self.deliver_all(None, false).await;
                     }
                 }
             }
@@ -207,8 +213,10 @@ impl Worker {
     }
 
     /// Rounds until the queue is empty; stops early (abandoning what it
-    /// holds) at `deadline` or when a caller asks.
-    async fn deliver_all(&self, deadline: Option<Instant>) -> Option<Stop> {
+    /// holds) at `deadline` or when a caller asks. While login is paused
+    /// after a transient failure the queue is left as is, or, for a flush,
+    /// waited on until the pause ends.
+    async fn deliver_all(&self, deadline: Option<Instant>, flush: bool) -> Option<Stop> {
         let p = self.p.clone();
         // Requests made before this call were answered by then: a permit
         // they left behind must not abandon new work.
@@ -221,30 +229,52 @@ impl Worker {
                 }
             }
         };
+        let deadline_passes = || async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
-            let ops = self.drain();
+            if let Some(until) = self.login_paused() {
+                if !flush || self.p.queue.is_empty() {
+                    return None;
+                }
+                let stop = tokio::select! {
+                    biased;
+                    _ = abandon_requested() => Some(Stop::Abandoned),
+                    _ = deadline_passes() => Some(Stop::Deadline),
+                    _ = tokio::time::sleep_until(until.into()) => None,
+                };
+                if let Some(stop) = stop {
+                    self.abandon(&RefCell::new(Held {
+                        epoch,
+                        ..Held::default()
+                    }));
+                    return Some(stop);
+                }
+            }
+            let ops = self.p.drain_queue();
             if ops.is_empty() {
                 return None;
             }
             let held = RefCell::new(Held {
                 ops,
+                epoch,
                 ..Held::default()
             });
             let stop = {
                 let round = self.round(&held);
-                let deadline_passes = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     biased;
                     _ = abandon_requested() => Some(Stop::Abandoned),
-                    _ = deadline_passes => Some(Stop::Deadline),
+                    _ = deadline_passes() => Some(Stop::Deadline),
                     _ = round => None,
                 }
             };
+            // A request that came while the round was finishing still
+            // abandons what it left in `held`.
+            let stop = stop.or_else(|| self.abandoning(&held).then_some(Stop::Abandoned));
             if let Some(stop) = stop {
                 self.abandon(&held);
                 return Some(stop);
@@ -252,39 +282,28 @@ impl Worker {
         }
     }
 
-    fn drain(&self) -> Vec<Op> {
-        let q = &self.p.queue;
-        let mut ops = Vec::with_capacity(q.len());
-        while let Some(op) = q.pop() {
-            ops.push(op);
-        }
-        if !ops.is_empty() {
-            self.p.wake_blocked();
-        }
-        ops
-    }
-
     /// Gives up what `held` holds and everything queued: counted as
     /// undelivered, written to the failed-payload directory when set (except
     /// rows inside the masking function, which are not masked yet).
     fn abandon(&self, held: &RefCell<Held>) {
+        let request = self.p.abandon.requested.load(Ordering::Acquire);
         let mut h = held.borrow_mut();
         let dump = self.p.config.failed_payloads_dir.is_some();
-        let mut n = h.masking;
-        let mut texts = Vec::new();
-        for op in h.ops.drain(..) {
-            n += 1;
-            if dump {
-                texts.extend(rows::op_text(op));
-            } else {
-                drop(rows::op_to_row(op));
-            }
+        // Counted before anything is written out (cheap), so a caller
+        // waiting for the answer sees the count even if writing takes a while.
+        let mut n = h.masking + h.ops.len() as u64;
+        if let Some(prep) = &h.prepared {
+            n += (0..prep.len())
+                .filter(|&i| h.unsettled.get(i).copied().unwrap_or(false))
+                .map(|i| prep.weight(i))
+                .sum::<u64>();
         }
+        let ops = std::mem::take(&mut h.ops);
+        let mut texts = Vec::new();
         if let Some(prep) = h.prepared.take() {
-            for (i, unsettled) in h.unsettled.iter().enumerate() {
-                if *unsettled {
-                    n += prep.weight(i);
-                    if dump {
+            if dump {
+                for (i, unsettled) in h.unsettled.iter().enumerate() {
+                    if *unsettled {
                         texts.push(prep.row(i).to_string());
                     }
                 }
@@ -293,13 +312,50 @@ impl Worker {
         h.masking = 0;
         h.unsettled.clear();
         drop(h);
-        let (queued, queued_texts) = self.p.take_queue();
-        texts.extend(queued_texts);
-        self.p
-            .counters
-            .undelivered
-            .fetch_add(n + queued, Ordering::AcqRel);
-        self.p.dump_undelivered(&texts);
+        let queued = self.p.drain_queue();
+        let n = n + queued.len() as u64;
+        {
+            // A caller that gave up before counted what it saw pending, all
+            // of which is here now: count the rest only.
+            let c = &self.p.counters;
+            let mut written_off = c.written_off.lock().unwrap_or_else(|e| e.into_inner());
+            let already = std::mem::take(&mut *written_off).min(n);
+            c.undelivered.fetch_add(n - already, Ordering::AcqRel);
+        }
+        self.p.dump_undelivered(&texts, Some(request));
+        // Written in pieces: what is written is counted at once, so a caller
+        // that stops waiting reports exactly what reached the directory.
+        let mut ops = ops.into_iter().chain(queued).peekable();
+        while ops.peek().is_some() {
+            let piece: Vec<String> = ops
+                .by_ref()
+                .take(1_000)
+                .filter_map(|op| {
+                    if dump {
+                        rows::op_text(op)
+                    } else {
+                        drop(rows::op_to_row(op));
+                        None
+                    }
+                })
+                .collect();
+            self.p.dump_undelivered(&piece, Some(request));
+        }
+    }
+
+    /// True once a caller asked to abandon this round.
+    fn abandoning(&self, held: &RefCell<Held>) -> bool {
+        self.p.abandon.requested.load(Ordering::Acquire) != held.borrow().epoch
+    }
+
+    /// Fails entries of the round for good, unless the round is being
+    /// abandoned: then they go back to `held` for `abandon` to count.
+    fn fail_held(&self, held: &RefCell<Held>, ops: Vec<Op>, cause: &str) {
+        if self.abandoning(held) {
+            held.borrow_mut().ops.extend(ops);
+        } else {
+            self.fail_ops(ops, cause);
+        }
     }
 
     /// One round over the entries in `held`.
@@ -319,7 +375,7 @@ impl Worker {
             Ok(l) => Some(l),
             Err(f) => {
                 let ops = std::mem::take(&mut held.borrow_mut().ops);
-                self.fail_ops(ops, &f.cause);
+                self.fail_held(held, ops, &f.cause);
                 None
             }
         };
@@ -337,7 +393,7 @@ impl Worker {
                         h.ops = rest;
                         mine
                     };
-                    self.fail_ops(ops, &f.cause);
+                    self.fail_held(held, ops, &f.cause);
                 }
             }
         }
@@ -346,7 +402,7 @@ impl Worker {
             Ok(h) => h,
             Err(e) => {
                 let ops = std::mem::take(&mut held.borrow_mut().ops);
-                self.fail_ops(ops, &e.to_string());
+                self.fail_held(held, ops, &e.to_string());
                 return;
             }
         };
@@ -358,6 +414,7 @@ impl Worker {
             config: &self.p.config,
             counters: &self.p.counters,
             policy: self.policy(),
+            spent: Default::default(),
         };
         let chunk = chunk_limit(
             self.p.config.batch_size,
@@ -510,6 +567,9 @@ impl Worker {
             transport.limits.max_request_size,
         );
         let settle = |idx: &[usize], how: Settle| {
+            if self.abandoning(held) {
+                return; // `abandon` counts what is unsettled
+            }
             let mut h = held.borrow_mut();
             let mut n = 0;
             for &i in idx {
@@ -573,9 +633,12 @@ impl Worker {
         if let Some(l) = self.p.api.login_info() {
             return Ok(l);
         }
-        if let Some((until, cause)) = self.login_down.borrow().clone() {
-            if Instant::now() < until {
-                return Err(ResolveFailure { cause });
+        if let Some((until, f)) = &*self.login_down.borrow() {
+            if Instant::now() < *until {
+                return Err(ResolveFailure {
+                    cause: f.cause.clone(),
+                    permanent: f.permanent,
+                });
             }
         }
         let r = self
@@ -589,10 +652,24 @@ impl Worker {
             Err(f) => {
                 *self.login_down.borrow_mut() = Some((
                     Instant::now() + self.p.config.retry_max_delay,
-                    f.cause.clone(),
+                    ResolveFailure {
+                        cause: f.cause.clone(),
+                        permanent: f.permanent,
+                    },
                 ));
                 Err(f)
             }
+        }
+    }
+
+    /// When login is paused after a transient failure (and no login is
+    /// known): the instant the pause ends.
+    fn login_paused(&self) -> Option<Instant> {
+        match &*self.login_down.borrow() {
+            Some((until, f)) if !f.permanent && Instant::now() < *until => {
+                self.p.api.login_info().is_none().then_some(*until)
+            }
+            _ => None,
         }
     }
 
@@ -653,12 +730,14 @@ impl Worker {
                                 "could not {what} after {tries} tr{}: {e}",
                                 if tries == 1 { "y" } else { "ies" }
                             ),
+                            permanent: false,
                         });
                     }
                 },
                 Err(e) => {
                     return Err(ResolveFailure {
                         cause: format!("could not {what}: {e}"),
+                        permanent: true,
                     })
                 }
             }
