@@ -66,9 +66,9 @@ impl Page {
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
-        json().await;
-        result_json().await.unwrap();
-        with_status().await;
+        let _ = json().await;
+        let _ = result_json().await.unwrap();
+        let _ = with_status().await;
         page_len().await;
     });
     let p = page();
