@@ -90,7 +90,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // crash: for this one call, a hook prints one line saying it was expected.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
-        let message = info.payload_as_str().unwrap_or("non-string payload");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("non-string payload");
         eprintln!("(expected) divide(1, 0) panicked: {message}; its span records it as `error`");
     }));
     let caught = std::panic::catch_unwind(|| divide(1, 0));

@@ -215,7 +215,7 @@ fn located() {}
 const UNWRAP_LINE: u32 = line!() + 3;
 #[traced]
 fn unwrap_none() -> u8 {
-    None::<u8>.unwrap()
+    std::hint::black_box(None::<u8>).unwrap()
 }
 
 struct Account {
