@@ -21,10 +21,8 @@ pub use braintrust_integrations::otel;
 /// The traced OpenAI-compatible client (feature `openai`; the same crate as
 /// `braintrust-openai`): every chat, embeddings and Responses call is an
 /// `llm` span under the current span. Start with
-/// [`openai::wrap`](braintrust_openai::wrap) and
-/// [`OpenAiClient`](braintrust_openai::OpenAiClient); streaming with token
-/// usage needs
-/// [`OpenAiClientBuilder::include_usage_in_streams`](braintrust_openai::OpenAiClientBuilder::include_usage_in_streams).
+/// [`openai::wrap`] and [`openai::OpenAiClient`]; streaming with token
+/// usage needs [`openai::OpenAiClientBuilder::include_usage_in_streams`].
 #[cfg(feature = "openai")]
 #[doc(inline)]
 pub use braintrust_openai as openai;
