@@ -898,6 +898,18 @@ mod tests {
         assert_eq!(crate::__traced_capture!(&()), Value::Null);
     }
 
+    #[cfg(feature = "axum")]
+    #[test]
+    fn capture_unwraps_axum_json() {
+        let j = axum::Json(Both { a: 1 });
+        assert_eq!(crate::__traced_capture!(&j), json!({"a": 1}));
+        let t = (http::StatusCode::CREATED, axum::Json(Both { a: 2 }));
+        assert_eq!(crate::__traced_capture!(&t), json!({"a": 2}));
+        // Nothing to serialize inside: the wrapper's Debug text, as before.
+        let d = axum::Json(DebugOnly(3));
+        assert_eq!(crate::__traced_capture!(&d), json!("Json(DebugOnly(3))"));
+    }
+
     #[test]
     fn capture_in_generic_code_follows_the_declared_bounds() {
         fn bounded<T: Serialize>(t: &T) -> Value {
