@@ -85,7 +85,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("port: {:?}", load_port("app.toml", "80a"));
     println!("{:?}", request_handler("hi"));
     println!("{:?}", request_handler("this input is too long"));
+    // The panic below is on purpose. The default hook would print
+    // "thread 'main' panicked at ..." and a backtrace hint, which reads like a
+    // crash: for this one call, a hook prints one line saying it was expected.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("non-string payload");
+        eprintln!("(expected) divide(1, 0) panicked: {message}; its span records it as `error`");
+    }));
     let caught = std::panic::catch_unwind(|| divide(1, 0));
+    std::panic::set_hook(default_hook);
     println!("divide panicked: {}", caught.is_err());
 
     if let Some(tree) = session.traces()? {

@@ -18,6 +18,15 @@ pub use braintrust_integrations::tower;
 #[cfg(feature = "opentelemetry")]
 pub use braintrust_integrations::otel;
 
+/// The traced OpenAI-compatible client (feature `openai`; the same crate as
+/// `braintrust-openai`): every chat, embeddings and Responses call is an
+/// `llm` span under the current span. Start with
+/// [`openai::wrap`] and [`openai::OpenAiClient`]; streaming with token
+/// usage needs [`openai::OpenAiClientBuilder::include_usage_in_streams`].
+#[cfg(feature = "openai")]
+#[doc(inline)]
+pub use braintrust_openai as openai;
+
 /// The `#[traced]` attribute (see its docs). It shares the name of the
 /// [`traced()`] function, the closure form: attribute macros live in their own
 /// namespace, so `use braintrust::traced;` brings both.

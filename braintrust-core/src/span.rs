@@ -513,6 +513,33 @@ impl Span {
         Ok(())
     }
 
+    /// Logs fields on this span and never fails: the form for code that
+    /// should not handle logging errors (no `.ok()`, no `From<ValidationError>`
+    /// for `?`), as the Python SDK's `span.log` never throws. An event
+    /// [`log`](Span::log) would reject is not logged; the first rejection of
+    /// each field is reported on stderr, and every one is counted in the
+    /// span's backend's [`Stats::rejected_logs`](crate::Stats::rejected_logs).
+    ///
+    /// ```
+    /// use braintrust_core::{current_span, Event};
+    /// current_span().log_or_report(Event::new().output("done"));
+    /// // Out of range: reported once on stderr, counted, not logged.
+    /// current_span().log_or_report(Event::new().score("accuracy", 2.0));
+    /// ```
+    pub fn log_or_report(&self, event: Event) {
+        if let Err(e) = self.log(event) {
+            // Keyed by field: some rules quote the value, and one line per
+            // field says what to fix without flooding stderr.
+            crate::diagnostics::warn_once(
+                &format!("log-or-report:{}", e.field),
+                &format!("braintrust: span.log_or_report: {e}; the event was not logged (later rejections of `{}` are only counted in Stats::rejected_logs)", e.field),
+            );
+            if let Some(c) = &self.core {
+                c.object.state.pipeline().count_rejected_log();
+            }
+        }
+    }
+
     /// Logs metrics only (e.g. token counts).
     pub fn log_metrics<K: Into<String>>(&self, metrics: impl IntoIterator<Item = (K, f64)>) {
         // Metric values are plain floats, so this cannot fail validation.

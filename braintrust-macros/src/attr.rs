@@ -20,10 +20,11 @@ mod kw {
     syn::custom_keyword!(no_output);
     syn::custom_keyword!(notrace_io);
     syn::custom_keyword!(metadata);
+    syn::custom_keyword!(output);
 }
 
 /// Every option, for the "unknown option" message.
-const OPTIONS: &str = "name, type, skip, skip_all, input, no_output, notrace_io, metadata";
+const OPTIONS: &str = "name, type, skip, skip_all, input, no_output, notrace_io, metadata, output";
 
 /// The span types of the protocol (spec §8), with the `SpanType` variant each
 /// one maps to.
@@ -119,6 +120,8 @@ pub(crate) struct TracedArgs {
     pub(crate) notrace_io: Option<Span>,
     /// `metadata = <expr>`.
     pub(crate) metadata: Option<Expr>,
+    /// `output = <closure or function>`: what to log instead of the return value.
+    pub(crate) output: Option<Expr>,
     /// Mistakes found while parsing; checked by the caller.
     pub(crate) errors: Errors,
     /// The options in the order written (for conflict messages).
@@ -191,6 +194,16 @@ impl TracedArgs {
                 self.later("input", "skip_all"),
                 "`input(...)` and `skip_all` cannot be used together".into(),
             ));
+        }
+        for (other, shown) in [("no_output", "no_output"), ("notrace_io", "notrace_io")] {
+            if has("output") && has(other) {
+                found.push((
+                    self.later("output", other),
+                    format!(
+                        "`output = ...` and `{shown}` cannot be used together: `{shown}` logs no output"
+                    ),
+                ));
+            }
         }
         if has("notrace_io") {
             for (other, shown) in [
@@ -294,6 +307,7 @@ impl Parse for TracedArgs {
             no_output: None,
             notrace_io: None,
             metadata: None,
+            output: None,
             errors: Errors::new(),
             seen: Vec::new(),
         };
@@ -400,6 +414,29 @@ fn parse_options(input: ParseStream, args: &mut TracedArgs) -> syn::Result<()> {
             } else {
                 args.metadata = Some(value);
             }
+        } else if lookahead.peek(kw::output) {
+            let kw: kw::output = input.parse()?;
+            args.seen.push(("output", kw.span));
+            input.parse::<Token![=]>()?;
+            let value: Expr = input.parse()?;
+            if let Expr::Closure(c) = &value {
+                if c.inputs.len() != 1 {
+                    let at = if c.inputs.is_empty() {
+                        c.span()
+                    } else {
+                        c.inputs.span()
+                    };
+                    args.errors.error(
+                        at,
+                        "`output = |...| ...` takes one argument: a reference to the return value (the `Ok` value of a `Result`), e.g. `output = |r| &r.0`",
+                    );
+                }
+            }
+            if args.output.is_some() {
+                duplicate(&mut args.errors, kw.span, "output");
+            } else {
+                args.output = Some(value);
+            }
         } else if input.peek(Ident::peek_any) {
             let unknown = input.call(Ident::parse_any)?;
             args.errors.error(
@@ -478,7 +515,7 @@ mod tests {
     fn reports_every_mistake() {
         assert_eq!(
             errors("foo = 1, name = 2"),
-            "unknown option `foo`; expected one of: name, type, skip, skip_all, input, no_output, notrace_io, metadata | `name` must be a string literal, e.g. `name = \"...\"`"
+            "unknown option `foo`; expected one of: name, type, skip, skip_all, input, no_output, notrace_io, metadata, output | `name` must be a string literal, e.g. `name = \"...\"`"
         );
         assert_eq!(
             errors("skip_all, skip_all"),
@@ -490,6 +527,13 @@ mod tests {
         assert!(errors("skip(a), skip_all").starts_with("`skip_all` and `skip(...)` cannot"));
         assert!(errors("notrace_io, no_output").starts_with("`notrace_io` and `no_output`"));
         assert!(errors("input(a), skip(b)").starts_with("`input(...)` and `skip(...)`"));
+        assert!(errors("output = |r| r.0, no_output").starts_with("`output = ...` and `no_output`"));
+        assert!(errors("notrace_io, output = f").starts_with("`output = ...` and `notrace_io`"));
+        assert!(errors("output = |a, b| a").starts_with("`output = |...| ...` takes one argument"));
+        assert_eq!(
+            errors("output = f, output = g"),
+            "expected only a single `output` argument"
+        );
         assert_eq!(errors("skip(a, a)"), "`a` is listed twice");
         assert_eq!(
             errors("skip()"),

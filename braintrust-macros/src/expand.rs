@@ -351,7 +351,25 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         args.span_type.map_or("Function", |(v, _)| v),
         args.span_type.map_or(Span::call_site(), |(_, s)| s),
     );
-    let location = quote_spanned!(ident.span()=> ::braintrust::__private::caller_location());
+    // `context.caller_*` is the call site, as the Python SDK records it:
+    // `#[track_caller]` hands the caller's location to `caller_location()`.
+    // The body runs in a closure or an async block, so its own panics and
+    // `#[track_caller]` calls keep their locations. Where the attribute
+    // cannot go, the location is the function's definition.
+    let loc_var = Ident::new("__bt_loc", Span::mixed_site());
+    let tracks_caller = can_track_caller(&sig, &outer_attrs);
+    let location = if tracks_caller {
+        quote!(::braintrust::__private::caller_location())
+    } else {
+        quote_spanned!(ident.span()=> ::braintrust::__private::caller_location())
+    };
+    let outer_attrs = if tracks_caller && !has_attr(&outer_attrs, "track_caller") {
+        let mut attrs = outer_attrs;
+        attrs.push(syn::parse_quote!(#[track_caller]));
+        attrs
+    } else {
+        outer_attrs
+    };
     let captured: Vec<&Ident> = match args.input_mode() {
         InputMode::Nothing => Vec::new(),
         InputMode::AllExcept(skip) => params
@@ -395,10 +413,14 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         };
     };
 
-    let mode = if args.logs_output() && !is_never(&sig) {
-        quote!(output)
-    } else {
+    let mode = if !args.logs_output() || is_never(&sig) {
         quote!(error_only)
+    } else if let Some(expr) = &args.output {
+        let v = Ident::new("__bt_out", Span::mixed_site());
+        let mapped = output_mapping(expr, &v);
+        quote!(map(#v => #mapped))
+    } else {
+        quote!(output)
     };
     let on_ready = quote! {
         |#s_var: &::braintrust::Span, #r_var| {
@@ -436,7 +458,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
                         name: #name,
                         span_type: ::braintrust::SpanType::#variant,
                         function_name: #fn_name,
-                        location: #location,
+                        location: #loc_var,
                     },
                     #parent_var,
                     || (#input, #metadata),
@@ -447,6 +469,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         };
         let generated = quote! {
             let #parent_var = ::braintrust::__private::call_parent();
+            let #loc_var = #location;
             async move {
                 #prelude
                 #span_init
@@ -546,6 +569,41 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     }
 }
 
+/// The value `output = expr` logs, given `v`, a reference to the return
+/// value (or `Ok` value). A one-argument closure without a return type is
+/// inlined, `{ let <pat> = v; <body> }`, so it may return a borrow of `v`;
+/// anything else is called: `(expr)(v)`.
+fn output_mapping(expr: &Expr, v: &Ident) -> TokenStream {
+    match expr {
+        Expr::Closure(c)
+            if c.inputs.len() == 1
+                && matches!(c.output, ReturnType::Default)
+                && c.asyncness.is_none() =>
+        {
+            let pat = &c.inputs[0];
+            let body = &c.body;
+            quote_spanned!(expr.span()=> { let #pat = #v; #body })
+        }
+        _ => quote_spanned!(expr.span()=> (#expr)(#v)),
+    }
+}
+
+fn has_attr(attrs: &[Attribute], name: &str) -> bool {
+    attrs.iter().any(|a| a.path().is_ident(name))
+}
+
+/// True when the traced function can be `#[track_caller]` with its span
+/// started in its own body: not `fn main` (rejected by rustc), Rust ABI only,
+/// and not an `async fn` kept as such (the attribute does nothing there).
+fn can_track_caller(sig: &Signature, outer_attrs: &[Attribute]) -> bool {
+    let rust_abi = sig
+        .abi
+        .as_ref()
+        .is_none_or(|abi| abi.name.as_ref().is_some_and(|n| n.value() == "Rust"));
+    let kept_async = sig.asyncness.is_some() && !captures_parent_at_call(sig, outer_attrs);
+    sig.ident != "main" && rust_abi && !kept_async
+}
+
 /// Attributes that are not macros, so they may stay on the rewritten
 /// function. Any other attribute left below `#[traced]` may be a macro that
 /// needs to see `async fn` (`#[tokio::main]`, `#[tokio::test]`...).
@@ -559,6 +617,7 @@ const INERT_ATTRS: &[&str] = &[
     "must_use",
     "inline",
     "cold",
+    "track_caller",
     "deprecated",
     "cfg",
 ];

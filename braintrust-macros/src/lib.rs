@@ -40,11 +40,21 @@ mod expand;
 ///   `std::error::Error`, its `Display` and its `source()` chain; for
 ///   `anyhow::Error` and `Box<dyn Error>`, the same; otherwise `Display` or
 ///   `Debug`), and the `Err` is returned unchanged. `None` is a normal
-///   output (`null`).
+///   output (`null`). With the `axum` feature of `braintrust` (on with
+///   `tower`), `axum::Json<T>`, `Result<Json<T>, E>` and
+///   `(StatusCode, Json<T>)` log the inner `T` as JSON, not `Json`'s `Debug`
+///   text. For any other wrapper, say what to log with `output = ...`.
 /// - `error` on panic: `"panicked: <message>"`; the span ends and the panic
 ///   keeps unwinding unchanged.
-/// - `context.caller_functionname`, `caller_filename`, `caller_lineno`: the
-///   function's name and where it is defined.
+/// - `context.caller_filename`, `caller_lineno`: where the function was
+///   *called*, as the Python SDK records them (the UI's "go to code" opens
+///   the call site). The function becomes `#[track_caller]`; its body runs in
+///   a closure or async block, so panics and `#[track_caller]` calls in the
+///   body still report their own lines. Where the attribute cannot go
+///   (`fn main`, a non-Rust ABI, an `async fn` kept as one, see below) the
+///   location is the function's definition. `caller_functionname` is not
+///   written: Python records the caller's function there, which Rust cannot
+///   know (the span's name is the traced function's).
 ///
 /// # Forms
 ///
@@ -99,9 +109,17 @@ mod expand;
 /// #[traced(metadata = json!({"model": model, "temperature": 0.1}))]
 /// fn generate(model: &str, prompt: &str) -> String { format!("{model}: {prompt}") }
 ///
+/// // What to log as output: a one-argument closure or a function, given a
+/// // reference to the return value (for a `Result`, to the `Ok` value; an
+/// // `Err` is still the span's `error`). It may borrow from it; the result
+/// // is captured as any value is. Evaluated only when tracing is on.
+/// struct Page { html: String, words: Vec<String> }
+/// #[traced(output = |page| &page.words)]
+/// fn render(q: &str) -> Page { Page { html: format!("<p>{q}</p>"), words: vec![q.into()] } }
+///
 /// # let c = Client;
 /// # ask(&c, "k", "q"); ask_again(&c, "k", "q"); login("u", "p");
-/// # fetch_secret("x").unwrap(); handle(vec![1]); generate("m", "p");
+/// # fetch_secret("x").unwrap(); handle(vec![1]); generate("m", "p"); render("q").html.len();
 /// ```
 ///
 /// # `async fn` and futures
@@ -188,7 +206,8 @@ mod expand;
 ///
 /// Also rejected: unknown or repeated options, `skip_all` with `skip`,
 /// `input` with `skip`/`skip_all`, `notrace_io` with any of them or with
-/// `no_output`, a `name` that is not a string literal, `const fn`, and items
+/// `no_output`, `output = ...` with `no_output`/`notrace_io`, an `output`
+/// closure without exactly one argument, a `name` that is not a string literal, `const fn`, and items
 /// that are not functions.
 ///
 /// # Without the macro

@@ -22,6 +22,11 @@ use crate::types::{ChatMessage, Role, Tool, ToolCall, Usage};
 /// field for goes in [`extra`](Self::extra) (or [`param`](Self::param)) and
 /// is sent as is.
 ///
+/// Token usage on a stream needs `stream_options.include_usage`: per request
+/// with [`include_usage`](Self::include_usage), or for every streaming call
+/// of a client with
+/// [`OpenAiClientBuilder::include_usage_in_streams`](crate::OpenAiClientBuilder::include_usage_in_streams).
+///
 /// ```
 /// use braintrust_openai::{ChatCompletionRequest, ChatMessage};
 /// let req = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("Hi")])

@@ -54,6 +54,11 @@ pub(crate) struct Inner {
 /// initialized and no span is current. Turn it off per client with
 /// [`with_tracing(false)`](OpenAiClient::with_tracing).
 ///
+/// Settings live on the builder ([`OpenAiClient::builder`],
+/// [`OpenAiClientBuilder::from_env`]), e.g.
+/// [`include_usage_in_streams`](OpenAiClientBuilder::include_usage_in_streams),
+/// the opt-in for token metrics on streaming calls.
+///
 /// ```no_run
 /// use braintrust_openai::{OpenAiClient, ChatCompletionRequest, ChatMessage};
 /// # async fn demo() -> Result<(), braintrust_openai::OpenAiError> {

@@ -1,5 +1,11 @@
 //! A small server-sent-events decoder (the WHATWG rules OpenAI streams use)
 //! and the byte stream it reads, with an idle timeout between chunks.
+//!
+//! As WHATWG's "interpreting an event stream" says, and as the official
+//! OpenAI SDKs decode: one leading UTF-8 BOM is stripped, an event is
+//! dispatched only by the blank line that ends it (an event cut off by the
+//! end of the body is discarded), and `id`, `retry` and unknown fields are
+//! ignored (nothing here reconnects).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,12 +25,15 @@ pub(crate) struct SseEvent {
     pub data: String,
 }
 
-/// Incremental decoder: feed bytes, take complete events. Handles `\n`,
-/// `\r\n` and `\r` line ends, comments, multi-line data and UTF-8 split
-/// across chunks.
+/// Incremental decoder: feed bytes, take complete events. Handles a leading
+/// BOM, `\n`, `\r\n` and `\r` line ends, comments, multi-line data and
+/// UTF-8 split across chunks. Bytes after the last blank line are an
+/// incomplete event: never dispatched.
 #[derive(Default)]
 pub(crate) struct SseDecoder {
     buf: BytesMut,
+    /// The start of the stream was checked for a BOM (and it was stripped).
+    bom_checked: bool,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -39,6 +48,16 @@ impl SseDecoder {
 
     /// The next complete event in what was pushed, if any.
     pub fn next_event(&mut self) -> Option<SseEvent> {
+        if !self.bom_checked {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return None; // maybe a BOM split across chunks: wait for more
+            }
+            if self.buf.starts_with(BOM) {
+                self.buf.advance(BOM.len());
+            }
+            self.bom_checked = true;
+        }
         loop {
             if self.after_cr && !self.buf.is_empty() {
                 if self.buf[0] == b'\n' {
@@ -57,17 +76,6 @@ impl SseDecoder {
                 return Some(ev);
             }
         }
-    }
-
-    /// At end of input: the last event if it was not terminated by a blank line.
-    pub fn finish(&mut self) -> Option<SseEvent> {
-        if !self.buf.is_empty() {
-            let line = std::mem::take(&mut self.buf);
-            if let Some(ev) = self.line(&line) {
-                return Some(ev);
-            }
-        }
-        self.dispatch()
     }
 
     fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
@@ -148,7 +156,8 @@ impl Stream for EventStream {
                 return Poll::Ready(Some(Ok(ev)));
             }
             if this.ended {
-                return Poll::Ready(this.decoder.finish().map(Ok));
+                // What is left is an event without its blank line: discarded.
+                return Poll::Ready(None);
             }
             match this.body.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(bytes))) => {
@@ -208,7 +217,6 @@ mod tests {
                 out.push(e);
             }
         }
-        out.extend(d.finish());
         out
     }
 
@@ -237,8 +245,30 @@ mod tests {
     }
 
     #[test]
-    fn unterminated_last_event_is_dispatched() {
-        assert_eq!(all(&[b"data: [DONE]"]), vec![ev(None, "[DONE]")]);
+    fn unterminated_last_event_is_discarded() {
+        assert_eq!(all(&[b"data: [DONE]"]), vec![]);
+        assert_eq!(all(&[b"data: [DONE]\n"]), vec![]);
         assert_eq!(all(&[b"event: e\n"]), vec![]);
+        assert_eq!(all(&[b"data: a\n\ndata: cut off"]), vec![ev(None, "a")]);
+    }
+
+    #[test]
+    fn one_leading_bom_is_stripped() {
+        assert_eq!(all(&[b"\xEF\xBB\xBFdata: a\n\n"]), vec![ev(None, "a")]);
+        // Split across chunks.
+        assert_eq!(
+            all(&[b"\xEF", b"\xBB", b"\xBFdata: a\n\n"]),
+            vec![ev(None, "a")]
+        );
+        // Only one, and only at the start: a second BOM is part of the
+        // first line's field name, so that line is an unknown field.
+        assert_eq!(
+            all(&[b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\ndata: b\n\n"]),
+            vec![ev(None, "b")]
+        );
+        assert_eq!(
+            all(&[b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"]),
+            vec![ev(None, "a")]
+        );
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct Counters {
     /// them (it did not answer in time); the worker does not count them
     /// again when it gets to abandon them. Both sides count under this lock.
     pub written_off: std::sync::Mutex<u64>,
+    pub rejected_logs: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +60,7 @@ impl Counters {
             dumped_rows: self.dumped.load(Ordering::Acquire),
             requests: self.requests.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            rejected_logs: self.rejected_logs.load(Ordering::Relaxed),
         }
     }
 }
@@ -105,6 +107,10 @@ pub struct Stats {
     pub requests: u64,
     /// Request body bytes sent to `/logs3`.
     pub bytes_sent: u64,
+    /// Events given to [`Span::log_or_report`](crate::Span::log_or_report)
+    /// that failed validation and were not logged. They never became rows,
+    /// so they are outside the row invariant above.
+    pub rejected_logs: u64,
 }
 
 /// Rows lost since the previous flush, as a failed flush reports them.

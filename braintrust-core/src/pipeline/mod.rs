@@ -142,6 +142,11 @@ impl Pipeline {
         self.counters.snapshot()
     }
 
+    /// Counts an event `Span::log_or_report` rejected (see `Stats::rejected_logs`).
+    pub(crate) fn count_rejected_log(&self) {
+        self.counters.rejected_logs.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_masking_function(&self, f: Option<MaskingFunction>) {
         *self.masking.write().unwrap_or_else(|e| e.into_inner()) = f;
     }
