@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod attachment;
 pub mod config;
 mod context;
 mod diagnostics;
@@ -30,6 +31,10 @@ pub mod traced;
 pub mod w3c;
 
 pub use api::LoginInfo;
+pub use attachment::{
+    Attachment, AttachmentError, AttachmentReference, ExternalAttachment, StoredAttachment,
+    UploadStatus,
+};
 pub use config::{Config, HttpOptions, QueueFullPolicy};
 pub use context::{current_span, replace_current_span, InSpan, Instrument, SpanGuard};
 pub use error::Error;

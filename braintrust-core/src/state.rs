@@ -127,6 +127,23 @@ impl State {
         self.0.pipeline.set_row_observer(f);
     }
 
+    /// What the server holds for an attachment logged through this backend
+    /// (`GET /attachment`): its upload status and, once uploaded, its bytes.
+    /// Blocks (from async code, call it in `spawn_blocking`).
+    ///
+    /// ```no_run
+    /// # fn demo(state: &braintrust_core::State, a: &braintrust_core::Attachment) -> Result<(), braintrust_core::Error> {
+    /// let stored = state.read_attachment(&a.reference())?;
+    /// assert_eq!(stored.status, braintrust_core::UploadStatus::Done);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_attachment(
+        &self,
+        reference: &crate::AttachmentReference,
+    ) -> Result<crate::StoredAttachment, Error> {
+        crate::pipeline::read_attachment(&self.0.pipeline, reference)
+    }
+
     /// The login result, once the background login has happened.
     pub fn login_info(&self) -> Option<LoginInfo> {
         self.0.api.login_info()

@@ -1,4 +1,4 @@
-//! Fault injection for `POST /logs3`.
+//! Fault injection for `POST /logs3` and for signed-URL uploads (`PUT /dev/upload/...`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -11,6 +11,8 @@ struct FaultState {
     retry_after: Option<u64>,
     delay: Duration,
     injected: usize,
+    upload_fail: Option<u16>,
+    upload_injected: usize,
 }
 
 /// What the `/logs3` handler must do for one request.
@@ -22,13 +24,25 @@ pub(crate) struct Logs3Plan {
     pub fail: Option<(u16, Option<u64>)>,
 }
 
-/// Scripted misbehaviour of `POST /logs3`, for testing client retries and back-pressure.
+/// Scripted misbehaviour of `POST /logs3` and of the signed upload target, for testing client
+/// retries and back-pressure.
 ///
 /// Cheap to clone; all clones (and the server) share one state. Obtain it with
 /// [`DevServer::faults`](crate::DevServer::faults).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Faults {
     state: Arc<Mutex<FaultState>>,
+    /// True while uploads are held (a watch, so waiting uploads wake on release).
+    uploads_held: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            state: Arc::default(),
+            uploads_held: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 impl Faults {
@@ -65,9 +79,35 @@ impl Faults {
         self.lock().injected
     }
 
-    /// Clears every scripted fault (failures, `Retry-After`, delay) and the injected count.
+    /// Every upload to a signed URL (`PUT /dev/upload/...`, attachments and overflow payloads)
+    /// answers `status` and stores nothing, until [`reset`](Self::reset). The body is read
+    /// first, as a real store would.
+    pub fn fail_uploads(&self, status: u16) {
+        self.lock().upload_fail = Some(status);
+    }
+
+    /// Holds every upload to a signed URL before its body is read, until
+    /// [`release_uploads`](Self::release_uploads) (or [`reset`](Self::reset)): the slowest
+    /// upload target. The client's sends stall on a full socket meanwhile, so a client that
+    /// buffered the whole file would show it in its memory.
+    pub fn hold_uploads(&self) {
+        self.uploads_held.send_replace(true);
+    }
+
+    /// Lets held uploads (and later ones) proceed.
+    pub fn release_uploads(&self) {
+        self.uploads_held.send_replace(false);
+    }
+
+    /// Number of upload failures injected so far.
+    pub fn injected_upload_failures(&self) -> usize {
+        self.lock().upload_injected
+    }
+
+    /// Clears every scripted fault (failures, `Retry-After`, delays) and the injected counts.
     pub fn reset(&self) {
         *self.lock() = FaultState::default();
+        self.release_uploads();
     }
 
     /// Decides the fate of one incoming `/logs3` request.
@@ -86,5 +126,21 @@ impl Faults {
             delay: s.delay,
             fail: status.map(|st| (st, s.retry_after)),
         }
+    }
+
+    /// Returns once uploads are not held.
+    pub(crate) async fn upload_gate(&self) {
+        let mut rx = self.uploads_held.subscribe();
+        let _ = rx.wait_for(|held| !*held).await;
+    }
+
+    /// The injected status for one upload, if it must fail.
+    pub(crate) fn plan_upload(&self) -> Option<u16> {
+        let mut s = self.lock();
+        let status = s.upload_fail;
+        if status.is_some() {
+            s.upload_injected += 1;
+        }
+        status
     }
 }

@@ -409,6 +409,9 @@ async fn gate(State(s): St, req: Request, next: Next) -> Response {
         s.push_request(head_record(413));
         return resp;
     }
+    if access_for(path) == Access::Upload && parts.method != axum::http::Method::GET {
+        s.faults.upload_gate().await;
+    }
     let bytes = match axum::body::to_bytes(body, limit as usize).await {
         Ok(b) => b,
         Err(_) => {
@@ -913,6 +916,10 @@ async fn upload_put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(status) = s.faults.plan_upload() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(ApiError::new(status, "injected upload failure"));
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -5,7 +5,7 @@
 use std::panic::Location;
 use std::time::Instant;
 
-use braintrust_core::{error_string, start_span_at, Event, Span, SpanArgs, SpanType};
+use braintrust_core::{error_string, start_span_at, Attachment, Event, Span, SpanArgs, SpanType};
 use serde_json::{Map, Value};
 
 use crate::error::OpenAiError;
@@ -22,6 +22,7 @@ pub(crate) fn split_request(body: &Value, input_key: &str) -> (Value, Map<String
         for (k, v) in map {
             if k == input_key {
                 input = v.clone();
+                data_urls_to_attachments(&mut input);
             } else {
                 metadata.insert(k.clone(), v.clone());
             }
@@ -29,6 +30,61 @@ pub(crate) fn split_request(body: &Value, input_key: &str) -> (Value, Map<String
     }
     metadata.insert("provider".into(), Value::String("openai".into()));
     (input, metadata)
+}
+
+/// Replaces inline base64 `data:` URLs in the logged input by attachments
+/// (spec §10), so a multimodal call does not put megabytes of base64 into the
+/// row: the file is named `image.<ext>` for images, `file.<ext>` otherwise,
+/// unless the object holding the URL names a file (`"filename"`). What cannot
+/// be converted stays as it was; plain `https:` URLs stay strings. The request
+/// sent to the model is not changed.
+fn data_urls_to_attachments(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let named = map
+                .get("filename")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            for child in map.values_mut() {
+                convert_or_descend(child, named.as_deref());
+            }
+        }
+        Value::Array(items) => {
+            for child in items {
+                convert_or_descend(child, None);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn convert_or_descend(v: &mut Value, filename: Option<&str>) {
+    match v {
+        Value::String(s) => {
+            if let Some(a) = data_url_attachment(s, filename) {
+                *v = Value::from(a);
+            }
+        }
+        _ => data_urls_to_attachments(v),
+    }
+}
+
+/// `data:<mime>;base64,<payload>` → an attachment of the decoded bytes.
+fn data_url_attachment(s: &str, filename: Option<&str>) -> Option<Attachment> {
+    use base64::Engine as _;
+    let (meta, payload) = s.strip_prefix("data:")?.split_once(',')?;
+    let mime = meta.strip_suffix(";base64")?;
+    let ext = mime.split_once('/')?.1.split(['+', ';']).next()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()?;
+    let label = if mime.starts_with("image/") {
+        "image"
+    } else {
+        "file"
+    };
+    let name = filename.map_or_else(|| format!("{label}.{ext}"), str::to_owned);
+    Attachment::from_bytes(bytes, name, mime).ok()
 }
 
 /// The `llm` span of one call. Dropping it unfinished logs
@@ -117,5 +173,41 @@ pub(crate) fn metrics_event(usage: Option<&Value>, ttft: Option<f64>) -> Event {
         Event::new()
     } else {
         Event::new().metrics(metrics)
+    }
+}
+
+#[cfg(test)]
+mod data_url_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn data_urls_become_attachment_references() {
+        let mut v = json!([
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                {"type": "file", "file": {"filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!"}}
+            ]}
+        ]);
+        data_urls_to_attachments(&mut v);
+        let parts = &v[0]["content"];
+        let image = &parts[0]["image_url"]["url"];
+        assert_eq!(image["type"], "braintrust_attachment");
+        assert_eq!(
+            (image["filename"].as_str(), image["content_type"].as_str()),
+            (Some("image.png"), Some("image/png"))
+        );
+        assert_eq!(parts[1]["image_url"]["url"], "https://example.com/cat.png");
+        let file = &parts[2]["file"]["file_data"];
+        assert_eq!(
+            (file["filename"].as_str(), file["content_type"].as_str()),
+            (Some("report.pdf"), Some("application/pdf"))
+        );
+        assert_eq!(
+            parts[3]["image_url"]["url"],
+            "data:image/png;base64,not base64!"
+        );
     }
 }

@@ -104,7 +104,8 @@ pub fn text_part(text: impl Into<String>) -> Value {
 }
 
 /// A `{"type": "image_url"}` content part (an `https:` or inline `data:` URL).
-/// Inline `data:` URLs are logged as-is for now.
+/// Inline base64 `data:` URLs are logged as attachments (`image.<ext>`),
+/// uploaded after the row; the request itself carries the URL unchanged.
 pub fn image_url_part(url: impl Into<String>) -> Value {
     serde_json::json!({"type": "image_url", "image_url": {"url": url.into()}})
 }

@@ -29,6 +29,8 @@ pub(crate) struct Counters {
     /// again when it gets to abandon them. Both sides count under this lock.
     pub written_off: std::sync::Mutex<u64>,
     pub rejected_logs: AtomicU64,
+    pub attachments_uploaded: AtomicU64,
+    pub attachments_failed: AtomicU64,
 }
 
 impl Counters {
@@ -61,6 +63,8 @@ impl Counters {
             requests: self.requests.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             rejected_logs: self.rejected_logs.load(Ordering::Relaxed),
+            attachments_uploaded: self.attachments_uploaded.load(Ordering::Acquire),
+            attachments_failed: self.attachments_failed.load(Ordering::Acquire),
         }
     }
 }
@@ -111,6 +115,11 @@ pub struct Stats {
     /// that failed validation and were not logged. They never became rows,
     /// so they are outside the row invariant above.
     pub rejected_logs: u64,
+    /// Attachments uploaded (their status set to `done`).
+    pub attachments_uploaded: u64,
+    /// Attachment uploads that failed for good (their status set to
+    /// `error`). Their rows are counted with the rows, as delivered.
+    pub attachments_failed: u64,
 }
 
 /// Rows lost since the previous flush, as a failed flush reports them.
@@ -132,6 +141,8 @@ pub struct LossReport {
     /// Of the failed and undelivered rows, those written to the
     /// failed-payload directory.
     pub dumped: u64,
+    /// Attachment uploads that failed for good (their rows were delivered).
+    pub attachments_failed: u64,
     /// The last delivery error, if any.
     pub last_error: Option<String>,
 }
@@ -141,12 +152,21 @@ impl LossReport {
     pub fn total(&self) -> u64 {
         self.dropped_queue_full + self.failed + self.undelivered
     }
+
+    /// True when nothing was lost: no row and no attachment upload.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0 && self.attachments_failed == 0
+    }
 }
 
 impl fmt::Display for LossReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} row(s) lost:", thousands(self.total()))?;
         let mut sep = " ";
+        if self.total() > 0 || self.attachments_failed == 0 {
+            write!(f, "{} row(s) lost:", thousands(self.total()))?;
+        } else {
+            sep = "";
+        }
         for (n, what) in [
             (
                 self.dropped_queue_full,
@@ -165,6 +185,16 @@ impl fmt::Display for LossReport {
                 f,
                 " ({} written to the failed-payload directory)",
                 thousands(self.dumped)
+            )?;
+        }
+        if self.attachments_failed > 0 {
+            if self.total() > 0 {
+                write!(f, ";")?;
+            }
+            write!(
+                f,
+                "{sep}{} attachment upload(s) failed",
+                thousands(self.attachments_failed)
             )?;
         }
         if let Some(e) = &self.last_error {
@@ -223,6 +253,7 @@ struct Losses {
     failed: u64,
     undelivered: u64,
     dumped: u64,
+    attachments: u64,
 }
 
 impl Losses {
@@ -232,6 +263,7 @@ impl Losses {
             failed: c.failed.load(Ordering::Acquire),
             undelivered: c.undelivered.load(Ordering::Acquire),
             dumped: c.dumped.load(Ordering::Acquire),
+            attachments: c.attachments_failed.load(Ordering::Acquire),
         }
     }
 }
@@ -244,6 +276,7 @@ pub(crate) struct Reporter {
     capacity: usize,
     drops: Throttle,
     failures: Throttle,
+    attachment_failures: Throttle,
     /// Failed rows already mentioned on stderr.
     failures_told: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -260,6 +293,7 @@ impl Reporter {
             capacity,
             drops: Throttle::default(),
             failures: Throttle::default(),
+            attachment_failures: Throttle::default(),
             failures_told: AtomicU64::new(0),
             last_error: Mutex::new(None),
             at_last_flush: Mutex::new(Losses::default()),
@@ -310,6 +344,21 @@ impl Reporter {
         }
     }
 
+    /// After an attachment upload failed for good (upload thread): the
+    /// first at once, then at most one line per period.
+    pub fn attachment_failed(&self, counters: &Counters, filename: &str, cause: &str) {
+        let cause = format!("attachment {filename}: {cause}");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.clone());
+        if !self.attachment_failures.claim(self.period) {
+            return;
+        }
+        let total = counters.attachments_failed.load(Ordering::Acquire);
+        eprintln!(
+            "braintrust: failed to upload {} attachment(s) in all; last error: {cause}",
+            thousands(total)
+        );
+    }
+
     /// One warning that is not about rows (e.g. a payload directory that
     /// cannot be written), throttled with the failures.
     pub fn last_error(&self) -> Option<String> {
@@ -329,13 +378,16 @@ impl Reporter {
             failed: now.failed - before.failed,
             undelivered: now.undelivered - before.undelivered,
             dumped: now.dumped - before.dumped,
+            attachments_failed: now.attachments - before.attachments,
             last_error: None,
         };
-        if report.total() == 0 {
+        if report.is_empty() {
             return None;
         }
         Some(LossReport {
-            last_error: (report.failed > 0 || report.undelivered > 0)
+            last_error: (report.failed > 0
+                || report.undelivered > 0
+                || report.attachments_failed > 0)
                 .then(|| self.last_error())
                 .flatten(),
             ..report
@@ -357,7 +409,7 @@ impl Reporter {
             }
             *last = now;
         }
-        if now.dropped + now.failed + now.undelivered == 0 {
+        if now.dropped + now.failed + now.undelivered + now.attachments == 0 {
             return;
         }
         let logged = thousands(counters.logged.load(Ordering::Acquire));
@@ -380,15 +432,21 @@ impl Reporter {
                 thousands(now.undelivered)
             ));
         }
+        if now.attachments > 0 {
+            parts.push(format!(
+                "{} attachment upload(s) failed",
+                thousands(now.attachments)
+            ));
+        }
         let mut line = format!("braintrust: {when}: {}", parts.join("; "));
-        if let Some(dir) = dump_dir {
+        if let Some(dir) = dump_dir.filter(|_| now.dropped + now.failed + now.undelivered > 0) {
             line.push_str(&format!(
                 " ({} written to {})",
                 thousands(now.dumped),
                 dir.display()
             ));
         }
-        if now.failed + now.undelivered > 0 {
+        if now.failed + now.undelivered + now.attachments > 0 {
             if let Some(e) = self.last_error() {
                 line.push_str(&format!("; last error: {e}"));
             }

@@ -15,6 +15,7 @@ mod payloads;
 mod queue;
 mod rows;
 mod transport;
+mod uploads;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,7 @@ use crate::Error;
 
 use accounting::{Counters, Reporter};
 pub use accounting::{LossReport, Stats};
+pub(crate) use uploads::read_attachment;
 pub(crate) use worker::on_worker_thread;
 use worker::{Cmd, Responder};
 
@@ -110,6 +112,7 @@ pub(crate) struct Pipeline {
     /// The abandon-request count of the last caller that gave up waiting:
     /// the worker writes nothing more for abandonments up to it.
     dump_closed: Mutex<u64>,
+    uploads: uploads::Uploads,
 }
 
 impl Pipeline {
@@ -130,6 +133,7 @@ impl Pipeline {
             counters: Counters::default(),
             abandon: Abandon::default(),
             dump_closed: Mutex::new(0),
+            uploads: uploads::Uploads::default(),
         })
     }
 
@@ -289,7 +293,13 @@ impl Pipeline {
                 wake = wake.min(now + Duration::from_millis(50));
             }
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(r) => return self.finish_flush(r, start, before, bound.label),
+                Ok(r) => {
+                    // Then the attachments of the rows just posted.
+                    if !self.uploads.wait(deadline) {
+                        self.uploads.warn_pending(bound.label);
+                    }
+                    return self.finish_flush(r, start, before, bound.label);
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(Self::stopped()),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -337,12 +347,17 @@ impl Pipeline {
             .map_err(|_| Self::stopped())?;
         let Some(d) = deadline else {
             let r = rx.await.map_err(|_| Self::stopped())?;
+            self.uploads.wait_async(None).await;
             return self.finish_flush(r, start, before, "flush");
         };
         use futures_util::future::{select, Either};
         let rx = match select(rx, Timer::until(d).fired).await {
             Either::Left((r, _)) => {
-                return self.finish_flush(r.map_err(|_| Self::stopped())?, start, before, "flush")
+                let r = r.map_err(|_| Self::stopped())?;
+                if !self.uploads.wait_async(deadline).await {
+                    self.uploads.warn_pending("flush");
+                }
+                return self.finish_flush(r, start, before, "flush");
             }
             Either::Right((_, rx)) => rx,
         };

@@ -157,13 +157,7 @@ impl Worker {
     }
 
     fn policy(&self) -> RetryPolicy {
-        let c = &self.p.config;
-        RetryPolicy::new()
-            .max_attempts(c.num_retries.saturating_add(1))
-            .base_delay(c.retry_base_delay)
-            .max_delay(c.retry_max_delay)
-            .retry_after_cap(c.retry_after_cap)
-            .budget(c.retry_budget)
+        retry_policy(&self.p.config)
     }
 
     async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Cmd>) {
@@ -442,6 +436,7 @@ impl Worker {
                 h.prepared = Some(prepared.clone());
             }
             self.send(&transport, &prepared, held).await;
+            super::uploads::after_rows(&self.p, &prepared);
             let mut h = held.borrow_mut();
             h.prepared = None;
             h.unsettled.clear();
@@ -805,6 +800,16 @@ fn observe_rows(observe: &super::RowObserver, prepared: &Prepared) {
             "braintrust: the row observer panicked; the rows are still sent to Braintrust",
         );
     }
+}
+
+/// The backend's retry policy (rows, login, registration, uploads).
+pub(super) fn retry_policy(c: &crate::config::Config) -> RetryPolicy {
+    RetryPolicy::new()
+        .max_attempts(c.num_retries.saturating_add(1))
+        .base_delay(c.retry_base_delay)
+        .max_delay(c.retry_max_delay)
+        .retry_after_cap(c.retry_after_cap)
+        .budget(c.retry_budget)
 }
 
 fn op_object(op: &Op) -> Option<&Arc<ObjectInner>> {
