@@ -354,6 +354,28 @@ async fn rate_limited_429_is_returned_and_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_capped_by_the_core_policy() {
+    // The server asks for 7 s; the policy's cap makes it 20 ms.
+    let policy = braintrust_core::retry::RetryPolicy::new()
+        .max_attempts(2)
+        .retry_after_cap(Duration::from_millis(20));
+    let env = setup_with(|b| b.retry_policy(policy)).await;
+    env.mock.push_failure(Failure::RateLimited {
+        retry_after_secs: 7,
+    });
+    let started = std::time::Instant::now();
+    let reply = env
+        .client
+        .chat()
+        .create(ChatCompletionRequest::new("gpt-4o-mini", messages()))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), Some("Paris."));
+    assert_eq!(env.mock.requests().len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retries_stay_inside_one_span() {
     let env = setup_with(|b| b.max_retries(2)).await;
     env.mock.push_failure(Failure::RateLimited {
