@@ -72,6 +72,7 @@ mod embeddings;
 mod error;
 mod llm_span;
 mod responses;
+mod spans;
 mod sse;
 mod trace;
 mod types;

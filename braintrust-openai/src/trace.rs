@@ -8,8 +8,6 @@ use std::time::Instant;
 use braintrust_core::{error_string, start_span_at, Event, Span, SpanArgs, SpanType};
 use serde_json::{Map, Value};
 
-use crate::error::OpenAiError;
-
 /// `context.span_origin.instrumentation.name` of the spans this crate makes.
 pub const INSTRUMENTATION: &str = "openai";
 
@@ -80,7 +78,7 @@ impl CallTrace {
     }
 
     /// Logs `event` plus the error and ends the span.
-    pub fn fail(mut self, event: Event, err: &OpenAiError) {
+    pub fn fail(mut self, event: Event, err: &(dyn std::error::Error + 'static)) {
         self.log(event.error(error_string(err)));
         self.span.end();
         self.done = true;
