@@ -430,7 +430,7 @@ async fn a_stream_dropped_early_is_marked_cancelled_like_ours() {
     assert_eq!(theirs[0]["output"][0]["message"]["content"], "Par");
 }
 
-#[braintrust::traced]
+#[braintrust::traced(skip(client))]
 async fn answer(client: &TracedClient<OpenAIConfig>, question: &str) -> Option<String> {
     let req = chat_json(json!({"messages": [{"role": "user", "content": question}]}));
     let reply = client
