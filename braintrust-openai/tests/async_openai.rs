@@ -492,3 +492,55 @@ async fn untraced_without_a_logger_or_span() {
         .unwrap();
     assert_eq!(reply.choices[0].message.content.as_deref(), Some("Paris."));
 }
+
+/// The recipe for sync code (the README's "From sync code and thread
+/// pools"): keep a Tokio runtime and `block_on` the call on the calling
+/// thread, where the current span is. Both clients, from a plain sync
+/// function and from `TracedThreadPool` jobs, nest under the submitter's span.
+#[test]
+fn both_clients_from_sync_code_and_a_thread_pool() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(setup());
+    let theirs = wrapped(&env);
+    let req = chat_json(json!({}));
+    let root = env.root("main");
+    let answers = root.in_scope(|| {
+        let pool = braintrust_core::TracedThreadPool::new(2);
+        let (rt_a, own, req_a) = (rt.handle().clone(), env.client.clone(), req.clone());
+        let a = pool.submit(move || {
+            let reply = rt_a.block_on(own.chat().create(ours::<ChatCompletionRequest>(&req_a)));
+            reply.unwrap().text().map(String::from)
+        });
+        let (rt_b, theirs_b, req_b) = (rt.handle().clone(), theirs.clone(), req.clone());
+        let b = pool.submit(move || {
+            let reply = rt_b.block_on(
+                theirs_b
+                    .chat()
+                    .create(ours::<CreateChatCompletionRequest>(&req_b)),
+            );
+            reply.unwrap().choices[0].message.content.clone()
+        });
+        // And straight from this sync function.
+        let c = rt
+            .block_on(
+                theirs
+                    .chat()
+                    .create(ours::<CreateChatCompletionRequest>(&req)),
+            )
+            .unwrap()
+            .choices[0]
+            .message
+            .content
+            .clone();
+        [a.join().unwrap(), b.join().unwrap(), c]
+    });
+    root.end();
+    assert_eq!(answers.map(|a| a.unwrap()), ["Paris.", "Paris.", "Paris."]);
+    let rows = rt.block_on(call_rows(&env, &root));
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row["span_attributes"]["name"], "Chat Completion");
+        assert_eq!(row["span_parents"], json!([root.span_id()]));
+    }
+    assert_same_rows(&rows[..1], &rows[1..2]);
+}
