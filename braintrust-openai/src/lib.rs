@@ -12,8 +12,8 @@
 //!   with a `tool` child span per tool item of the output.
 //!
 //! Already using the `async-openai` crate? With the `async-openai` feature,
-//! [`wrap_async_openai`](crate::async_openai::wrap_async_openai) traces its
-//! client, keeping its types, with the same span shapes (see [`mod@async_openai`]).
+//! `braintrust_openai::wrap_async_openai` traces its client, keeping its
+//! types, with the same span shapes (module `braintrust_openai::async_openai`).
 //!
 //! Spans nest under the current span ([`braintrust_core::Span::enter`],
 //! [`braintrust_core::Instrument`], `#[traced]`), or are roots of the current

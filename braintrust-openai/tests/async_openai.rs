@@ -446,18 +446,30 @@ async fn nests_under_traced_functions_and_spawned_tasks() {
     let env = setup().await;
     let client = wrapped(&env);
     let root = env.root("request");
-    let tasks: Vec<_> = (0..3)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(
-                async move { answer(&client, &format!("question {i}")).await }
-                    .in_span(root.clone()),
-            )
-        })
-        .collect();
+    // `braintrust_core::spawn` carries the current span (here `root`) into
+    // each task: three traced functions, and one bare call.
+    let (tasks, bare) = root.in_scope(|| {
+        let tasks: Vec<_> = (0..3)
+            .map(|i| {
+                let client = client.clone();
+                braintrust_core::spawn(
+                    async move { answer(&client, &format!("question {i}")).await },
+                )
+            })
+            .collect();
+        let client = client.clone();
+        let bare = braintrust_core::spawn(async move {
+            client
+                .chat()
+                .create(ours::<CreateChatCompletionRequest>(&chat_json(json!({}))))
+                .await
+        });
+        (tasks, bare)
+    });
     for t in tasks {
         assert_eq!(t.await.unwrap().as_deref(), Some("Paris."));
     }
+    bare.await.unwrap().unwrap();
     root.end();
     let rows = env.trace(&root).await;
     let answers: Vec<&Value> = rows
@@ -477,6 +489,17 @@ async fn nests_under_traced_functions_and_spawned_tasks() {
         assert_eq!(llm[0]["span_attributes"]["type"], "llm");
         assert_eq!(llm[0]["root_span_id"], root.root_span_id().as_str());
     }
+    let direct: Vec<&Value> = rows
+        .iter()
+        .filter(|r| {
+            r["span_attributes"]["type"] == "llm" && r["span_parents"] == json!([root.span_id()])
+        })
+        .collect();
+    assert_eq!(
+        direct.len(),
+        1,
+        "the bare call's span is a child of the root"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
