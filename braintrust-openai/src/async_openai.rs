@@ -53,7 +53,7 @@
 //! [`Instrument`]) when the call's future is first polled. With no logger
 //! and no current span, calls go straight to async-openai. A stream dropped
 //! before its end ends its span with what arrived and
-//! `metadata.cancelled = true`; errors (async-openai's [`OpenAIError`]) are
+//! `error = "cancelled"`, as the core marks a dropped `#[traced]` future; errors (async-openai's [`OpenAIError`]) are
 //! logged to the span's `error` and returned unchanged.
 //!
 //! Other endpoints: [`TracedClient::inner`] is the untouched client.

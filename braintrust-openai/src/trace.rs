@@ -1,6 +1,7 @@
 //! The span one call makes, shared by every endpoint: started with input and
 //! metadata, finished with output and metrics or with the error, and marked
-//! cancelled if the call's future or stream is dropped before either.
+//! cancelled (as the core marks a dropped `#[traced]` future:
+//! `error = "cancelled"`) if the call's future or stream is dropped before either.
 
 use std::panic::Location;
 use std::time::Instant;
@@ -30,7 +31,7 @@ pub(crate) fn split_request(body: &Value, input_key: &str) -> (Value, Map<String
 }
 
 /// The `llm` span of one call. Dropping it unfinished logs
-/// `metadata.cancelled = true` and ends the span.
+/// `error = "cancelled"` ([`braintrust_core::CANCELLED`]) and ends the span.
 pub(crate) struct CallTrace {
     pub span: Span,
     pub started: Instant,
@@ -84,9 +85,9 @@ impl CallTrace {
         self.done = true;
     }
 
-    /// Logs `event` plus `metadata.cancelled = true` and ends the span.
+    /// Logs `event` plus `error = "cancelled"` and ends the span.
     pub fn cancel(mut self, event: Event) {
-        self.log(event.metadata_entry("cancelled", true));
+        self.log(event.error(braintrust_core::CANCELLED));
         self.span.end();
         self.done = true;
     }
@@ -97,7 +98,7 @@ impl Drop for CallTrace {
         if !self.done {
             let _ = self
                 .span
-                .log(Event::new().metadata_entry("cancelled", true));
+                .log(Event::new().error(braintrust_core::CANCELLED));
             self.span.end();
         }
     }
