@@ -9,44 +9,51 @@
 //! set it logs to Braintrust; otherwise it starts a local devserver
 //! in-process and prints the trace tree the server stored.
 
+use std::sync::OnceLock;
+
 use braintrust::{traced, LoggerOptions};
-use serde::Serialize;
+use braintrust_openai::mock::MockOpenAi;
+use braintrust_openai::{wrap, ChatCompletionRequest, ChatMessage, OpenAiClient};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// A chat message in the OpenAI format.
-#[derive(Debug, Serialize)]
-struct Message {
-    role: &'static str,
-    content: String,
+/// The wrapped OpenAI client (`wrap_openai(OpenAI())` in the guide). Here it
+/// talks to a mock OpenAI server started in this process, so the example
+/// runs offline; `OpenAiClient::from_env()` would talk to OpenAI.
+static CLIENT: OnceLock<OpenAiClient> = OnceLock::new();
+
+fn client() -> &'static OpenAiClient {
+    CLIENT.get().expect("set in main")
 }
 
-/// Stands in for `client.chat.completions.create(...)`, so the example runs
-/// offline (`braintrust-openai` traces a real client the same way).
-#[traced(type = "llm", name = "Chat Completion")]
-async fn chat_completion(model: &str, messages: &[Message]) -> Option<String> {
-    let question = &messages.last()?.content;
-    Some(format!(
-        "[{model}] To answer {question:?}: plan your day in blocks."
-    ))
+/// Starts the mock server and sets [`CLIENT`]; keep the returned handle alive.
+async fn start_client() -> Result<MockOpenAi, Error> {
+    let mock = MockOpenAi::start().await?;
+    let client = OpenAiClient::builder()
+        .base_url(mock.url())
+        .api_key("mock")
+        .build()?;
+    let _ = CLIENT.set(wrap(client));
+    Ok(mock)
 }
 
 /// `input` = `{"body": ...}`, `output` = the answer (or `error` on `Err`).
 #[traced]
 async fn answer_question(body: &str) -> Result<String, Error> {
-    let prompt = [
-        Message {
-            role: "system",
-            content: "You are a helpful assistant.".into(),
-        },
-        Message {
-            role: "user",
-            content: body.into(),
-        },
+    let prompt = vec![
+        ChatMessage::system("You are a helpful assistant."),
+        ChatMessage::user(body),
     ];
-    let content = chat_completion("gpt-4o", &prompt)
-        .await
-        .ok_or("The LLM response content is empty or undefined.")?;
+    // A `Chat Completion` llm span, child of this function's span.
+    let result = client()
+        .chat()
+        .create(ChatCompletionRequest::new("gpt-4o", prompt))
+        .await?;
+    let content = result
+        .text()
+        .filter(|c| !c.is_empty())
+        .ok_or("The LLM response content is empty or undefined.")?
+        .to_string();
     Ok(content)
 }
 
@@ -55,6 +62,7 @@ async fn main() -> Result<(), Error> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
     let session =
         braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
+    let _mock = start_client().await?;
 
     let input = "How can I improve my productivity?";
     let result = answer_question(input).await?;

@@ -6,19 +6,46 @@
 //! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use braintrust::{start_span, traced, Event, Instrument, LoggerOptions, Span, SpanArgs};
+use braintrust_openai::mock::MockOpenAi;
+use braintrust_openai::{wrap, ChatCompletionRequest, ChatMessage, OpenAiClient};
 use serde_json::{json, Value};
 
-/// Stands in for a wrapped OpenAI client's chat completion.
-#[traced(type = "llm", name = "Chat Completion")]
-async fn chat_completion(model: &str, system: &str, user: &str) -> String {
-    format!("[{model}] ({system}) re: {user}")
+/// The wrapped OpenAI client (`wrap_openai(OpenAI())` in the guide). Here it
+/// talks to a mock OpenAI server started in this process, so the example
+/// runs offline; `OpenAiClient::from_env()` would talk to OpenAI.
+static CLIENT: OnceLock<OpenAiClient> = OnceLock::new();
+
+fn client() -> &'static OpenAiClient {
+    CLIENT.get().expect("set in main")
+}
+
+/// Starts the mock server and sets [`CLIENT`]; keep the returned handle alive.
+async fn start_client() -> Result<MockOpenAi, Box<dyn std::error::Error>> {
+    let mock = MockOpenAi::start().await?;
+    let client = OpenAiClient::builder()
+        .base_url(mock.url())
+        .api_key("mock")
+        .build()?;
+    let _ = CLIENT.set(wrap(client));
+    Ok(mock)
 }
 
 #[traced]
 async fn compute_output(system_prompt: &str, user_input: &str) -> String {
-    chat_completion("gpt-3.5-turbo", system_prompt, user_input).await
+    let request = ChatCompletionRequest::new(
+        "gpt-3.5-turbo",
+        vec![
+            ChatMessage::system(system_prompt),
+            ChatMessage::user(user_input),
+        ],
+    );
+    match client().chat().create(request).await {
+        Ok(reply) => reply.text().unwrap_or_default().to_string(),
+        Err(e) => format!("error: {e}"),
+    }
 }
 
 struct LiveSpan {
@@ -71,6 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let session = braintrust::local::init_logger_or_local(
         LoggerOptions::new().project("My long-running project"),
     )?;
+    let _mock = start_client().await?;
 
     // Two requests whose callbacks interleave.
     let mut handler = MyHandler::default();

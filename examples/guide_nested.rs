@@ -5,14 +5,31 @@
 //! Run it with `cargo run --example guide_nested` (offline unless
 //! `BRAINTRUST_API_KEY` is set; then it prints the stored trace tree).
 
+use std::sync::OnceLock;
+
 use braintrust::{current_span, traced, traced_async, Event, LoggerOptions, SpanArgs};
+use braintrust_openai::mock::MockOpenAi;
+use braintrust_openai::{wrap, ChatCompletionRequest, ChatMessage, OpenAiClient};
 use serde_json::{json, Value};
 
-/// Stands in for a wrapped OpenAI client's chat completion.
-#[traced(type = "llm", name = "Chat Completion")]
-async fn chat_completion(model: &str, content: &str) -> String {
-    tokio::task::yield_now().await;
-    format!("[{model}] {} ... 42.", &content[..20])
+/// The wrapped OpenAI client (`wrap_openai(OpenAI())` in the guide). Here it
+/// talks to a mock OpenAI server started in this process, so the example
+/// runs offline; `OpenAiClient::from_env()` would talk to OpenAI.
+static CLIENT: OnceLock<OpenAiClient> = OnceLock::new();
+
+fn client() -> &'static OpenAiClient {
+    CLIENT.get().expect("set in main")
+}
+
+/// Starts the mock server and sets [`CLIENT`]; keep the returned handle alive.
+async fn start_client() -> Result<MockOpenAi, Box<dyn std::error::Error>> {
+    let mock = MockOpenAi::start().await?;
+    let client = OpenAiClient::builder()
+        .base_url(mock.url())
+        .api_key("mock")
+        .build()?;
+    let _ = CLIENT.set(wrap(client));
+    Ok(mock)
 }
 
 #[traced]
@@ -23,7 +40,18 @@ async fn run_llm(input: &str) -> String {
     } else {
         "gpt-4o-mini"
     };
-    let output = chat_completion(model, input).await;
+    // The wrapped client's `Chat Completion` span is a child of this one.
+    let output = match client()
+        .chat()
+        .create(ChatCompletionRequest::new(
+            model,
+            vec![ChatMessage::user(input)],
+        ))
+        .await
+    {
+        Ok(reply) => reply.text().unwrap_or_default().to_string(),
+        Err(e) => format!("error: {e}"),
+    };
     // Still this function's span after the `.await`.
     current_span()
         .log(Event::new().metadata(json!({"randomModel": model})))
@@ -62,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
     let session =
         braintrust::local::init_logger_or_local(LoggerOptions::new().project("My Project"))?;
+    let _mock = start_client().await?;
 
     let answer = post(json!({"text": "What is the meaning of life?", "userId": 7})).await;
     println!("{answer}");

@@ -5,14 +5,16 @@
 //! thread pool would lose it. `TracedThreadPool::submit` captures the
 //! submitter's span and runs the job in it, so `addition` and
 //! `multiplication` below are children of `main` although they run on pool
-//! threads.
+//! threads, and so are the wrapped OpenAI client's `Chat Completion` spans:
+//! sync code calls the async client with a runtime handle's `block_on`.
 //!
 //! Run it with `cargo run --example thread_pool`. With `BRAINTRUST_API_KEY`
 //! set it logs to Braintrust (project `math`); otherwise it starts a local
 //! devserver in-process and prints the trace tree the server stored.
 
-use braintrust::{start_span, Event, LoggerOptions, SpanArgs, SpanType, TracedThreadPool};
-use serde_json::json;
+use braintrust::{start_span, LoggerOptions, SpanArgs, SpanType, TracedThreadPool};
+use braintrust_openai::mock::MockOpenAi;
+use braintrust_openai::{ChatCompletionRequest, ChatMessage, OpenAiClient};
 
 /// Runs `f` in a new span named `name` under the current span: what
 /// `@braintrust.traced` does in the Python guide.
@@ -23,59 +25,52 @@ fn traced<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// Stands in for `client.chat.completions.create(...)` on a wrapped OpenAI
-/// client: logs an `llm` span with the messages and answers locally.
-fn chat_completion(model: &str, question: &str) -> String {
-    let span = start_span(
-        SpanArgs::new()
-            .name("Chat Completion")
-            .span_type(SpanType::Llm)
-            .event(
-                Event::new()
-                    .input(json!([{"role": "user", "content": question}]))
-                    .metadata(json!({"model": model, "provider": "local stand-in"})),
-            ),
-    );
-    let answer = match question {
-        "What is 1+1?" => "2",
-        "What is 1*1?" => "1",
-        _ => "I don't know",
-    };
-    let logged = span.log(
-        Event::new()
-            .output(json!([{"role": "assistant", "content": answer}]))
-            .metrics([
-                ("prompt_tokens", 14.0),
-                ("completion_tokens", 1.0),
-                ("tokens", 15.0),
-            ]),
-    );
-    if let Err(e) = logged {
-        eprintln!("could not log the completion: {e}");
+/// The model: a wrapped OpenAI client and the Tokio runtime its calls run
+/// on. Jobs on pool threads are plain sync code; each call `block_on`s on
+/// the job's own thread, where the job's span is current, so the
+/// `Chat Completion` span nests under it.
+#[derive(Clone)]
+struct Llm {
+    rt: tokio::runtime::Handle,
+    client: OpenAiClient,
+}
+
+impl Llm {
+    /// `client.chat.completions.create(...)` of the guide.
+    fn chat_completion(&self, model: &str, question: &str) -> String {
+        let request = ChatCompletionRequest::new(model, vec![ChatMessage::user(question)]);
+        match self.rt.block_on(self.client.chat().create(request)) {
+            Ok(reply) => reply.text().unwrap_or_default().to_string(),
+            Err(e) => format!("error: {e}"),
+        }
     }
-    span.end();
-    answer.to_string()
 }
 
-fn addition() -> String {
+fn addition(llm: &Llm) -> String {
     traced("addition", || {
-        chat_completion("gpt-4o-mini", "What is 1+1?")
+        llm.chat_completion("gpt-4o-mini", "What is 1+1?")
     })
 }
 
-fn multiplication() -> String {
+fn multiplication(llm: &Llm) -> String {
     traced("multiplication", || {
-        chat_completion("gpt-4o-mini", "What is 1*1?")
+        llm.chat_completion("gpt-4o-mini", "What is 1*1?")
     })
 }
 
-fn main_traced() {
+fn main_traced(llm: &Llm) {
     traced("main", || {
         // Leaving this scope drops the pool, which waits for its jobs: the
         // `with TracedThreadPoolExecutor(max_workers=2) as e:` block.
         let pool = TracedThreadPool::new(2);
-        let a = pool.submit(addition);
-        let m = pool.submit(multiplication);
+        let a = pool.submit({
+            let llm = llm.clone();
+            move || addition(&llm)
+        });
+        let m = pool.submit({
+            let llm = llm.clone();
+            move || multiplication(&llm)
+        });
         match (a.join(), m.join()) {
             (Ok(a), Ok(m)) => println!("1+1 = {a}, 1*1 = {m}"),
             _ => eprintln!("Failed: a job panicked"),
@@ -87,7 +82,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Braintrust when `BRAINTRUST_API_KEY` is set, else a local server.
     let session = braintrust::local::init_logger_or_local(LoggerOptions::new().project("math"))?;
 
-    main_traced();
+    // OpenAI when `OPENAI_API_KEY` is set, else a mock server in this process
+    // (whose canned answer is "Paris.", whatever the question).
+    let rt = tokio::runtime::Runtime::new()?;
+    let (client, _mock) = if std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty()) {
+        (OpenAiClient::from_env()?, None)
+    } else {
+        let mock = rt.block_on(MockOpenAi::start())?;
+        let client = OpenAiClient::builder()
+            .base_url(mock.url())
+            .api_key("mock")
+            .build()?;
+        (client, Some(mock))
+    };
+    let llm = Llm {
+        rt: rt.handle().clone(),
+        client: braintrust_openai::wrap(client),
+    };
+
+    main_traced(&llm);
 
     session.logger.flush()?;
     if let Some(server) = &session.server {

@@ -7,15 +7,14 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use braintrust_core::Event;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::client::OpenAiClient;
 use crate::error::OpenAiError;
+use crate::spans::{self, ChatStreamSpan};
 use crate::sse::EventStream;
-use crate::trace::{metrics_event, split_request, CallTrace};
 use crate::types::{ChatMessage, Role, Tool, ToolCall, Usage};
 
 /// A chat completion request. Set what you need; anything this struct has no
@@ -374,7 +373,7 @@ impl Chat<'_> {
     /// no `stream_options`.
     ///
     /// The span ends when the stream ends, fails, or is dropped (then with
-    /// what arrived and `metadata.cancelled = true`). Its output aggregates
+    /// what arrived and `error = "cancelled"`). Its output aggregates
     /// the deltas into `choices` (content, tool calls, refusal, finish reason,
     /// logprobs); `time_to_first_token` is the time to the first chunk.
     #[track_caller]
@@ -407,8 +406,7 @@ async fn create(
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
     drop(request);
-    let (input, metadata) = split_request(&body, "messages");
-    let trace = CallTrace::start("Chat Completion", input, metadata, caller);
+    let trace = spans::chat_start(&body, caller);
     let result = async {
         let bytes = inner.post_json(PATH, &body).await?;
         serde_json::from_slice::<Value>(&bytes).map_err(|e| OpenAiError::decode(e, &bytes))
@@ -417,18 +415,13 @@ async fn create(
     let value = match result {
         Ok(v) => v,
         Err(e) => {
-            trace.fail(Event::new(), &e);
+            spans::chat_end(trace, None, Some(&e));
             return Err(e);
         }
     };
-    let ttft = trace.elapsed();
-    let mut event = metrics_event(value.get("usage"), Some(ttft));
-    if let Some(choices) = value.get("choices") {
-        event = event.output(normalize_choices(choices));
-    }
-    match serde_json::from_value::<ChatCompletion>(value) {
+    match serde_json::from_value::<ChatCompletion>(value.clone()) {
         Ok(completion) => {
-            trace.finish(event);
+            spans::chat_end(trace, Some(&value), None);
             Ok(completion)
         }
         Err(e) => {
@@ -436,45 +429,10 @@ async fn create(
                 source: e,
                 snippet: String::new(),
             };
-            trace.fail(event, &err);
+            spans::chat_end(trace, Some(&value), Some(&err));
             Err(err)
         }
     }
-}
-
-/// The logged `output` of a non-streaming call: the choices as received,
-/// with the standard message keys present (null when absent), as the
-/// official SDK logs them.
-fn normalize_choices(choices: &Value) -> Value {
-    let Value::Array(list) = choices else {
-        return choices.clone();
-    };
-    Value::Array(
-        list.iter()
-            .map(|c| {
-                let mut c = c.clone();
-                if let Value::Object(choice) = &mut c {
-                    for k in ["logprobs", "finish_reason"] {
-                        choice.entry(k).or_insert(Value::Null);
-                    }
-                    if let Some(Value::Object(m)) = choice.get_mut("message") {
-                        for k in [
-                            "role",
-                            "content",
-                            "refusal",
-                            "tool_calls",
-                            "function_call",
-                            "audio",
-                            "annotations",
-                        ] {
-                            m.entry(k).or_insert(Value::Null);
-                        }
-                    }
-                }
-                c
-            })
-            .collect(),
-    )
 }
 
 async fn create_stream(
@@ -497,29 +455,18 @@ async fn create_stream(
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
     drop(request);
-    let (input, metadata) = split_request(&body, "messages");
-    let trace = CallTrace::start("Chat Completion", input, metadata, caller);
+    let trace = spans::chat_start(&body, caller);
     match inner.post_stream(PATH, &body).await {
         Ok(resp) => Ok(ChatStream {
             events: EventStream::new(resp, inner.stream_idle_timeout),
-            trace: Some(Box::new(StreamTrace {
-                call: trace,
-                acc: ChatAccumulator::default(),
-                first_chunk: true,
-            })),
+            trace: Some(Box::new(ChatStreamSpan::new(trace))),
             done: false,
         }),
         Err(e) => {
-            trace.fail(Event::new(), &e);
+            spans::chat_end(trace, None, Some(&e));
             Err(e)
         }
     }
-}
-
-struct StreamTrace {
-    call: CallTrace,
-    acc: ChatAccumulator,
-    first_chunk: bool,
 }
 
 /// A streaming chat completion: a `Stream` of
@@ -530,7 +477,7 @@ struct StreamTrace {
 /// connection and ends the span with what arrived, marked cancelled.
 pub struct ChatStream {
     events: EventStream,
-    trace: Option<Box<StreamTrace>>,
+    trace: Option<Box<ChatStreamSpan>>,
     done: bool,
 }
 
@@ -579,35 +526,15 @@ impl ChatStream {
 
     fn finish_ok(&mut self) {
         self.done = true;
-        if let Some(t) = self.trace.take() {
-            let t = *t;
-            let event = metrics_event(t.acc.usage.as_ref(), None).output(t.acc.output(true));
-            t.call.finish(event);
+        if let Some(mut t) = self.trace.take() {
+            t.end(None);
         }
     }
 
     fn finish_err(&mut self, err: &OpenAiError) {
         self.done = true;
-        if let Some(t) = self.trace.take() {
-            let t = *t;
-            let mut event = metrics_event(t.acc.usage.as_ref(), None);
-            if t.acc.seen_choice() {
-                event = event.output(t.acc.output(false));
-            }
-            t.call.fail(event, err);
-        }
-    }
-}
-
-impl Drop for ChatStream {
-    fn drop(&mut self) {
-        if let Some(t) = self.trace.take() {
-            let t = *t;
-            let mut event = metrics_event(t.acc.usage.as_ref(), None);
-            if t.acc.seen_choice() {
-                event = event.output(t.acc.output(false));
-            }
-            t.call.cancel(event);
+        if let Some(mut t) = self.trace.take() {
+            t.end(Some(err));
         }
     }
 }
@@ -670,11 +597,7 @@ impl Stream for ChatStream {
                 }
             };
             if let Some(t) = this.trace.as_mut() {
-                if std::mem::take(&mut t.first_chunk) {
-                    let ttft = t.call.elapsed();
-                    t.call.log(Event::new().metric("time_to_first_token", ttft));
-                }
-                t.acc.push(&chunk);
+                t.chunk(&chunk);
             }
             return Poll::Ready(Some(Ok(chunk)));
         }
@@ -685,7 +608,7 @@ impl Stream for ChatStream {
 #[derive(Default)]
 pub(crate) struct ChatAccumulator {
     choices: BTreeMap<u32, ChoiceAcc>,
-    usage: Option<Value>,
+    pub(crate) usage: Option<Value>,
 }
 
 #[derive(Default)]
@@ -759,7 +682,7 @@ impl ChatAccumulator {
         }
     }
 
-    fn seen_choice(&self) -> bool {
+    pub(crate) fn seen_choice(&self) -> bool {
         !self.choices.is_empty()
     }
 
@@ -955,32 +878,6 @@ mod tests {
         assert_eq!(
             out[0]["logprobs"],
             json!({"content":[],"refusal":[{"token":"I"},{"token":" help."}]})
-        );
-    }
-
-    #[test]
-    fn normalized_output_has_the_sdk_keys() {
-        let out = normalize_choices(
-            &json!([{"index":0,"message":{"role":"assistant","content":"Paris.","refusal":null},"logprobs":null,"finish_reason":"stop"}]),
-        );
-        let mut keys: Vec<_> = out[0]["message"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort();
-        assert_eq!(
-            keys,
-            [
-                "annotations",
-                "audio",
-                "content",
-                "function_call",
-                "refusal",
-                "role",
-                "tool_calls"
-            ]
         );
     }
 }

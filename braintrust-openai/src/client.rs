@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use braintrust_core::retry::{retry_after_header, RetryPolicy};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Serialize;
 
@@ -15,6 +16,13 @@ use crate::error::{truncate_utf8, ApiError, OpenAiError};
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_MAX_RETRIES: u32 = 2;
+/// Longest `Retry-After` honoured and longest computed backoff, as the
+/// official OpenAI SDKs have them.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// No retry starts after this long: long enough never to cut the attempts
+/// short under the default timeout, short enough to bound a stuck call.
+const RETRY_BUDGET: Duration = Duration::from_secs(3600);
 const MAX_ERROR_BODY: usize = 8 * 1024;
 
 /// An API key that never shows up in `Debug` output or errors.
@@ -37,8 +45,7 @@ pub(crate) struct Inner {
     pub query: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub stream_idle_timeout: Option<Duration>,
-    pub max_retries: u32,
-    pub retry_base_delay: Duration,
+    pub retry: RetryPolicy,
     pub include_usage_in_streams: bool,
 }
 
@@ -90,7 +97,7 @@ impl fmt::Debug for OpenAiClient {
             .field("organization", &self.inner.organization)
             .field("project", &self.inner.project)
             .field("timeout", &self.inner.timeout)
-            .field("max_retries", &self.inner.max_retries)
+            .field("retry", &self.inner.retry)
             .field(
                 "include_usage_in_streams",
                 &self.inner.include_usage_in_streams,
@@ -169,8 +176,7 @@ pub struct OpenAiClientBuilder {
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     stream_idle_timeout: Option<Option<Duration>>,
-    max_retries: u32,
-    retry_base_delay: Duration,
+    retry: RetryPolicy,
     include_usage_in_streams: bool,
     tracing: bool,
     http: Option<reqwest::Client>,
@@ -184,7 +190,7 @@ impl fmt::Debug for OpenAiClientBuilder {
             .field("organization", &self.organization)
             .field("project", &self.project)
             .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
+            .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
@@ -201,8 +207,12 @@ impl Default for OpenAiClientBuilder {
             timeout: Some(DEFAULT_TIMEOUT),
             connect_timeout: None,
             stream_idle_timeout: None,
-            max_retries: DEFAULT_MAX_RETRIES,
-            retry_base_delay: Duration::from_millis(500),
+            retry: RetryPolicy::new()
+                .max_attempts(DEFAULT_MAX_RETRIES + 1)
+                .base_delay(Duration::from_millis(500))
+                .max_delay(MAX_BACKOFF)
+                .retry_after_cap(RETRY_AFTER_CAP)
+                .budget(RETRY_BUDGET),
             include_usage_in_streams: false,
             tracing: true,
             http: None,
@@ -287,16 +297,36 @@ impl OpenAiClientBuilder {
         self
     }
     /// Retries after 408, 409, 429, 5xx, timeouts and connection failures
-    /// (default 2). `Retry-After` / `retry-after-ms` are honoured up to 60 s;
+    /// (default 2), with the SDK's one retry policy
+    /// ([`braintrust_core::retry::RetryPolicy`]): the server's `Retry-After`
+    /// (seconds or HTTP-date) or `retry-after-ms` wins, cut to 60 s;
     /// otherwise the delay doubles from [`retry_base_delay`](Self::retry_base_delay)
-    /// up to 8 s, with jitter. Retries stay inside the call's one span.
+    /// up to 8 s, with jitter (each wait is between half and all of it).
+    /// No retry starts after an hour. Retries stay inside the call's one span.
     pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
+        self.retry = self.retry.max_attempts(n.saturating_add(1));
         self
     }
     /// First retry delay when the server gave no `Retry-After` (default 500 ms).
     pub fn retry_base_delay(mut self, d: Duration) -> Self {
-        self.retry_base_delay = d;
+        self.retry = self.retry.base_delay(d);
+        self
+    }
+    /// Replaces the whole retry policy (attempts, delays, `Retry-After` cap,
+    /// total budget). [`max_retries`](Self::max_retries) and
+    /// [`retry_base_delay`](Self::retry_base_delay) adjust this same policy.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use braintrust_core::retry::RetryPolicy;
+    /// let client = braintrust_openai::OpenAiClient::builder()
+    ///     .retry_policy(RetryPolicy::new().max_attempts(5).budget(Duration::from_secs(20)))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
     /// Opt-in: on streaming chat calls whose request has no `stream_options`,
@@ -386,8 +416,7 @@ impl OpenAiClientBuilder {
                 query: self.query,
                 timeout: self.timeout,
                 stream_idle_timeout: self.stream_idle_timeout.unwrap_or(self.timeout),
-                max_retries: self.max_retries,
-                retry_base_delay: self.retry_base_delay,
+                retry: self.retry,
                 include_usage_in_streams: self.include_usage_in_streams,
             }),
             tracing: self.tracing,
@@ -408,35 +437,9 @@ pub(crate) fn reqwest_error_text(e: &reqwest::Error) -> String {
     s
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
-    }
-    let v = get("retry-after")?.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    None
-}
-
 impl Inner {
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base_url, path.trim_start_matches('/'))
-    }
-
-    fn backoff(&self, attempt: u32, server: Option<Duration>) -> Duration {
-        if let Some(d) = server {
-            if d <= Duration::from_secs(60) {
-                return d;
-            }
-        }
-        let base = self.retry_base_delay.as_secs_f64() * 2f64.powi(attempt as i32);
-        let capped = base.min(8.0);
-        // Up to 25% less, so concurrent clients spread out.
-        Duration::from_secs_f64(capped * (1.0 - 0.25 * fastrand::f64()))
     }
 
     /// POSTs `body` as JSON and reads the whole response body, retrying per
@@ -484,21 +487,23 @@ impl Inner {
         let url = self.url(path);
         let payload = serde_json::to_vec(body).map_err(|e| OpenAiError::decode(e, b""))?;
         let payload = bytes::Bytes::from(payload);
-        let mut retries = 0u32;
+        let mut retry = self.retry.start();
         loop {
             let err = match attempt(url.clone(), payload.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if retries >= self.max_retries || !err.is_retryable() {
+            if !err.is_retryable() {
                 return Err(err);
             }
             let server_delay = match &err {
                 OpenAiError::Http { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            tokio::time::sleep(self.backoff(retries, server_delay)).await;
-            retries += 1;
+            match retry.next_delay(server_delay) {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(err),
+            }
         }
     }
 
@@ -549,7 +554,7 @@ impl Inner {
         if status.is_success() {
             return Ok(resp);
         }
-        let retry_after = retry_after(resp.headers());
+        let retry_after = retry_after_header(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
         let text = truncate_utf8(&body, MAX_ERROR_BODY);
         Err(OpenAiError::Http {
@@ -608,21 +613,23 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_parsing_and_backoff() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after-ms", HeaderValue::from_static("150"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+    fn retries_use_the_core_policy() {
         let c = OpenAiClient::builder().build().unwrap();
+        assert_eq!(c.inner.retry.attempts(), DEFAULT_MAX_RETRIES + 1);
+        let mut r = c.inner.retry.start();
+        // A server's Retry-After is honoured, cut to 60 s.
         assert_eq!(
-            c.inner.backoff(0, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
+            r.next_delay(Some(Duration::from_secs(3600))),
+            Some(RETRY_AFTER_CAP)
         );
-        let d = c.inner.backoff(10, Some(Duration::from_secs(3600)));
+        // Otherwise 500 ms doubling, with jitter: the second retry waits 0.5–1 s.
+        let d = r.next_delay(None).unwrap();
         assert!(
-            d <= Duration::from_secs(8) && d >= Duration::from_secs(6),
+            d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
             "{d:?}"
         );
+        assert_eq!(r.next_delay(None), None);
+        let c = OpenAiClient::builder().max_retries(0).build().unwrap();
+        assert_eq!(c.inner.retry.start().next_delay(None), None);
     }
 }

@@ -5,13 +5,12 @@ use std::future::Future;
 use std::panic::Location;
 
 use base64::Engine as _;
-use braintrust_core::Event;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::client::OpenAiClient;
 use crate::error::OpenAiError;
-use crate::trace::{metrics_event, split_request, CallTrace};
+use crate::spans;
 use crate::types::Usage;
 
 /// What to embed: one text, several, or token ids.
@@ -216,8 +215,7 @@ async fn create(
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
     drop(request);
-    let (input, metadata) = split_request(&body, "input");
-    let trace = CallTrace::start("Embedding", input, metadata, caller);
+    let trace = spans::embeddings_start(&body, caller);
     let result = async {
         let bytes = inner.post_json(PATH, &body).await?;
         serde_json::from_slice::<EmbeddingResponse>(&bytes)
@@ -231,13 +229,11 @@ async fn create(
                 .as_ref()
                 .and_then(|u| serde_json::to_value(u).ok());
             let len = resp.data.first().map_or(0, |d| d.embedding.len());
-            trace.finish(
-                metrics_event(usage.as_ref(), None).output(json!({"embedding_length": len})),
-            );
+            spans::embeddings_end(trace, Ok((usage, len)));
             Ok(resp)
         }
         Err(e) => {
-            trace.fail(Event::new(), &e);
+            spans::embeddings_end(trace, Err(&e));
             Err(e)
         }
     }
@@ -246,6 +242,7 @@ async fn create(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn base64_vectors() {

@@ -11,6 +11,10 @@
 //! * [`responses`](OpenAiClient::responses): `openai.responses.create` spans,
 //!   with a `tool` child span per tool item of the output.
 //!
+//! Already using the `async-openai` crate? With the `async-openai` feature,
+//! `braintrust_openai::wrap_async_openai` traces its client, keeping its
+//! types, with the same span shapes (module `braintrust_openai::async_openai`).
+//!
 //! Spans nest under the current span ([`braintrust_core::Span::enter`],
 //! [`braintrust_core::Instrument`], `#[traced]`), or are roots of the current
 //! logger. With no logger and no current span, calls do no tracing work at
@@ -66,12 +70,15 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "async-openai")]
+pub mod async_openai;
 mod chat;
 mod client;
 mod embeddings;
 mod error;
 mod llm_span;
 mod responses;
+mod spans;
 mod sse;
 mod trace;
 mod types;
@@ -80,6 +87,8 @@ mod usage;
 #[cfg(feature = "mock-server")]
 pub mod mock;
 
+#[cfg(feature = "async-openai")]
+pub use crate::async_openai::{wrap_async_openai, TracedClient};
 pub use chat::{
     AssistantMessage, Chat, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatStream,
     Choice, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta,

@@ -21,7 +21,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +68,12 @@ pub enum Failure {
     /// Streaming: `after` good chunks, then silence (the connection stays open).
     StallAfter {
         /// Chunks sent before stalling.
+        after: usize,
+    },
+    /// Streaming: `after` good chunks, then the connection is cut (the body
+    /// ends with an error, so the client sees a broken transfer, not an end).
+    DisconnectAfter {
+        /// Chunks sent before the cut.
         after: usize,
     },
     /// Wait this long before answering (for timeouts).
@@ -257,6 +262,7 @@ async fn immediate_failure(f: &Failure) -> Option<Response> {
 fn sse(events: Vec<String>, failure: Option<&Failure>) -> Response {
     let mut frames: Vec<String> = Vec::new();
     let mut stall = false;
+    let mut cut = false;
     match failure {
         Some(Failure::MalformedChunk { after }) => {
             for (i, e) in events.into_iter().enumerate() {
@@ -277,16 +283,30 @@ fn sse(events: Vec<String>, failure: Option<&Failure>) -> Response {
             frames.extend(events.into_iter().take(*after));
             stall = true;
         }
+        Some(Failure::DisconnectAfter { after }) => {
+            frames.extend(events.into_iter().take(*after));
+            cut = true;
+        }
         _ => frames = events,
     }
     let head = futures_util::stream::iter(
         frames
             .into_iter()
-            .map(|f| Ok::<Bytes, Infallible>(Bytes::from(f))),
+            .map(|f| Ok::<Bytes, std::io::Error>(Bytes::from(f))),
     );
+    use futures_util::StreamExt;
     let body = if stall {
-        use futures_util::StreamExt;
         Body::from_stream(head.chain(futures_util::stream::pending()))
+    } else if cut {
+        // An error item makes the server abort the connection mid-body.
+        Body::from_stream(head.chain(futures_util::stream::once(async {
+            // Pending once first, so the server flushes what it has.
+            tokio::task::yield_now().await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "mock: connection cut",
+            ))
+        })))
     } else {
         Body::from_stream(head)
     };

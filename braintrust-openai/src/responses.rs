@@ -7,15 +7,15 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use braintrust_core::{Event, Span, SpanArgs, SpanType};
+use braintrust_core::Event;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::client::OpenAiClient;
 use crate::error::{ApiError, OpenAiError};
+use crate::spans::{self, result_event, ResponseStreamSpan};
 use crate::sse::EventStream;
-use crate::trace::{metrics_event, split_request, CallTrace, INSTRUMENTATION};
 
 /// A Responses API request. Anything without a field goes in
 /// [`extra`](Self::extra) (or [`param`](Self::param)).
@@ -251,19 +251,6 @@ impl Responses<'_> {
 }
 
 const PATH: &str = "responses";
-const NAME: &str = "openai.responses.create";
-const RESULT_METADATA_KEYS: [&str; 9] = [
-    "id",
-    "model",
-    "status",
-    "created_at",
-    "object",
-    "service_tier",
-    "background",
-    "incomplete_details",
-    "moderation",
-];
-
 async fn create(
     client: OpenAiClient,
     request: ResponseRequest,
@@ -281,8 +268,7 @@ async fn create(
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
     drop(request);
-    let (input, metadata) = split_request(&body, "input");
-    let trace = CallTrace::start(NAME, input, metadata, caller);
+    let trace = spans::responses_start(&body, caller);
     let result = async {
         let bytes = inner.post_json(PATH, &body).await?;
         serde_json::from_slice::<Value>(&bytes).map_err(|e| OpenAiError::decode(e, &bytes))
@@ -291,18 +277,13 @@ async fn create(
     let value = match result {
         Ok(v) => v,
         Err(e) => {
-            trace.fail(Event::new(), &e);
+            spans::responses_end(trace, None, Some(&e));
             return Err(e);
         }
     };
-    let ttft = trace.elapsed();
-    let event = result_event(&value, Some(ttft));
-    let output = value.get("output").cloned();
-    match serde_json::from_value::<Response>(value) {
+    match serde_json::from_value::<Response>(value.clone()) {
         Ok(response) => {
-            trace.log(event);
-            log_tool_spans(&trace.span, output.as_ref());
-            trace.finish(Event::new());
+            spans::responses_end(trace, Some(&value), None);
             Ok(response)
         }
         Err(e) => {
@@ -310,147 +291,9 @@ async fn create(
                 source: e,
                 snippet: String::new(),
             };
-            trace.fail(event, &err);
+            spans::responses_end(trace, Some(&value), Some(&err));
             Err(err)
         }
-    }
-}
-
-/// Output, response metadata and metrics of a finished response object.
-fn result_event(response: &Value, ttft: Option<f64>) -> Event {
-    let mut event = metrics_event(response.get("usage"), ttft);
-    if let Some(output) = response.get("output") {
-        event = event.output(output.clone());
-    }
-    let mut meta = Map::new();
-    for k in RESULT_METADATA_KEYS {
-        if let Some(v) = response.get(k).filter(|v| !v.is_null()) {
-            meta.insert(k.to_string(), v.clone());
-        }
-    }
-    if !meta.is_empty() {
-        event = event.metadata(Value::Object(meta));
-    }
-    event
-}
-
-/// Input keys of each tool item type; the presence of a type here makes it a tool.
-fn tool_input_keys(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "function_call" | "mcp_call" => &["arguments"],
-        "web_search_call" | "computer_call" => &["action"],
-        "file_search_call" => &["queries"],
-        "code_interpreter_call" => &["code", "container_id"],
-        "image_generation_call" => &[],
-        _ => return None,
-    })
-}
-
-/// Parses a string that looks like a JSON object or array; anything else as is.
-fn maybe_json(v: &Value) -> Value {
-    if let Value::String(s) = v {
-        let t = s.trim();
-        if t.starts_with('{') || t.starts_with('[') {
-            if let Ok(parsed) = serde_json::from_str(t) {
-                return parsed;
-            }
-        }
-    }
-    v.clone()
-}
-
-/// One `tool` child span per tool item of `output` (spec §9.3).
-fn log_tool_spans(parent: &Span, output: Option<&Value>) {
-    let Some(Value::Array(items)) = output else {
-        return;
-    };
-    for item in items {
-        let Value::Object(item) = item else { continue };
-        let kind = item.get("type").and_then(Value::as_str).unwrap_or("");
-        let Some(input_keys) = tool_input_keys(kind) else {
-            continue;
-        };
-        let str_of = |k: &str| {
-            item.get(k)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        };
-        let name = match (str_of("server_label"), str_of("name")) {
-            (Some(label), Some(name)) => format!("{label}.{name}"),
-            (_, Some(name)) => name.to_string(),
-            _ => kind.to_string(),
-        };
-        let mut input_map = Map::new();
-        for k in input_keys {
-            if let Some(v) = item.get(*k).filter(|v| !v.is_null()) {
-                input_map.insert(k.to_string(), maybe_json(v));
-            }
-        }
-        let input = if *input_keys == ["arguments"] {
-            input_map.remove("arguments")
-        } else if input_map.is_empty() {
-            None
-        } else {
-            Some(Value::Object(input_map))
-        };
-        let mut metadata = Map::new();
-        for (meta_key, item_key) in [
-            ("tool_type", "type"),
-            ("tool_id", "id"),
-            ("call_id", "call_id"),
-            ("status", "status"),
-            ("server_label", "server_label"),
-        ] {
-            if let Some(v) = item.get(item_key).filter(|v| !v.is_null()) {
-                metadata.insert(meta_key.to_string(), v.clone());
-            }
-        }
-        let mut start = Event::new();
-        if let Some(i) = input {
-            start = start.input(i);
-        }
-        if !metadata.is_empty() {
-            start = start.metadata(Value::Object(metadata));
-        }
-        let child = parent.start_span(
-            SpanArgs::new()
-                .name(name)
-                .span_type(SpanType::Tool)
-                .instrumentation(INSTRUMENTATION)
-                .event(start),
-        );
-        if let Some(err) = item.get("error").filter(|v| !v.is_null()) {
-            let err = match maybe_json(err) {
-                v @ (Value::Object(_) | Value::Array(_)) => v,
-                Value::String(s) => Value::String(s),
-                other => Value::String(other.to_string()),
-            };
-            let _ = child.log(Event::new().error(err));
-        } else if kind != "function_call" {
-            let excluded = ["id", "type", "name", "call_id", "server_label", "error"];
-            let out: Map<String, Value> = item
-                .iter()
-                .filter(|(k, v)| {
-                    !v.is_null()
-                        && !excluded.contains(&k.as_str())
-                        && !input_keys.contains(&k.as_str())
-                })
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        if k == "output" {
-                            maybe_json(v)
-                        } else {
-                            v.clone()
-                        },
-                    )
-                })
-                .collect();
-            if !out.is_empty() {
-                let _ = child.log(Event::new().output(Value::Object(out)));
-            }
-        }
-        child.end();
     }
 }
 
@@ -471,29 +314,18 @@ async fn create_stream(
     }
     let body = serde_json::to_value(&request).map_err(|e| OpenAiError::decode(e, b""))?;
     drop(request);
-    let (input, metadata) = split_request(&body, "input");
-    let trace = CallTrace::start(NAME, input, metadata, caller);
+    let trace = spans::responses_start(&body, caller);
     match inner.post_stream(PATH, &body).await {
         Ok(resp) => Ok(ResponseStream {
             events: EventStream::new(resp, inner.stream_idle_timeout),
-            trace: Some(Box::new(ResponseTrace {
-                call: trace,
-                acc: ResponseAccumulator::default(),
-                first_event: true,
-            })),
+            trace: Some(Box::new(ResponseStreamSpan::new(trace))),
             done: false,
         }),
         Err(e) => {
-            trace.fail(Event::new(), &e);
+            spans::responses_end(trace, None, Some(&e));
             Err(e)
         }
     }
-}
-
-struct ResponseTrace {
-    call: CallTrace,
-    acc: ResponseAccumulator,
-    first_event: bool,
 }
 
 /// A streaming response: a `Stream` of `Result<ResponseStreamEvent, OpenAiError>`.
@@ -501,7 +333,7 @@ struct ResponseTrace {
 /// returned as [`OpenAiError::Stream`] and ends the stream.
 pub struct ResponseStream {
     events: EventStream,
-    trace: Option<Box<ResponseTrace>>,
+    trace: Option<Box<ResponseStreamSpan>>,
     done: bool,
 }
 
@@ -540,31 +372,10 @@ impl ResponseStream {
         })
     }
 
-    fn finish(&mut self, err: Option<&OpenAiError>, cancelled: bool) {
+    fn finish(&mut self, err: Option<&OpenAiError>) {
         self.done = true;
-        let Some(t) = self.trace.take() else { return };
-        let t = *t;
-        let (event, output) = t.acc.event();
-        if let Some(e) = err {
-            t.call.fail(event, e);
-        } else if cancelled {
-            t.call.cancel(event);
-        } else {
-            t.call.log(event);
-            log_tool_spans(&t.call.span, output.as_ref());
-            let mut end = Event::new();
-            if let Some(e) = t.acc.failure.clone() {
-                end = end.error(e);
-            }
-            t.call.finish(end);
-        }
-    }
-}
-
-impl Drop for ResponseStream {
-    fn drop(&mut self) {
-        if self.trace.is_some() {
-            self.finish(None, true);
+        if let Some(mut t) = self.trace.take() {
+            t.end(err.map(|e| e as _));
         }
     }
 }
@@ -581,11 +392,11 @@ impl Stream for ResponseStream {
             let ev = match Pin::new(&mut this.events).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
-                    this.finish(None, false);
+                    this.finish(None);
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.finish(Some(&e), false);
+                    this.finish(Some(&e));
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(ev))) => ev,
@@ -595,14 +406,14 @@ impl Stream for ResponseStream {
                 continue;
             }
             if data == "[DONE]" {
-                this.finish(None, false);
+                this.finish(None);
                 return Poll::Ready(None);
             }
             let value: Value = match serde_json::from_str(data) {
                 Ok(v) => v,
                 Err(e) => {
                     let err = OpenAiError::decode(e, data.as_bytes());
-                    this.finish(Some(&err), false);
+                    this.finish(Some(&err));
                     return Poll::Ready(Some(Err(err)));
                 }
             };
@@ -617,21 +428,17 @@ impl Stream for ResponseStream {
                         .unwrap_or_else(|| data.to_string()),
                     error: api.map(Box::new),
                 };
-                this.finish(Some(&err), false);
+                this.finish(Some(&err));
                 return Poll::Ready(Some(Err(err)));
             }
             if let Some(t) = this.trace.as_mut() {
-                if std::mem::take(&mut t.first_event) {
-                    let ttft = t.call.elapsed();
-                    t.call.log(Event::new().metric("time_to_first_token", ttft));
-                }
-                t.acc.push(&value);
+                t.event(&value);
             }
             return match serde_json::from_value::<ResponseStreamEvent>(value) {
                 Ok(e) => Poll::Ready(Some(Ok(e))),
                 Err(e) => {
                     let err = OpenAiError::decode(e, data.as_bytes());
-                    this.finish(Some(&err), false);
+                    this.finish(Some(&err));
                     Poll::Ready(Some(Err(err)))
                 }
             };
@@ -641,17 +448,17 @@ impl Stream for ResponseStream {
 
 /// Rebuilds the span fields from stream events (spec §9.3, streaming).
 #[derive(Default)]
-struct ResponseAccumulator {
+pub(crate) struct ResponseAccumulator {
     /// The final response, from `response.completed` / `incomplete` / `failed`.
     final_response: Option<Value>,
     /// The latest response snapshot (`response.created`, `in_progress`).
     snapshot: Option<Value>,
     items: Vec<Value>,
-    failure: Option<Value>,
+    pub(crate) failure: Option<Value>,
 }
 
 impl ResponseAccumulator {
-    fn push(&mut self, ev: &Value) {
+    pub(crate) fn push(&mut self, ev: &Value) {
         let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
         let index = ev
             .get("output_index")
@@ -738,7 +545,7 @@ impl ResponseAccumulator {
     }
 
     /// The span fields, and the output (for tool spans).
-    fn event(&self) -> (Event, Option<Value>) {
+    pub(crate) fn event(&self) -> (Event, Option<Value>) {
         match &self.final_response {
             Some(r) => (result_event(r, None), r.get("output").cloned()),
             None => {
@@ -780,17 +587,5 @@ mod tests {
             json!([{"type":"output_text","text":"Hi!"}])
         );
         assert_eq!(output[1]["arguments"], "{\"a\":1}");
-    }
-
-    #[test]
-    fn tool_names_and_inputs() {
-        assert_eq!(maybe_json(&json!("{\"a\":1}")), json!({"a":1}));
-        assert_eq!(maybe_json(&json!("plain")), json!("plain"));
-        assert_eq!(maybe_json(&json!("{bad")), json!("{bad"));
-        assert!(tool_input_keys("message").is_none());
-        assert_eq!(
-            tool_input_keys("code_interpreter_call"),
-            Some(&["code", "container_id"][..])
-        );
     }
 }

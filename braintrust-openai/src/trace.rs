@@ -1,14 +1,13 @@
 //! The span one call makes, shared by every endpoint: started with input and
 //! metadata, finished with output and metrics or with the error, and marked
-//! cancelled if the call's future or stream is dropped before either.
+//! cancelled (as the core marks a dropped `#[traced]` future:
+//! `error = "cancelled"`) if the call's future or stream is dropped before either.
 
 use std::panic::Location;
 use std::time::Instant;
 
 use braintrust_core::{error_string, start_span_at, Attachment, Event, Span, SpanArgs, SpanType};
 use serde_json::{Map, Value};
-
-use crate::error::OpenAiError;
 
 /// `context.span_origin.instrumentation.name` of the spans this crate makes.
 pub const INSTRUMENTATION: &str = "openai";
@@ -88,7 +87,7 @@ fn data_url_attachment(s: &str, filename: Option<&str>) -> Option<Attachment> {
 }
 
 /// The `llm` span of one call. Dropping it unfinished logs
-/// `metadata.cancelled = true` and ends the span.
+/// `error = "cancelled"` ([`braintrust_core::CANCELLED`]) and ends the span.
 pub(crate) struct CallTrace {
     pub span: Span,
     pub started: Instant,
@@ -136,15 +135,15 @@ impl CallTrace {
     }
 
     /// Logs `event` plus the error and ends the span.
-    pub fn fail(mut self, event: Event, err: &OpenAiError) {
+    pub fn fail(mut self, event: Event, err: &(dyn std::error::Error + 'static)) {
         self.log(event.error(error_string(err)));
         self.span.end();
         self.done = true;
     }
 
-    /// Logs `event` plus `metadata.cancelled = true` and ends the span.
+    /// Logs `event` plus `error = "cancelled"` and ends the span.
     pub fn cancel(mut self, event: Event) {
-        self.log(event.metadata_entry("cancelled", true));
+        self.log(event.error(braintrust_core::CANCELLED));
         self.span.end();
         self.done = true;
     }
@@ -155,7 +154,7 @@ impl Drop for CallTrace {
         if !self.done {
             let _ = self
                 .span
-                .log(Event::new().metadata_entry("cancelled", true));
+                .log(Event::new().error(braintrust_core::CANCELLED));
             self.span.end();
         }
     }

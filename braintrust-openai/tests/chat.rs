@@ -156,7 +156,7 @@ async fn streaming_chat_with_usage_chunk() {
                 "logprobs": null, "finish_reason": "stop"}])
     );
     assert_metrics(row, &STREAM_USAGE_METRICS, &["time_to_first_token"]);
-    assert!(row["metadata"].get("cancelled").is_none());
+    assert!(row.get("error").is_none_or(Value::is_null));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,7 +296,7 @@ async fn stream_dropped_after_two_chunks_is_cancelled_with_what_arrived() {
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
     assert_llm_row(row, "Chat Completion", Some(&root));
-    assert_eq!(row["metadata"]["cancelled"], true);
+    assert_eq!(row["error"], braintrust_core::CANCELLED);
     assert_eq!(row["metadata"]["provider"], "openai");
     assert_eq!(
         row["output"],
@@ -306,7 +306,6 @@ async fn stream_dropped_after_two_chunks_is_cancelled_with_what_arrived() {
     );
     // The usage chunk never arrived: only timing.
     assert_metrics(row, &[], &["time_to_first_token"]);
-    assert!(row.get("error").is_none_or(Value::is_null));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -351,6 +350,28 @@ async fn rate_limited_429_is_returned_and_logged() {
     assert!(row.get("output").is_none_or(Value::is_null));
     assert_eq!(row["input"], messages_json());
     assert_metrics(row, &[], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_capped_by_the_core_policy() {
+    // The server asks for 7 s; the policy's cap makes it 20 ms.
+    let policy = braintrust_core::retry::RetryPolicy::new()
+        .max_attempts(2)
+        .retry_after_cap(Duration::from_millis(20));
+    let env = setup_with(|b| b.retry_policy(policy)).await;
+    env.mock.push_failure(Failure::RateLimited {
+        retry_after_secs: 7,
+    });
+    let started = std::time::Instant::now();
+    let reply = env
+        .client
+        .chat()
+        .create(ChatCompletionRequest::new("gpt-4o-mini", messages()))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), Some("Paris."));
+    assert_eq!(env.mock.requests().len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -436,7 +457,7 @@ async fn malformed_chunk_fails_the_stream_and_the_span() {
         "{logged}"
     );
     assert_eq!(row["output"][0]["message"]["content"], "Par");
-    assert!(row["metadata"].get("cancelled").is_none());
+    assert_ne!(row["error"], braintrust_core::CANCELLED);
     assert_metrics(row, &[], &["time_to_first_token"]);
 }
 
@@ -619,7 +640,7 @@ async fn dropped_call_future_is_marked_cancelled() {
     root.end();
     let rows = env.trace(&root).await;
     let row = Env::named(&rows, "Chat Completion");
-    assert_eq!(row["metadata"]["cancelled"], true);
+    assert_eq!(row["error"], braintrust_core::CANCELLED);
     assert!(row["metrics"]["end"].is_number());
 }
 
