@@ -229,6 +229,10 @@ pub(crate) struct Reporter {
     capacity: usize,
     drops: Throttle,
     failures: Throttle,
+    masking: Throttle,
+    /// Fields the masking function failed on, and how many were told.
+    mask_failures: AtomicU64,
+    mask_told: AtomicU64,
     /// Failed rows already mentioned on stderr.
     failures_told: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -245,6 +249,9 @@ impl Reporter {
             capacity,
             drops: Throttle::default(),
             failures: Throttle::default(),
+            masking: Throttle::default(),
+            mask_failures: AtomicU64::new(0),
+            mask_told: AtomicU64::new(0),
             failures_told: AtomicU64::new(0),
             last_error: Mutex::new(None),
             at_last_flush: Mutex::new(Losses::default()),
@@ -289,6 +296,30 @@ impl Reporter {
         } else {
             eprintln!(
                 "braintrust: {} more row(s) failed for good ({} in all); last error: {cause}",
+                thousands(total.saturating_sub(told)),
+                thousands(total)
+            );
+        }
+    }
+
+    /// After the masking function failed (erred or panicked) on `fields`
+    /// fields of one batch, each replaced by an error marker (logger thread).
+    /// One line per period with the count, never one per call.
+    pub fn masking_failed(&self, fields: u64, cause: &str) {
+        let total = self.mask_failures.fetch_add(fields, Ordering::AcqRel) + fields;
+        if !self.masking.claim(self.period) {
+            return;
+        }
+        let told = self.mask_told.swap(total, Ordering::AcqRel);
+        if told == 0 {
+            eprintln!(
+                "braintrust: the masking function failed on {} field(s) ({cause}); each was replaced by an error marker. Further failures are summarized at most every {} s",
+                thousands(total),
+                self.period.as_secs()
+            );
+        } else {
+            eprintln!(
+                "braintrust: the masking function failed on {} more field(s) ({} in all); last: {cause}",
                 thousands(total.saturating_sub(told)),
                 thousands(total)
             );
