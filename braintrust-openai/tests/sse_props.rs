@@ -43,7 +43,9 @@ proptest! {
 
 #[test]
 fn sse_known_stream() {
-    let events = braintrust_openai::decode_sse_chunks([&b"event: a\r\ndata: 1\r\ndata: 2\r\n\r\ndata: [DONE]"[..]]);
+    let events = braintrust_openai::decode_sse_chunks([
+        &b"event: a\r\ndata: 1\r\ndata: 2\r\n\r\ndata: [DONE]"[..],
+    ]);
     assert_eq!(
         events,
         vec![

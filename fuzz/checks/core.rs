@@ -56,14 +56,11 @@ pub fn w3c(data: &[u8]) {
     assert!(members.len() <= MAX_BAGGAGE_MEMBERS);
     let merged = merge_baggage(Some(bg), "project_id:p");
     assert!(merged.len() <= MAX_BAGGAGE_BYTES, "{bg:?}");
-    let carrier: HashMap<String, String> = [
-        ("traceparent", tp),
-        ("tracestate", ts),
-        ("baggage", bg),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let carrier: HashMap<String, String> =
+        [("traceparent", tp), ("tracestate", ts), ("baggage", bg)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     let Some(ctx) = extract(&carrier) else {
         assert!(parse_traceparent(tp).is_none());
         return;
@@ -98,6 +95,8 @@ pub fn merge(data: &[u8]) {
     let n = rows.len();
     if let Ok(out) = merge_row_batch(rows) {
         assert!(out.len() <= n);
-        assert!(out.iter().all(|r| r.get("id").is_some_and(|v| !v.is_null())));
+        assert!(out
+            .iter()
+            .all(|r| r.get("id").is_some_and(|v| !v.is_null())));
     }
 }
