@@ -559,10 +559,11 @@ impl Span {
         let _ = self.log(Event::new().metrics(metrics));
     }
 
-    /// Renames the span and/or changes its type (a merge row on `span_attributes`).
+    /// Renames the span and/or changes its type (a merge row on
+    /// `span_attributes`). An empty name is ignored: a span keeps a name.
     pub fn set_attributes(&self, name: Option<&str>, span_type: Option<SpanType>) {
         let mut attrs = Map::new();
-        if let Some(n) = name {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
             attrs.insert("name".into(), Value::String(n.to_string()));
         }
         if let Some(t) = span_type {
