@@ -99,6 +99,10 @@ fn attributes_and_error_shape_are_validated_at_log() {
     span.log(Event::new().error(json!({"code": 7, "why": "x"})))
         .unwrap();
     span.end();
+    // set_attributes keeps the name when given an empty one, and the type.
+    let other = logger.start_span(SpanArgs::new().name("kept-name"));
+    other.set_attributes(Some(""), Some(SpanType::Llm));
+    other.end();
     // An empty row id is rejected by update_span, and nothing is queued.
     let err = logger.update_span("", Event::new().output(1)).unwrap_err();
     assert_eq!(
@@ -113,6 +117,10 @@ fn attributes_and_error_shape_are_validated_at_log() {
     );
     assert_eq!(row["span_attributes"]["type"], "tool");
     assert_eq!(row["error"], r#"{"code":7,"why":"x"}"#);
+    assert_eq!(
+        row_named(&server, "kept-name")["span_attributes"]["type"],
+        "llm"
+    );
     for r in rows(&server) {
         assert_protocol_row(&r);
     }
