@@ -7,12 +7,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde_json::Value;
 
-use crate::config::{mask_key, Config};
+use crate::config::{mask_key, redact_url, Config};
 use crate::logger::{ObjectInner, ObjectSpec, Resolved};
 use crate::Error;
 
-/// What login returned (spec §2.2).
-#[derive(Debug, Clone)]
+/// What login returned (spec §2.2). `Debug` redacts credentials in URLs.
+#[derive(Clone)]
 pub struct LoginInfo {
     /// Organization id.
     pub org_id: String,
@@ -24,6 +24,18 @@ pub struct LoginInfo {
     pub app_url: String,
     /// Proxy URL, if any.
     pub proxy_url: Option<String>,
+}
+
+impl std::fmt::Debug for LoginInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginInfo")
+            .field("org_id", &self.org_id)
+            .field("org_name", &self.org_name)
+            .field("api_url", &redact_url(&self.api_url))
+            .field("app_url", &redact_url(&self.app_url))
+            .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 /// One backend's API client: configuration, HTTP client and login.
@@ -64,9 +76,14 @@ impl Api {
             })
     }
 
-    fn bearer(&self) -> Result<String, Error> {
+    /// The `authorization` value for a request to `url` (warns once if
+    /// that would send the key in clear).
+    fn bearer(&self, url: &str) -> Result<String, Error> {
         match &self.config.api_key {
-            Some(k) => Ok(format!("Bearer {k}")),
+            Some(k) => {
+                crate::config::warn_if_plain_http(url);
+                Ok(format!("Bearer {k}"))
+            }
             None => Err(Error::NoApiKey),
         }
     }
@@ -102,16 +119,17 @@ impl Api {
         }
         let http = self.http()?;
         let url = join_url(&cfg.app_url, "api/apikey/login");
+        let shown = redact_url(&url);
         // One attempt: the logger thread retries the whole resolution with
         // the configured backoff, so retrying here too would multiply waits.
         let resp = http
             .post(&url)
-            .header("authorization", self.bearer()?)
+            .header("authorization", self.bearer(&url)?)
             .header("content-length", "0")
             .send()
             .await;
         let resp = resp.map_err(|e| Error::Http {
-            context: format!("POST {url}"),
+            context: format!("POST {shown}"),
             message: describe_reqwest(&e),
             status: None,
         })?;
@@ -123,27 +141,28 @@ impl Api {
                 return Err(Error::InvalidApiKey {
                     masked_key: mask_key(&key),
                     status: status.as_u16(),
-                    body: truncate(&body, 500),
+                    // A server that echoes the key must not put it in our error.
+                    body: truncate(&body.replace(key.as_str(), &mask_key(&key)), 500),
                 })
             }
             404 => {
                 return Err(Error::Config {
                     field: "app_url",
                     rule: format!(
-                        "POST {url} answered 404: no Braintrust login endpoint there; check BRAINTRUST_APP_URL"
+                        "POST {shown} answered 404: no Braintrust login endpoint there; check BRAINTRUST_APP_URL"
                     ),
                 })
             }
             code => {
                 return Err(Error::Http {
-                    context: format!("POST {url}"),
+                    context: format!("POST {shown}"),
                     message: format!("[{code}] {}", truncate(&body, 300)),
                     status: Some(code),
                 })
             }
         }
         let v: Value = serde_json::from_str(&body).map_err(|e| Error::Http {
-            context: format!("POST {url}"),
+            context: format!("POST {shown}"),
             message: format!("login response is not JSON: {e}"),
             status: Some(status.as_u16()),
         })?;
@@ -269,11 +288,11 @@ impl Api {
         let url = join_url(&login.api_url, path);
         let mut req = http
             .request(method.clone(), &url)
-            .header("authorization", self.bearer()?);
+            .header("authorization", self.bearer(&url)?);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let context = format!("{method} {url}");
+        let context = format!("{method} {}", redact_url(&url));
         let resp = req.send().await.map_err(|e| Error::Http {
             context: context.clone(),
             message: describe_reqwest(&e),

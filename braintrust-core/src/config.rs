@@ -151,8 +151,8 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("api_key", &self.api_key.as_deref().map(mask_key))
-            .field("app_url", &self.app_url)
-            .field("api_url", &self.api_url)
+            .field("app_url", &redact_url(&self.app_url))
+            .field("api_url", &self.api_url.as_deref().map(redact_url))
             .field("org_name", &self.org_name)
             .field("http_timeout", &self.http_timeout)
             .field("legacy_ids", &self.legacy_ids)
@@ -177,15 +177,71 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Masks an API key to its first 2 and last 2 characters, as the official SDKs do.
+/// Masks an API key for messages: its first 3 and last 2 characters around
+/// a fixed `…`, so neither the key nor its length shows (the official SDKs
+/// print one `*` per hidden character). A key under 16 characters is not a
+/// Braintrust key and shows as `…` alone.
 pub(crate) fn mask_key(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 4 {
-        return "*".repeat(chars.len());
+    if chars.len() < 16 {
+        return "…".to_string();
     }
-    let head: String = chars[..2].iter().collect();
+    let head: String = chars[..3].iter().collect();
     let tail: String = chars[chars.len() - 2..].iter().collect();
-    format!("{head}{}{tail}", "*".repeat(chars.len() - 4))
+    format!("{head}…{tail}")
+}
+
+/// `url` with any `user:password@` replaced by `***@`, for `Debug` output and
+/// error messages (a proxy or self-hosted URL may carry credentials).
+pub(crate) fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Set to a true value to silence the warning about sending the API key over
+/// plain `http://` to a host that is not loopback (a deliberate setup, e.g.
+/// a TLS-terminating sidecar on a private network).
+pub const ALLOW_PLAIN_HTTP_ENV: &str = "BRAINTRUST_ALLOW_PLAIN_HTTP";
+
+/// Warns once per process when the API key is about to be sent in clear:
+/// `url` is plain `http://` and its host is not loopback.
+pub(crate) fn warn_if_plain_http(url: &str) {
+    if !is_plain_http_to_remote(url) || env_bool(ALLOW_PLAIN_HTTP_ENV) == Some(true) {
+        return;
+    }
+    crate::diagnostics::warn_once(
+        "plain-http",
+        &format!(
+            "braintrust: sending the API key over plain http:// to {}, readable by anyone on the way; use https:// (set {ALLOW_PLAIN_HTTP_ENV}=1 if this is deliberate)",
+            redact_url(url)
+        ),
+    );
+}
+
+/// True for `http://` URLs whose host is not `localhost`, `*.localhost` or a
+/// loopback address.
+fn is_plain_http_to_remote(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if u.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return !ip.is_loopback();
+    }
+    let d = host.trim_end_matches('.').to_ascii_lowercase();
+    d != "localhost" && !d.ends_with(".localhost")
 }
 
 impl Default for Config {
@@ -480,8 +536,60 @@ mod tests {
         let c = Config::default().api_key("sk-supersecret-1234");
         let s = format!("{c:?}");
         assert!(!s.contains("supersecret"), "{s}");
-        assert!(s.contains("sk***"), "{s}");
-        assert_eq!(mask_key("abcdefgh"), "ab****gh");
+        assert!(s.contains("sk-…34"), "{s}");
+    }
+
+    #[test]
+    fn the_mask_hides_the_length() {
+        let short = mask_key("sk-0123456789abcdefghij");
+        let long = mask_key(&format!("sk-{}ef", "x".repeat(60)));
+        assert_eq!(short, "sk-…ij");
+        assert_eq!(long, "sk-…ef");
+        assert_eq!(short.chars().count(), long.chars().count());
+        for k in ["", "abc", "abcdefgh", "sk-123456789abc"] {
+            assert_eq!(mask_key(k), "…", "{k}");
+        }
+    }
+
+    #[test]
+    fn urls_with_credentials_are_redacted() {
+        assert_eq!(
+            redact_url("https://user:pa55@host.example:8443/v1?q=1"),
+            "https://***@host.example:8443/v1?q=1"
+        );
+        assert_eq!(redact_url("http://a@b@host/p@q"), "http://***@host/p@q");
+        assert_eq!(redact_url("https://host/a@b"), "https://host/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+        let c = Config::default()
+            .app_url("https://me:hunter2@app.example")
+            .api_url("http://k:hunter2@api.example");
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("https://***@app.example"), "{s}");
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_is_detected() {
+        for remote in [
+            "http://api.example.com",
+            "http://10.0.0.8:8000/x",
+            "http://[2001:db8::1]/",
+            "HTTP://Example.com",
+        ] {
+            assert!(is_plain_http_to_remote(remote), "{remote}");
+        }
+        for fine in [
+            "https://api.example.com",
+            "http://localhost:8000",
+            "http://LOCALHOST.",
+            "http://app.localhost",
+            "http://127.0.0.1:9",
+            "http://127.8.9.10",
+            "http://[::1]:8000",
+            "garbage",
+        ] {
+            assert!(!is_plain_http_to_remote(fine), "{fine}");
+        }
     }
 
     #[test]

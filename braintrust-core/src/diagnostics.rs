@@ -18,3 +18,32 @@ pub(crate) fn warn_once(key: &str, message: &str) -> bool {
         false
     }
 }
+
+thread_local! {
+    /// Set while [`catch_unwind_quietly`] runs on this thread.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `catch_unwind` whose panics print nothing: the panic hook stays silent for
+/// panics on this thread while `f` runs, and other threads' panics are
+/// reported as before. Used where the SDK reports the failure itself (a
+/// masking function that panics on every row must not print a backtrace per
+/// call, nor the panic message, which may quote the data being masked).
+///
+/// The first call wraps the process's panic hook once; a hook the
+/// application installs later replaces the wrapper (its panics print again).
+pub(crate) fn catch_unwind_quietly<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r
+}

@@ -12,7 +12,7 @@ pub enum Error {
     /// The login endpoint rejected the key.
     #[error("Invalid API key {masked_key}: [{status}] {body}")]
     InvalidApiKey {
-        /// The key masked to its first and last two characters.
+        /// The key masked to a fixed width (`sk-…ef`), hiding its length.
         masked_key: String,
         /// HTTP status.
         status: u16,

@@ -131,9 +131,23 @@ impl Event {
         self.expected = Some(v.into());
         self
     }
-    /// An error (normally a string).
+    /// An error. The protocol keeps `error` a string (spec §8), so any other
+    /// JSON value (an object, a number) is sent as its compact JSON text;
+    /// `null` stays `null`.
+    ///
+    /// ```
+    /// use braintrust_core::Event;
+    /// use serde_json::json;
+    /// // Both log the string `{"code":7}`.
+    /// let a = Event::new().error(json!({"code": 7}));
+    /// let b = Event::new().error(r#"{"code":7}"#);
+    /// assert_eq!(a, b);
+    /// ```
     pub fn error(mut self, v: impl Into<Value>) -> Self {
-        self.error = Some(v.into());
+        self.error = Some(match v.into() {
+            v @ (Value::String(_) | Value::Null) => v,
+            other => Value::String(other.to_string()),
+        });
         self
     }
     /// An error from a Rust error value: its `Display`, then its `source()` chain.
@@ -221,10 +235,22 @@ impl Event {
             None => self,
         }
     }
-    /// Extra span attributes (merged into `span_attributes`): must be an object.
+    /// Extra span attributes (merged into `span_attributes`): must be an
+    /// object. `name`, when present, must be a non-empty string and `type`
+    /// one of the [`SpanType`](crate::SpanType) wire names.
+    ///
+    /// ```
+    /// use braintrust_core::Event;
+    /// use serde_json::json;
+    /// let err = Event::new().span_attributes(json!({"type": "bogus"})).validate().unwrap_err();
+    /// assert_eq!(err.field, "span_attributes.type");
+    /// ```
     pub fn span_attributes(mut self, v: impl Into<Value>) -> Self {
         match v.into() {
             Value::Object(m) => {
+                if let Err(e) = check_span_attributes(&m) {
+                    return self.reject(e);
+                }
                 self.span_attributes.get_or_insert_with(Map::new).extend(m);
                 self
             }
@@ -447,6 +473,32 @@ impl Event {
                 Value::Array(tags.into_iter().map(Value::String).collect()),
             );
         }
+    }
+}
+
+/// The rules on the attributes the backend reads: `name` a non-empty string,
+/// `type` a known span type.
+fn check_span_attributes(m: &Map<String, Value>) -> Result<(), ValidationError> {
+    match m.get("name") {
+        None => {}
+        Some(Value::String(s)) if !s.is_empty() => {}
+        Some(_) => {
+            return Err(ValidationError::new(
+                "span_attributes.name",
+                "the span name must be a non-empty string",
+            ))
+        }
+    }
+    match m.get("type") {
+        None => Ok(()),
+        Some(Value::String(s)) => s
+            .parse::<crate::SpanType>()
+            .map(|_| ())
+            .map_err(|e| ValidationError::new("span_attributes.type", e.rule)),
+        Some(_) => Err(ValidationError::new(
+            "span_attributes.type",
+            "the span type must be a string",
+        )),
     }
 }
 

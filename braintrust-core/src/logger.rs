@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::context;
 use crate::event::{Event, ValidationError};
 use crate::export::{ObjectType, SpanComponents};
-use crate::span::{Lineage, Parent, Span, SpanArgs, SpanType};
+use crate::span::{Parent, Span, SpanArgs, SpanType};
 use crate::state::State;
 use crate::Error;
 
@@ -448,7 +448,7 @@ pub(crate) fn start_with_parent(
         Some(c) => start_continued(c, args, caller),
         None => {
             let lineage = implicit_parent.and_then(|p| p.child_lineage());
-            start_in(object, lineage, args, caller)
+            Span::start(object, lineage, args, caller)
         }
     }
 }
@@ -465,25 +465,7 @@ fn start_continued(
     if args.propagated_event.is_none() {
         args.propagated_event = c.propagated;
     }
-    start_in(&object, c.lineage, args, caller)
-}
-
-fn start_in(
-    object: &Arc<ObjectInner>,
-    lineage: Option<Lineage>,
-    args: SpanArgs,
-    caller: &'static Location<'static>,
-) -> Span {
-    match Span::start(object, lineage, args, caller) {
-        Ok(s) => s,
-        Err(e) => {
-            crate::diagnostics::warn_once(
-                "invalid-span-args",
-                &format!("braintrust: span not started: {e}"),
-            );
-            Span::noop()
-        }
-    }
+    Span::start(&object, c.lineage, args, caller)
 }
 
 impl Logger {
@@ -506,14 +488,18 @@ impl Logger {
     pub fn log(&self, event: Event) -> Result<String, ValidationError> {
         let caller = Location::caller();
         let event = event.validate()?;
-        let span = Span::start(&self.object, None, SpanArgs::new().event(event), caller)?;
+        let span = Span::start(&self.object, None, SpanArgs::new().event(event), caller);
         span.end();
         Ok(span.id())
     }
 
     /// Writes a merge row onto an existing span by its row id (spec §6.2).
-    /// Do this after the span's original rows were flushed.
+    /// Do this after the span's original rows were flushed. An empty id or an
+    /// invalid event is rejected and nothing is queued.
     pub fn update_span(&self, id: &str, event: Event) -> Result<(), ValidationError> {
+        if id.is_empty() {
+            return Err(ValidationError::new("id", "the row id must not be empty"));
+        }
         let event = event.validate()?;
         let mut row = Map::new();
         row.insert("id".into(), Value::String(id.to_string()));

@@ -179,7 +179,8 @@ impl SpanArgs {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Display name (default: `root` for roots, `file:line` of the caller for children).
+    /// Display name (default: `root` for roots, `file:line` of the caller for
+    /// children). An empty name gets the default, with one warning.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = Some(name.into());
         self
@@ -200,12 +201,15 @@ impl SpanArgs {
         self.extra_parents.push(p.clone());
         self
     }
-    /// Fields logged with the span's first row (validated when the span starts).
+    /// Fields logged with the span's first row, validated when the span
+    /// starts. An invalid event is rejected on its own (one warning names the
+    /// field and rule): the span and its children are still recorded.
     pub fn event(mut self, e: Event) -> Self {
         self.event = Some(e);
         self
     }
-    /// Start time in float Unix seconds (default: now).
+    /// Start time in float Unix seconds (default: now). A time that is not
+    /// finite or outside years 1 to 9999 is replaced by now, with one warning.
     pub fn start_time(mut self, t: f64) -> Self {
         self.start_time = Some(t);
         self
@@ -219,6 +223,7 @@ impl SpanArgs {
         self
     }
     /// The row id (default: a fresh UUID). Reusing an id overwrites that row.
+    /// An empty id gets a fresh UUID, with one warning.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.row_id = Some(id.into());
         self
@@ -260,6 +265,8 @@ pub(crate) struct SpanCore {
     pub(crate) parents: Option<Arc<[Id]>>,
     pub(crate) propagated: Option<Arc<Map<String, Value>>>,
     pub(crate) w3c: Option<Arc<InboundW3c>>,
+    /// The start time, so no end is written before it.
+    start: f64,
     handles: AtomicUsize,
     ended: AtomicBool,
     /// What was logged and not yet taken by the logger thread. Logging merges
@@ -378,6 +385,9 @@ fn end_core(c: &Arc<SpanCore>, at: f64) -> bool {
     if c.ended.swap(true, Ordering::AcqRel) {
         return false;
     }
+    // A span never ends before it started (e.g. with a start time in the
+    // future): the row would read as never ended.
+    let at = at.max(c.start);
     c.update(|p| p.end = Some(at));
     true
 }
@@ -397,17 +407,25 @@ impl Span {
         self.core.as_ref()
     }
 
-    /// Creates a span under `object` and queues its first row.
+    /// Creates a span under `object` and queues its first row. What the
+    /// protocol forbids in `args` is dropped or replaced (see [`SpanArgs`]),
+    /// with one warning per kind, never the span itself.
     pub(crate) fn start(
         object: &Arc<ObjectInner>,
         lineage: Option<Lineage>,
         args: SpanArgs,
         caller: &'static Location<'static>,
-    ) -> Result<Span, ValidationError> {
-        let event = match args.event {
-            Some(e) => Some(e.validate()?),
-            None => None,
-        };
+    ) -> Span {
+        let event = args.event.and_then(|e| match e.validate() {
+            Ok(e) => Some(e),
+            Err(err) => {
+                crate::diagnostics::warn_once(
+                    "invalid-span-event",
+                    &format!("braintrust: the event given to a new span was rejected ({err}); the span was started without it"),
+                );
+                None
+            }
+        });
         let legacy = object.state.legacy_ids();
         let span_id = Id::new_span_id(legacy);
         let is_root = lineage.is_none();
@@ -442,7 +460,14 @@ impl Span {
             None => propagated,
         };
         let row_id = match args.row_id {
-            Some(id) => Id::Str(Arc::from(id.as_str())),
+            Some(id) if !id.is_empty() => Id::Str(Arc::from(id.as_str())),
+            Some(_) => {
+                crate::diagnostics::warn_once(
+                    "empty-row-id",
+                    "braintrust: ignoring an empty span id (SpanArgs::id); using a fresh UUID",
+                );
+                Id::new_uuid()
+            }
             None => Id::new_uuid(),
         };
         let span_type = args.span_type.or(if is_root {
@@ -450,11 +475,25 @@ impl Span {
         } else {
             None
         });
-        let name = args.name.or(if is_root {
+        let name = match args.name {
+            Some(n) if n.is_empty() => {
+                crate::diagnostics::warn_once(
+                    "empty-span-name",
+                    "braintrust: ignoring an empty span name (SpanArgs::name); using the default name",
+                );
+                None
+            }
+            n => n,
+        };
+        let name = name.or(if is_root {
             Some(Cow::Borrowed("root"))
         } else {
             None
         });
+        let start = match args.start_time {
+            Some(t) => crate::time::valid_time_or_now(t, "start_time"),
+            None => now_secs(),
+        };
         let core = Arc::new(SpanCore {
             object: object.clone(),
             row_id,
@@ -463,12 +502,13 @@ impl Span {
             parents,
             propagated,
             w3c,
+            start,
             handles: AtomicUsize::new(1),
             ended: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
         });
         let info = StartInfo {
-            start: args.start_time.unwrap_or_else(now_secs),
+            start,
             name,
             span_type,
             exec_counter: EXEC_COUNTER.fetch_add(1, Ordering::Relaxed),
@@ -478,7 +518,7 @@ impl Span {
             event,
         };
         core.update(|p| p.start = Some(Box::new(info)));
-        Ok(Span { core: Some(core) })
+        Span { core: Some(core) }
     }
 
     /// The lineage a child of this span gets.
@@ -546,10 +586,11 @@ impl Span {
         let _ = self.log(Event::new().metrics(metrics));
     }
 
-    /// Renames the span and/or changes its type (a merge row on `span_attributes`).
+    /// Renames the span and/or changes its type (a merge row on
+    /// `span_attributes`). An empty name is ignored: a span keeps a name.
     pub fn set_attributes(&self, name: Option<&str>, span_type: Option<SpanType>) {
         let mut attrs = Map::new();
-        if let Some(n) = name {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
             attrs.insert("name".into(), Value::String(n.to_string()));
         }
         if let Some(t) = span_type {
@@ -579,11 +620,29 @@ impl Span {
         self.end_at(now_secs())
     }
 
-    /// Ends the span at the given float Unix time.
+    /// Ends the span at the given float Unix time and returns the time
+    /// written. A time that is not finite or outside years 1 to 9999 is
+    /// replaced by now, and one before the span's start by the start, each
+    /// with one warning: the row never reads as ended before it started.
+    ///
+    /// ```
+    /// use braintrust_core::Span;
+    /// // The no-op span writes nothing and returns the time as given.
+    /// assert_eq!(Span::noop().end_at(5.0), 5.0);
+    /// ```
     pub fn end_at(&self, at: f64) -> f64 {
-        if let Some(c) = &self.core {
-            end_core(c, at);
+        let Some(c) = &self.core else {
+            return at;
+        };
+        let mut at = crate::time::valid_time_or_now(at, "end_time");
+        if at < c.start {
+            crate::diagnostics::warn_once(
+                "end-before-start",
+                &format!("braintrust: a span end time ({at}) was before its start ({}); the start is used", c.start),
+            );
+            at = c.start;
         }
+        end_core(c, at);
         at
     }
 

@@ -8,6 +8,29 @@ pub fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The times a row may carry: 0001-01-01 to 9999-12-31 UTC, what a
+/// four-digit RFC 3339 `created` (and Python's `datetime`) can hold.
+const VALID_SECS: std::ops::RangeInclusive<f64> = -62_135_596_800.0..=253_402_300_799.999_999;
+
+/// True for a usable span time: finite and within years 1 to 9999.
+pub(crate) fn is_valid_time(secs: f64) -> bool {
+    VALID_SECS.contains(&secs)
+}
+
+/// `secs` when it is a usable time, else now, with one warning per process
+/// naming `what` (e.g. `start_time`): a bad clock value must not produce a
+/// row the backend cannot place, nor fail the user's code.
+pub(crate) fn valid_time_or_now(secs: f64, what: &str) -> f64 {
+    if is_valid_time(secs) {
+        return secs;
+    }
+    crate::diagnostics::warn_once(
+        &format!("invalid-{what}"),
+        &format!("braintrust: ignoring {what} {secs}: a span time must be finite float Unix seconds within years 1 to 9999; using the current time"),
+    );
+    now_secs()
+}
+
 /// A UTC instant split into calendar fields:
 /// `(year, month, day, hour, minute, second, microsecond)`.
 fn civil_time(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {

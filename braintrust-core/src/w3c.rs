@@ -64,7 +64,7 @@ pub const MAX_BAGGAGE_BYTES: usize = 8192;
 /// span_id: <traceparent span id>, root_span_id: <traceparent trace id>}`.
 pub const PROPAGATION_ROW_ID: &str = "bt-propagation";
 
-/// A parsed `traceparent` (version `00`); all fields are lowercase hex.
+/// A parsed `traceparent` (the version-`00` fields); all lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TraceParent {
     /// 32 hex chars, not all zero: the Braintrust `root_span_id`.
@@ -110,7 +110,14 @@ fn py_strip(s: &str) -> &str {
 
 /// Parses a `traceparent` value. Surrounding whitespace is ignored; then the
 /// value must match `^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$` with a non-zero
-/// trace id and span id. Only version `00` and lowercase hex are accepted.
+/// trace id and span id.
+///
+/// A higher version (`01` to `fe`) is parsed as the W3C Trace Context spec
+/// (§3.2.4, "versioning of traceparent") asks: the version-`00` fields are
+/// read from their known places, and whatever follows them must start with
+/// a `-` (fields a later version added, ignored). Version `ff` is invalid.
+/// Written back, the context is version `00`, the one this SDK speaks. The
+/// official SDKs reject every version but `00`; here the W3C spec wins.
 ///
 /// ```
 /// use braintrust_core::w3c::parse_traceparent;
@@ -118,11 +125,22 @@ fn py_strip(s: &str) -> &str {
 /// assert_eq!(tp.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
 /// assert!(tp.sampled());
 /// assert!(parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
+/// // A future version with an extra field: the known fields are read.
+/// let future = parse_traceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds").unwrap();
+/// assert_eq!(future.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 /// ```
 pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
     let s = py_strip(s);
     let b = s.as_bytes();
-    if b.len() != 55 || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let version = &s[..2];
+    if !is_lower_hex(version, 2) || version == "ff" {
+        return None;
+    }
+    // Version 00 is exactly 55 chars; a later one may add `-<fields>`.
+    if b.len() > 55 && (version == "00" || b[55] != b'-') {
         return None;
     }
     let (trace_id, span_id, flags) = (&s[3..35], &s[36..52], &s[53..55]);
@@ -569,6 +587,35 @@ mod tests {
         let parsed = parse_traceparent(&format!("00-{TRACE}-{SPAN}-02")).unwrap();
         assert!(!parsed.sampled());
         assert_eq!(parsed.to_string(), format!("00-{TRACE}-{SPAN}-02"));
+    }
+
+    #[test]
+    fn future_versions_parse_their_known_fields() {
+        let v00 = format!("00-{TRACE}-{SPAN}-01");
+        // A higher version, alone or with fields it added after a `-`.
+        for tp in [
+            format!("01-{TRACE}-{SPAN}-01"),
+            format!("cc-{TRACE}-{SPAN}-01-extra"),
+            format!("fe-{TRACE}-{SPAN}-01-a-b-c"),
+            format!(" 01-{TRACE}-{SPAN}-01- "),
+        ] {
+            let parsed = parse_traceparent(&tp).unwrap_or_else(|| panic!("{tp}"));
+            assert_eq!(parsed.to_string(), v00, "{tp}");
+        }
+        // What stays invalid: version ff, 00 with extra text, a higher version
+        // whose flags are not followed by `-`, non-hex or uppercase versions,
+        // and too-short values.
+        for tp in [
+            format!("ff-{TRACE}-{SPAN}-01"),
+            format!("00-{TRACE}-{SPAN}-01-extra"),
+            format!("01-{TRACE}-{SPAN}-01extra"),
+            format!("0g-{TRACE}-{SPAN}-01"),
+            format!("0A-{TRACE}-{SPAN}-01"),
+            format!("01-{TRACE}-{SPAN}-0"),
+            format!("01-{TRACE}-{}-01", "0".repeat(16)),
+        ] {
+            assert_eq!(parse_traceparent(&tp), None, "{tp}");
+        }
     }
 
     #[test]

@@ -171,6 +171,13 @@ fn parse_traceparent_cases() {
     assert_eq!(cases.len(), 6);
     for case in cases {
         let tp = case["traceparent"].as_str().unwrap();
+        if tp.starts_with("01-") {
+            // The official SDKs reject a higher version; the W3C spec (and
+            // this SDK) parse its known fields, written back as version 00.
+            let parsed = parse_traceparent(tp).unwrap();
+            assert_eq!(parsed.to_string(), format!("00{}", &tp[2..]));
+            continue;
+        }
         match &case["parsed"] {
             Value::Null => assert_eq!(parse_traceparent(tp), None, "{tp}"),
             Value::Array(parts) => {
@@ -196,7 +203,8 @@ fn parse_traceparent_cases() {
 fn extract_rejects_what_parse_rejects() {
     let v = vectors();
     for case in v["parse_traceparent"].as_array().unwrap() {
-        if case["parsed"].is_null() {
+        let future_version = case["traceparent"].as_str().unwrap().starts_with("01-");
+        if case["parsed"].is_null() && !future_version {
             let carrier = HashMap::from([(
                 "traceparent".to_string(),
                 case["traceparent"].as_str().unwrap().to_string(),

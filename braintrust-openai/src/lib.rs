@@ -109,6 +109,26 @@ pub use types::{
 };
 pub use usage::usage_to_metrics;
 
+/// Decodes a whole server-sent-events body, fed in `chunks` as a streaming
+/// response delivers it, into its events: the `event:` name and the joined
+/// `data:` lines. The decoder the streaming wrappers use, exposed for the
+/// fuzz targets and property tests; not part of the stable API.
+#[doc(hidden)]
+pub fn decode_sse_chunks<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<(Option<String>, String)> {
+    let mut decoder = sse::SseDecoder::default();
+    let mut events = Vec::new();
+    for chunk in chunks {
+        decoder.push(chunk);
+        while let Some(e) = decoder.next_event() {
+            events.push((e.event, e.data));
+        }
+    }
+    // WHATWG: an event not terminated by a blank line is discarded.
+    events
+}
+
 /// Turns tracing on for `client`, in the spirit of the official SDKs'
 /// `wrap_openai`. Clients trace by default, so this only matters for a
 /// client built with `.tracing(false)`; it exists so code reads the same as

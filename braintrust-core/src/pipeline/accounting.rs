@@ -277,6 +277,10 @@ pub(crate) struct Reporter {
     drops: Throttle,
     failures: Throttle,
     attachment_failures: Throttle,
+    masking: Throttle,
+    /// Fields the masking function failed on, and how many were told.
+    mask_failures: AtomicU64,
+    mask_told: AtomicU64,
     /// Failed rows already mentioned on stderr.
     failures_told: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -294,6 +298,9 @@ impl Reporter {
             drops: Throttle::default(),
             failures: Throttle::default(),
             attachment_failures: Throttle::default(),
+            masking: Throttle::default(),
+            mask_failures: AtomicU64::new(0),
+            mask_told: AtomicU64::new(0),
             failures_told: AtomicU64::new(0),
             last_error: Mutex::new(None),
             at_last_flush: Mutex::new(Losses::default()),
@@ -357,6 +364,30 @@ impl Reporter {
             "braintrust: failed to upload {} attachment(s) in all; last error: {cause}",
             thousands(total)
         );
+    }
+
+    /// After the masking function failed (erred or panicked) on `fields`
+    /// fields of one batch, each replaced by an error marker (logger thread).
+    /// One line per period with the count, never one per call.
+    pub fn masking_failed(&self, fields: u64, cause: &str) {
+        let total = self.mask_failures.fetch_add(fields, Ordering::AcqRel) + fields;
+        if !self.masking.claim(self.period) {
+            return;
+        }
+        let told = self.mask_told.swap(total, Ordering::AcqRel);
+        if told == 0 {
+            eprintln!(
+                "braintrust: the masking function failed on {} field(s) ({cause}); each was replaced by an error marker. Further failures are summarized at most every {} s",
+                thousands(total),
+                self.period.as_secs()
+            );
+        } else {
+            eprintln!(
+                "braintrust: the masking function failed on {} more field(s) ({} in all); last: {cause}",
+                thousands(total.saturating_sub(told)),
+                thousands(total)
+            );
+        }
     }
 
     /// One warning that is not about rows (e.g. a payload directory that

@@ -596,7 +596,6 @@ mod tests {
             args,
             Location::caller(),
         )
-        .unwrap()
     }
 
     #[test]

@@ -194,6 +194,8 @@ impl<'a> Transport<'a> {
     async fn post(&self, body: String) -> Attempt {
         let url = self.url();
         let key = self.config.api_key.clone().unwrap_or_default();
+        crate::config::warn_if_plain_http(&url);
+        let shown = crate::config::redact_url(&url);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_sent
@@ -210,7 +212,7 @@ impl<'a> Transport<'a> {
         let resp = match r {
             Ok(resp) => resp,
             Err(e) => {
-                return Attempt::Transient(format!("POST {url}: {}", describe_reqwest(&e)), None)
+                return Attempt::Transient(format!("POST {shown}: {}", describe_reqwest(&e)), None)
             }
         };
         let status = resp.status().as_u16();
@@ -220,7 +222,7 @@ impl<'a> Transport<'a> {
         let wait = retry_after_header(resp.headers());
         let text = resp.text().await.unwrap_or_default();
         let msg = format!(
-            "POST {url} answered {status} for a {size}-byte body: {}",
+            "POST {shown} answered {status} for a {size}-byte body: {}",
             truncate(text.trim(), 300)
         );
         classify(status, msg, wait)

@@ -521,7 +521,12 @@ impl Worker {
                 let masked = task.await;
                 held.borrow_mut().masking = 0;
                 match masked {
-                    Ok(rows) => rows,
+                    Ok(m) => {
+                        if m.failures > 0 {
+                            self.p.reporter.masking_failed(m.failures, &m.last_cause);
+                        }
+                        m.rows
+                    }
                     Err(_) => {
                         self.p.counters.failed.fetch_add(n, Ordering::AcqRel);
                         return None;
@@ -819,31 +824,46 @@ fn op_object(op: &Op) -> Option<&Arc<ObjectInner>> {
     }
 }
 
+/// What masking a batch did: the rows, and how often the function failed.
+struct Masked {
+    rows: Vec<Row>,
+    failures: u64,
+    last_cause: String,
+}
+
 /// Applies the masking function to each user field; a failure or panic
-/// replaces the field with a marker (reported once).
-fn mask_rows(f: &super::MaskingFunction, rows: Vec<Row>) -> Vec<Row> {
-    rows.into_iter()
+/// replaces the field with a marker. Panics print nothing: they are counted
+/// and reported by the caller, once per period.
+fn mask_rows(f: &super::MaskingFunction, rows: Vec<Row>) -> Masked {
+    let mut failures = 0;
+    let mut last_cause = String::new();
+    let rows = rows
+        .into_iter()
         .map(|mut row| {
             for field in ["input", "output", "expected", "metadata", "error"] {
                 if let Some(v) = row.remove(field) {
-                    let masked =
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(v))) {
-                            Ok(Ok(m)) => m,
-                            Ok(Err(e)) => mask_failed(field, &e),
-                            Err(_) => mask_failed(field, "the masking function panicked"),
-                        };
-                    row.insert(field.into(), masked);
+                    let cause = match crate::diagnostics::catch_unwind_quietly(|| f(v)) {
+                        Ok(Ok(m)) => {
+                            row.insert(field.into(), m);
+                            continue;
+                        }
+                        Ok(Err(e)) => e,
+                        Err(_) => "the masking function panicked".to_string(),
+                    };
+                    row.insert(
+                        field.into(),
+                        Value::String(format!("ERROR: Failed to mask field '{field}' - {cause}")),
+                    );
+                    failures += 1;
+                    last_cause = cause;
                 }
             }
             row
         })
-        .collect()
-}
-
-fn mask_failed(field: &str, why: &str) -> Value {
-    crate::diagnostics::warn_once(
-        &format!("mask-{field}"),
-        &format!("braintrust: masking function failed on `{field}` ({why}); the field was replaced by an error marker"),
-    );
-    Value::String(format!("ERROR: Failed to mask field '{field}' - {why}"))
+        .collect();
+    Masked {
+        rows,
+        failures,
+        last_cause,
+    }
 }
