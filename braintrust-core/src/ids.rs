@@ -66,16 +66,6 @@ impl Id {
         }
         Id::Str(Arc::from(s))
     }
-    /// True for the OpenTelemetry hex forms (these export as V4 and inject as W3C).
-    pub fn is_hex(&self) -> bool {
-        match self {
-            Id::Hex64(_) | Id::Hex128(_) => true,
-            Id::Uuid(_) => false,
-            Id::Str(s) => {
-                (s.len() == 16 || s.len() == 32) && s.bytes().all(|b| b.is_ascii_hexdigit())
-            }
-        }
-    }
 }
 
 fn nonzero64() -> u64 {

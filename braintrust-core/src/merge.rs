@@ -3,7 +3,7 @@
 //! `batch_items`.
 //!
 //! ```
-//! use braintrust_core::merge::{batch_partition, logs3_body, merge_row_batch, Row};
+//! use braintrust_core::__internal::merge::{batch_partition, logs3_body, merge_row_batch, Row};
 //! use serde_json::json;
 //!
 //! let row = |v: serde_json::Value| -> Row { v.as_object().unwrap().clone() };

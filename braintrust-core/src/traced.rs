@@ -48,12 +48,7 @@ pub const CANCELLED: &str = "cancelled";
 /// The `error` text for a panic payload: `"panicked: <message>"`, where the
 /// message is the `&str` or `String` given to `panic!`, or `Box<dyn Any>`
 /// for other payloads (as the standard panic hook prints it).
-///
-/// ```
-/// let payload = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
-/// assert_eq!(braintrust_core::panic_error(&*payload), "panicked: boom 7");
-/// ```
-pub fn panic_error(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_error(payload: &(dyn Any + Send)) -> String {
     let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
         s
     } else if let Some(s) = payload.downcast_ref::<String>() {

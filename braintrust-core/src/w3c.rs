@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::collections::HashMap;
-//! use braintrust_core::w3c::{extract, inject_into};
+//! use braintrust_core::__internal::w3c::{extract, inject_into};
 //!
 //! let mut headers: HashMap<String, String> = HashMap::new();
 //! headers.insert("Baggage".into(), "vendor=a%2Fb".into());
@@ -59,11 +59,6 @@ pub const DEFAULT_TRACE_FLAGS: &str = "01";
 pub const MAX_BAGGAGE_MEMBERS: usize = 64;
 /// W3C baggage limit: at most this many bytes.
 pub const MAX_BAGGAGE_BYTES: usize = 8192;
-/// The placeholder `row_id` of the V4 slug built from an extracted
-/// `traceparent` (spec §7.8): `{object, row_id: "bt-propagation",
-/// span_id: <traceparent span id>, root_span_id: <traceparent trace id>}`.
-pub const PROPAGATION_ROW_ID: &str = "bt-propagation";
-
 /// A parsed `traceparent` (version `00`); all fields are lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TraceParent {
@@ -113,7 +108,7 @@ fn py_strip(s: &str) -> &str {
 /// trace id and span id. Only version `00` and lowercase hex are accepted.
 ///
 /// ```
-/// use braintrust_core::w3c::parse_traceparent;
+/// use braintrust_core::__internal::w3c::parse_traceparent;
 /// let tp = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 /// assert_eq!(tp.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
 /// assert!(tp.sampled());
@@ -227,7 +222,7 @@ fn member_key(member: &str) -> String {
 /// Returns the new header value; an empty string means "omit the header".
 ///
 /// ```
-/// use braintrust_core::w3c::merge_baggage;
+/// use braintrust_core::__internal::w3c::merge_baggage;
 /// assert_eq!(
 ///     merge_baggage(Some("foo=bar;prop=1, braintrust.parent=stale"), "project_name:Café a,b c+d"),
 ///     "foo=bar;prop=1,braintrust.parent=project_name%3ACaf%C3%A9%20a%2Cb%20c%2Bd"
