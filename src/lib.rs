@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 // The API of `braintrust-core`, item by item (the README's "Public API"
 // section groups them by concern).

@@ -70,6 +70,14 @@ pub struct SpanGuard {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
+impl std::fmt::Debug for SpanGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanGuard")
+            .field("prev", &self.prev)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SpanGuard {
     pub(crate) fn enter(span: &Span) -> SpanGuard {
         let prev = if span.is_noop() && !has_current() {
@@ -99,6 +107,7 @@ impl Drop for SpanGuard {
 pin_project_lite::pin_project! {
     /// A future that runs with a span current on every poll, and while it is
     /// dropped. Made by [`Instrument::in_span`] / [`Instrument::in_current_span`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct InSpan<F> {
         #[pin]
         inner: Option<F>,
@@ -123,6 +132,14 @@ impl<F: Future> Future for InSpan<F> {
             Some(f) => f.poll(cx),
             None => Poll::Pending,
         }
+    }
+}
+
+impl<F> std::fmt::Debug for InSpan<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InSpan")
+            .field("span", &self.span)
+            .finish_non_exhaustive()
     }
 }
 

@@ -50,9 +50,9 @@ use serde_json::{Map, Value};
 pub const INVALID_ENCODING_MESSAGE: &str = "SpanComponents string is not properly encoded. This library only supports encoding versions up to 4. Please make sure the SDK library used to decode the SpanComponents is at least as new as any library used to encode it.";
 
 /// Version byte of the V3 format (legacy UUID ids).
-pub const ENCODING_VERSION_V3: u8 = 3;
+pub(crate) const ENCODING_VERSION_V3: u8 = 3;
 /// Version byte of the V4 format (the default; OpenTelemetry hex ids).
-pub const ENCODING_VERSION_V4: u8 = 4;
+pub(crate) const ENCODING_VERSION_V4: u8 = 4;
 
 /// Packed field id of `object_id` (V3; V4 decoders accept it as 16 bytes of hex).
 const FIELD_OBJECT_ID: u8 = 1;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// One identifier as it appears on the wire.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub enum Id {
+pub(crate) enum Id {
     /// 8 random bytes, written as 16 lowercase hex chars (OpenTelemetry span id).
     Hex64(u64),
     /// 16 random bytes, written as 32 lowercase hex chars (OpenTelemetry trace id).
@@ -42,7 +42,7 @@ impl Id {
         Id::Uuid(v)
     }
     /// Parses text into the most compact form that formats back to the same text.
-    pub fn parse(s: &str) -> Id {
+    pub(crate) fn parse(s: &str) -> Id {
         let lower_hex = |s: &str| {
             s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

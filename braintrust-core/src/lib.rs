@@ -5,7 +5,7 @@
 //! Most users depend on the `braintrust` facade crate, which re-exports this
 //! and adds `#[traced]`.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod api;
 mod config;

@@ -29,10 +29,10 @@ pub trait ExitPolicy: Send + Sync {
 
 /// The default exit flush gives up after this long without any row reaching
 /// an outcome (a hung backend), ...
-pub const DEFAULT_EXIT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_EXIT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ... and after this long in all, even while rows are still moving. Both
 /// fit a Kubernetes pod's default 30 s termination grace period.
-pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a state does at process exit.
 ///

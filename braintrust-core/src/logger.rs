@@ -133,7 +133,8 @@ impl ObjectInner {
 }
 
 /// Options of [`init_logger`].
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
+#[must_use = "LoggerOptions is a builder: pass it to init_logger"]
 pub struct LoggerOptions {
     pub(crate) project_name: Option<String>,
     pub(crate) project_id: Option<String>,
@@ -172,6 +173,7 @@ impl LoggerOptions {
 
 /// Options of [`init`] (experiments).
 #[derive(Debug, Clone, Default)]
+#[must_use = "ExperimentOptions is a builder: pass it to init"]
 pub struct ExperimentOptions {
     pub(crate) name: Option<String>,
     pub(crate) description: Option<String>,

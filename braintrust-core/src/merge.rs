@@ -63,7 +63,7 @@ pub const MERGE_ROW_SKIP_FIELDS: [&str; 5] = [
 ];
 
 /// The error message for a row without an `id`, identical to the Python SDK's.
-pub const MISSING_ID_MESSAGE: &str = "Logged row is missing an id. This is an internal braintrust error. Please contact us at info@braintrust.dev for help";
+pub(crate) const MISSING_ID_MESSAGE: &str = "Logged row is missing an id. This is an internal braintrust error. Please contact us at info@braintrust.dev for help";
 
 /// The empty `/logs3` request envelope; its length is [`LOGS3_ENVELOPE_LEN`].
 pub const LOGS3_EMPTY_ENVELOPE: &str = r#"{"rows": [], "api_version": 2}"#;

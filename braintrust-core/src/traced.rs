@@ -293,6 +293,14 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F, R> std::fmt::Debug for TracedFuture<F, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedFuture")
+            .field("span", &self.span)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F, R> TracedFuture<F, R> {
     /// Runs `inner` in `span`, calling `on_ready` with its output on completion.
     pub fn new(span: Span, inner: F, on_ready: R) -> Self {
@@ -365,6 +373,7 @@ impl<F: Future, R: OnReady<F::Output>> Future for TracedFuture<F, R> {
 /// `Box<dyn Error + Send + Sync>`), then `Display`, then `Debug`, then a
 /// placeholder.
 #[doc(hidden)]
+#[allow(missing_debug_implementations)]
 pub mod __macro_support {
     use std::error::Error as StdError;
     use std::fmt::{Debug, Display};

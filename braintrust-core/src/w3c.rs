@@ -46,15 +46,15 @@ use std::fmt;
 use std::hash::BuildHasher;
 
 /// Header name of the W3C `traceparent`.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub(crate) const TRACEPARENT_HEADER: &str = "traceparent";
 /// Header name of the W3C `tracestate` (relayed, never interpreted).
-pub const TRACESTATE_HEADER: &str = "tracestate";
+pub(crate) const TRACESTATE_HEADER: &str = "tracestate";
 /// Header name of the W3C `baggage`.
-pub const BAGGAGE_HEADER: &str = "baggage";
+pub(crate) const BAGGAGE_HEADER: &str = "baggage";
 /// The baggage key carrying the Braintrust parent object.
-pub const BRAINTRUST_PARENT_KEY: &str = "braintrust.parent";
+pub(crate) const BRAINTRUST_PARENT_KEY: &str = "braintrust.parent";
 /// Trace flags written for traces that did not come from W3C: sampled.
-pub const DEFAULT_TRACE_FLAGS: &str = "01";
+pub(crate) const DEFAULT_TRACE_FLAGS: &str = "01";
 /// W3C baggage limit: at most this many list members.
 pub const MAX_BAGGAGE_MEMBERS: usize = 64;
 /// W3C baggage limit: at most this many bytes.
@@ -89,12 +89,12 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 }
 
 /// True if `s` is a valid W3C trace id: 32 lowercase hex chars, not all zero.
-pub fn is_w3c_trace_id(s: &str) -> bool {
+pub(crate) fn is_w3c_trace_id(s: &str) -> bool {
     is_lower_hex(s, 32) && s.bytes().any(|b| b != b'0')
 }
 
 /// True if `s` is a valid W3C parent span id: 16 lowercase hex chars, not all zero.
-pub fn is_w3c_span_id(s: &str) -> bool {
+pub(crate) fn is_w3c_span_id(s: &str) -> bool {
     is_lower_hex(s, 16) && s.bytes().any(|b| b != b'0')
 }
 
@@ -333,7 +333,7 @@ pub fn baggage_braintrust_parent(baggage: &str) -> Option<String> {
 
 /// The object named by a `braintrust.parent` baggage value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BraintrustParent {
+pub(crate) enum BraintrustParent {
     /// `project_id:<id>`: project logs of a known project.
     ProjectId(String),
     /// `project_name:<name>`: project logs of a project known only by name.
@@ -345,7 +345,7 @@ pub enum BraintrustParent {
 impl BraintrustParent {
     /// Parses `project_id:<id>`, `project_name:<name>` or `experiment_id:<id>`
     /// (the part after the first `:` is taken verbatim and must be non-empty).
-    pub fn parse(value: &str) -> Option<Self> {
+    pub(crate) fn parse(value: &str) -> Option<Self> {
         let (kind, rest) = value.split_once(':')?;
         if rest.is_empty() {
             return None;

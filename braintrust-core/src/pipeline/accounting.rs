@@ -29,13 +29,13 @@ pub(crate) struct Counters {
 impl Counters {
     /// Rows that reached an outcome after being queued (progress, as the
     /// exit deadline measures it).
-    pub fn settled(&self) -> u64 {
+    pub(super) fn settled(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
             + self.failed.load(Ordering::Acquire)
             + self.undelivered.load(Ordering::Acquire)
     }
 
-    pub fn snapshot(&self) -> Stats {
+    pub(super) fn snapshot(&self) -> Stats {
         // Outcomes first, `logged` last: a row counted in an outcome was
         // logged before, so `pending` never goes negative.
         let dropped_queue_full = self.dropped_queue_full.load(Ordering::Acquire);
@@ -239,7 +239,7 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(period: Duration, capacity: usize) -> Reporter {
+    pub(super) fn new(period: Duration, capacity: usize) -> Reporter {
         Reporter {
             period,
             capacity,
@@ -253,7 +253,7 @@ impl Reporter {
     }
 
     /// After a queue drop (application thread: one atomic load when quiet).
-    pub fn dropped(&self, counters: &Counters) {
+    pub(super) fn dropped(&self, counters: &Counters) {
         if !self.drops.claim(self.period) {
             return;
         }
@@ -273,7 +273,7 @@ impl Reporter {
     }
 
     /// After rows failed for good (logger thread).
-    pub fn failed(&self, counters: &Counters, rows: u64, cause: &str) {
+    pub(super) fn failed(&self, counters: &Counters, rows: u64, cause: &str) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.to_string());
         if !self.failures.claim(self.period) {
             return;
@@ -297,7 +297,7 @@ impl Reporter {
 
     /// One warning that is not about rows (e.g. a payload directory that
     /// cannot be written), throttled with the failures.
-    pub fn last_error(&self) -> Option<String> {
+    pub(super) fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -305,7 +305,7 @@ impl Reporter {
     }
 
     /// What was lost since the previous call (what `flush()` reports).
-    pub fn take_losses(&self, counters: &Counters) -> Option<LossReport> {
+    pub(super) fn take_losses(&self, counters: &Counters) -> Option<LossReport> {
         let now = Losses::of(counters);
         let mut last = self.at_last_flush.lock().unwrap_or_else(|e| e.into_inner());
         let before = std::mem::replace(&mut *last, now);
@@ -330,7 +330,12 @@ impl Reporter {
     /// The totals line at flush, shutdown and exit, when anything was lost
     /// since the last one: "dropped 968,585 of 1,000,000 rows because the
     /// queue was full".
-    pub fn totals(&self, counters: &Counters, when: &str, dump_dir: Option<&std::path::Path>) {
+    pub(super) fn totals(
+        &self,
+        counters: &Counters,
+        when: &str,
+        dump_dir: Option<&std::path::Path>,
+    ) {
         let now = Losses::of(counters);
         {
             let mut last = self
