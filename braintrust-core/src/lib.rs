@@ -78,9 +78,9 @@ pub mod __internal {
     /// The client-side merge and batching of rows (protocol vectors, benchmarks).
     pub mod merge {
         pub use crate::merge::{
-            batch_byte_limit, batch_partition, deep_merge_into, logs3_body, merge_row_batch, Row,
-            IS_MERGE_FIELD, LOGS3_EMPTY_ENVELOPE, LOGS3_ENVELOPE_LEN, MERGE_KEY_FIELDS,
-            MERGE_ROW_SKIP_FIELDS,
+            batch_byte_limit, batch_partition, deep_merge_into, logs3_body, merge_row_batch,
+            MergeError, Row, IS_MERGE_FIELD, LOGS3_EMPTY_ENVELOPE, LOGS3_ENVELOPE_LEN,
+            MERGE_KEY_FIELDS, MERGE_ROW_SKIP_FIELDS,
         };
     }
 

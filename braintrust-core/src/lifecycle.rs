@@ -45,8 +45,8 @@ pub(crate) const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone, Default)]
 pub enum LifecyclePolicy {
     /// Deliver what is queued before exiting, within a bound: at most
-    /// [`DEFAULT_EXIT_TIMEOUT`] in all, and at most the configured
-    /// `exit_idle_timeout` ([`DEFAULT_EXIT_IDLE_TIMEOUT`]) without progress.
+    /// 20 s in all, and at most the configured `exit_idle_timeout`
+    /// (default 10 s) without progress.
     /// Rows still undelivered then are given up: counted, written to the
     /// failed-payload directory when set, and reported in one stderr line.
     #[default]

@@ -76,7 +76,7 @@ pub const LOGS3_ENVELOPE_LEN: usize = 30;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
     /// The row at `index` of the input has no `id` or a `null` one. `Display` is
-    /// exactly [`MISSING_ID_MESSAGE`].
+    /// exactly `MISSING_ID_MESSAGE`.
     #[error("{}", MISSING_ID_MESSAGE)]
     MissingId {
         /// Position of the offending row in the input.

@@ -134,8 +134,8 @@ pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
 /// Formats `00-<trace_id>-<span_id>-<flags>`.
 ///
 /// `flags` is forwarded verbatim when it is 2 lowercase hex chars, otherwise
-/// [`DEFAULT_TRACE_FLAGS`] (`01`) is used. The ids are **not** validated; use
-/// [`is_w3c_trace_id`] / [`is_w3c_span_id`] (as [`inject_into`] does) to avoid
+/// `DEFAULT_TRACE_FLAGS` (`01`) is used. The ids are **not** validated; use
+/// `is_w3c_trace_id` / `is_w3c_span_id` (as [`inject_into`] does) to avoid
 /// emitting a malformed header.
 pub fn format_traceparent(trace_id: &str, span_id: &str, flags: &str) -> String {
     let flags = if is_lower_hex(flags, 2) {
