@@ -369,7 +369,7 @@ impl Chat<'_> {
     /// no `stream_options`.
     ///
     /// The span ends when the stream ends, fails, or is dropped (then with
-    /// what arrived and `metadata.cancelled = true`). Its output aggregates
+    /// what arrived and `error = "cancelled"`). Its output aggregates
     /// the deltas into `choices` (content, tool calls, refusal, finish reason,
     /// logprobs); `time_to_first_token` is the time to the first chunk.
     #[track_caller]

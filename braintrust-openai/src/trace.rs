@@ -5,7 +5,7 @@
 use std::panic::Location;
 use std::time::Instant;
 
-use braintrust_core::__internal::start_span_at;
+use braintrust_core::__internal::{start_span_at, CANCELLED};
 use braintrust_core::{error_string, Event, Span, SpanArgs, SpanType};
 use serde_json::{Map, Value};
 
@@ -33,7 +33,7 @@ pub(crate) fn split_request(body: &Value, input_key: &str) -> (Value, Map<String
 }
 
 /// The `llm` span of one call. Dropping it unfinished logs
-/// `metadata.cancelled = true` and ends the span.
+/// `error = "cancelled"` (as a dropped `#[traced]` future does) and ends the span.
 pub(crate) struct CallTrace {
     pub span: Span,
     pub started: Instant,
@@ -87,9 +87,9 @@ impl CallTrace {
         self.done = true;
     }
 
-    /// Logs `event` plus `metadata.cancelled = true` and ends the span.
+    /// Logs `event` plus `error = "cancelled"` and ends the span.
     pub fn cancel(mut self, event: Event) {
-        self.log(event.metadata_entry("cancelled", true));
+        self.log(event.error(CANCELLED));
         self.span.end();
         self.done = true;
     }
@@ -98,9 +98,7 @@ impl CallTrace {
 impl Drop for CallTrace {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self
-                .span
-                .log(Event::new().metadata_entry("cancelled", true));
+            let _ = self.span.log(Event::new().error(CANCELLED));
             self.span.end();
         }
     }
