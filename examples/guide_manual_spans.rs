@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use braintrust::{start_span, traced, Event, Instrument, LoggerOptions, Span, SpanArgs};
+use braintrust::{start_span, traced, Event, LoggerOptions, Span, SpanArgs, WithSpan};
 use serde_json::{json, Value};
 
 /// Stands in for a wrapped OpenAI client's chat completion.

@@ -5,16 +5,16 @@
 // section groups them by concern).
 pub use braintrust_core::{
     current_logger, current_span, error_string, extract, flush, flush_async, flush_with_timeout,
-    init, init_logger, is_enabled, permalink, register_exit_flush, replace_current_span,
+    init_experiment, init_logger, is_enabled, permalink, register_exit_flush, replace_current_span,
     set_current_logger, shutdown, shutdown_async, spawn, spawn_blocking, spawn_local, start_span,
     thread, traced, traced_async, unregister_exit_flush, update_span, wrap_fn, wrap_map,
     wrap_traced, wrap_traced_async, Carrier, Config, EndSpan, Error, Event, ExitPolicy, Experiment,
-    ExperimentOptions, ExperimentSummary, HttpOptions, InSpan, Instrument, LifecyclePolicy,
-    LogOutput, Logger, LoggerOptions, LoginInfo, LossReport, MaskingFunction, MetricSummary,
-    ObjectType, OnReady, Parent, PoolJoinHandle, QueueFullPolicy, RowObserver, ScoreSummary,
-    ScoreValue, SlugError, Span, SpanArgs, SpanComponents, SpanGuard, SpanType, State, Stats,
-    SummaryTotals, TraceContext, TraceParent, TracedFuture, TracedHandle, TracedRuntime,
-    TracedThreadPool, ValidationError,
+    ExperimentOptions, ExperimentSummary, HttpOptions, InSpan, LifecyclePolicy, LogOutput, Logger,
+    LoggerOptions, LoginInfo, LossReport, MaskingFunction, MetricSummary, ObjectType, OnReady,
+    Parent, PoolJoinHandle, QueueFullPolicy, RowObserver, ScoreSummary, ScoreValue, SlugError,
+    Span, SpanArgs, SpanComponents, SpanGuard, SpanType, State, Stats, SummaryTotals, TraceContext,
+    TraceParent, TracedFuture, TracedHandle, TracedRuntime, TracedThreadPool, ValidationError,
+    WithSpan,
 };
 
 #[cfg(feature = "local-server")]

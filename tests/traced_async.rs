@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use braintrust::{
-    current_span, init_logger, traced, Config, Event, Instrument, LoggerOptions, Span, SpanArgs,
-    State,
+    current_span, init_logger, traced, Config, Event, LoggerOptions, Span, SpanArgs, State,
+    WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::{json, Value};

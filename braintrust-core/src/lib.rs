@@ -40,7 +40,7 @@ pub use pipeline::{LossReport, MaskingFunction, RowObserver, Stats};
 pub use state::State;
 // Containers: where spans are logged.
 pub use logger::{
-    current_logger, init, init_logger, is_enabled, set_current_logger, Experiment,
+    current_logger, init_experiment, init_logger, is_enabled, set_current_logger, Experiment,
     ExperimentOptions, Logger, LoggerOptions,
 };
 pub use summary::{ExperimentSummary, MetricSummary, ScoreSummary, SummaryTotals};
@@ -50,7 +50,7 @@ pub use event::{error_string, Event, ScoreValue, ValidationError};
 pub use logger::start_span;
 pub use span::{Parent, Span, SpanArgs, SpanType};
 // The current span, closures and futures.
-pub use context::{current_span, replace_current_span, InSpan, Instrument, SpanGuard};
+pub use context::{current_span, replace_current_span, InSpan, SpanGuard, WithSpan};
 pub use traced::{
     traced, traced_async, wrap_traced, wrap_traced_async, EndSpan, LogOutput, OnReady, TracedFuture,
 };

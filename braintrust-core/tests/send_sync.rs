@@ -41,7 +41,7 @@ fn shared_types_are_send_sync_and_debug() {
 #[test]
 fn futures_of_send_work_are_send() {
     fn send<T: Send>(_: &T) {}
-    use braintrust_core::Instrument as _;
+    use braintrust_core::WithSpan as _;
     let fut = async { 1 };
     send(&fut.in_span(Span::noop()));
     send(&braintrust_core::traced_async(SpanArgs::new(), |_| async {

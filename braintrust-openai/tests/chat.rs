@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use braintrust_core::{Instrument, SpanArgs};
+use braintrust_core::{SpanArgs, WithSpan};
 use braintrust_openai::mock::Failure;
 use braintrust_openai::{ChatCompletionRequest, ChatMessage, OpenAiError, Tool};
 use common::*;
@@ -547,12 +547,12 @@ async fn calls_nest_under_an_entered_span_and_concurrent_tasks() {
         let fut = client
             .chat()
             .create(ChatCompletionRequest::new("gpt-4o-mini", messages()))
-            .in_current_span();
+            .with_current_span();
         drop(_guard);
         fut.await.unwrap();
     }
     child.end();
-    // Concurrent calls from spawned tasks, each wrapped with in_current_span.
+    // Concurrent calls from spawned tasks, each wrapped with with_current_span.
     let handles: Vec<_> = {
         let _guard = root.enter();
         (0..4)
@@ -567,7 +567,7 @@ async fn calls_nest_under_an_entered_span_and_concurrent_tasks() {
                             .await
                             .unwrap()
                     }
-                    .in_current_span(),
+                    .with_current_span(),
                 )
             })
             .collect()

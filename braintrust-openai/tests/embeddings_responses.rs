@@ -3,7 +3,7 @@
 
 mod common;
 
-use braintrust_core::Instrument;
+use braintrust_core::WithSpan;
 use braintrust_openai::mock::Failure;
 use braintrust_openai::{EmbeddingRequest, OpenAiError, ResponseRequest};
 use common::*;
