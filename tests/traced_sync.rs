@@ -478,8 +478,9 @@ fn methods_do_not_capture_self() {
         rows.named("Account::open")["context"]["caller_functionname"],
         "open"
     );
+    // `self` is never logged: a method with no other parameter logs `{}`.
     let b = rows.named("balance");
-    assert!(absent(&b["input"]));
+    assert_eq!(b["input"], json!({}));
     assert_eq!(b["output"], json!(10));
     assert_eq!(rows.named("deposit")["input"], json!({"amount": 5}));
     assert_eq!(rows.named("deposit")["output"], json!(15));
@@ -505,4 +506,13 @@ fn closure_form_and_wrapped_function() {
     assert_eq!(rows.parent_of("add")["span_attributes"]["name"], "closure");
     assert_eq!(rows.named("shout")["input"], "hey");
     assert_eq!(rows.named("shout")["output"], "HEY");
+}
+
+/// A function without parameters logs input `{}`, as the Python SDK does.
+#[test]
+fn function_without_parameters_logs_empty_input() {
+    let rows = rows_of(|| {
+        located();
+    });
+    assert_eq!(rows.named("located")["input"], json!({}));
 }
