@@ -150,51 +150,24 @@ pub fn format_traceparent(trace_id: &str, span_id: &str, flags: &str) -> String 
 /// every UTF-8 byte outside `A-Za-z0-9-_.~` becomes `%XX` (uppercase hex), so
 /// `:` is `%3A`, space `%20`, `+` `%2B`, `é` `%C3%A9`.
 pub fn encode_baggage_value(v: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(v.len() + 8);
-    for &b in v.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(v, BAGGAGE_VALUE).to_string()
 }
+
+/// What `encode_baggage_value` escapes: everything but RFC 3986 unreserved.
+const BAGGAGE_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Decodes a percent-encoded baggage value like Python's `urllib.parse.unquote`:
 /// `%XX` (either case) becomes that byte, malformed `%` sequences and all other
 /// characters are kept as they are, and invalid UTF-8 becomes U+FFFD. `+` stays
 /// `+` (this is not form encoding).
 pub fn decode_baggage_value(v: &str) -> String {
-    if !v.contains('%') {
-        return v.to_string();
-    }
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h << 4) | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The decoded key of a raw baggage member (`key=value;props`), ignoring
