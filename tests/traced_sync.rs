@@ -2,7 +2,8 @@
 //! logs, errors, panics, methods, nesting.
 
 use braintrust::{
-    current_span, init_logger, traced, Config, Event, Logger, LoggerOptions, SpanArgs, State,
+    current_span, init_logger, traced, traced_sync, Config, Event, Logger, LoggerOptions, SpanArgs,
+    State,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde::Serialize;
@@ -494,7 +495,7 @@ fn closure_form_and_wrapped_function() {
         s.to_uppercase()
     }
     let rows = rows_of(|| {
-        let n = traced(SpanArgs::new().name("closure"), |span| {
+        let n = traced_sync(SpanArgs::new().name("closure"), |span| {
             span.log(Event::new().input("in").output("out")).unwrap();
             add(1, 1)
         });

@@ -52,7 +52,8 @@ pub use span::{Parent, Span, SpanArgs, SpanType};
 // The current span, closures and futures.
 pub use context::{current_span, replace_current_span, InSpan, SpanGuard, WithSpan};
 pub use traced::{
-    traced, traced_async, wrap_traced, wrap_traced_async, EndSpan, LogOutput, OnReady, TracedFuture,
+    traced_async, traced_sync, wrap_traced, wrap_traced_async, EndSpan, LogOutput, OnReady,
+    TracedFuture,
 };
 // Carrying the current span into tasks, threads and pools.
 pub use task::{

@@ -1,4 +1,4 @@
-//! Runtime of `#[traced]` and of the closure forms [`traced`], [`traced_async`],
+//! Runtime of `#[traced]` and of the closure forms [`traced_sync`], [`traced_async`],
 //! [`wrap_traced`] and [`wrap_traced_async`].
 //!
 //! The attribute macro only rearranges the user's function; everything it
@@ -98,8 +98,8 @@ fn run_in<R>(span: &Span, f: impl FnOnce() -> R) -> R {
 /// is not logged: log what you want with `span.log(...)`.
 ///
 /// ```
-/// use braintrust_core::{traced, Event, SpanArgs, SpanType};
-/// let answer = traced(SpanArgs::new().name("add").span_type(SpanType::Tool), |span| {
+/// use braintrust_core::{traced_sync, Event, SpanArgs, SpanType};
+/// let answer = traced_sync(SpanArgs::new().name("add").span_type(SpanType::Tool), |span| {
 ///     let sum = 1 + 1;
 ///     span.log(Event::new().input("1+1").output(sum)).unwrap();
 ///     sum
@@ -107,7 +107,7 @@ fn run_in<R>(span: &Span, f: impl FnOnce() -> R) -> R {
 /// assert_eq!(answer, 2);
 /// ```
 #[track_caller]
-pub fn traced<R>(args: SpanArgs, f: impl FnOnce(&Span) -> R) -> R {
+pub fn traced_sync<R>(args: SpanArgs, f: impl FnOnce(&Span) -> R) -> R {
     let span = start_span_at(args, Location::caller());
     let r = run_in(&span, || f(&span));
     span.end();
@@ -969,12 +969,13 @@ mod tests {
         let (server, logger) = setup();
         let root = logger.start_span(SpanArgs::new().name("root"));
         root.in_scope(|| {
-            traced(SpanArgs::new().name("outer"), |outer| {
+            traced_sync(SpanArgs::new().name("outer"), |outer| {
                 assert!(outer.is_current());
-                traced(SpanArgs::new().name("inner"), |_| ());
+                traced_sync(SpanArgs::new().name("inner"), |_| ());
             });
-            let r =
-                panic::catch_unwind(|| traced(SpanArgs::new().name("boom"), |_| panic!("kaboom")));
+            let r = panic::catch_unwind(|| {
+                traced_sync(SpanArgs::new().name("boom"), |_| panic!("kaboom"))
+            });
             assert!(r.is_err());
             let add = wrap_traced(SpanArgs::new().name("add"), |(a, b): (i32, i32)| a + b);
             assert_eq!(add((1, 2)), 3);
