@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use braintrust::{
-    current_span, Config, Event, Instrument, Logger, LoggerOptions, Span, SpanArgs, SpanType,
+    current_span, Config, Event, Logger, LoggerOptions, Span, SpanArgs, SpanType, WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::json;

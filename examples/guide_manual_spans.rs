@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use braintrust::{start_span, traced, Event, Instrument, LoggerOptions, Span, SpanArgs};
+use braintrust::{start_span, traced, Event, LoggerOptions, Span, SpanArgs, WithSpan};
 use braintrust_openai::mock::MockOpenAi;
 use braintrust_openai::{wrap, ChatCompletionRequest, ChatMessage, OpenAiClient};
 use serde_json::{json, Value};

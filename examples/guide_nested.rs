@@ -35,7 +35,7 @@ async fn start_client() -> Result<MockOpenAi, Box<dyn std::error::Error>> {
 #[traced]
 async fn run_llm(input: &str) -> String {
     // The guide picks a model at random; any choice made here can be logged.
-    let model = if input.len() % 2 == 0 {
+    let model = if input.len().is_multiple_of(2) {
         "gpt-4o"
     } else {
         "gpt-4o-mini"

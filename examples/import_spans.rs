@@ -83,10 +83,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Config::from_env().api_key("local").app_url(s.url()),
         )?);
     }
-    let experiment = braintrust::init("My Support App", options)?;
+    let experiment = braintrust::init_experiment(options.project("My Support App"))?;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let tree: Value = serde_json::from_str(line)?;
-        let task = experiment.start_span(SpanArgs::new().name("task"));
+        let task = experiment
+            .as_logger()
+            .start_span(SpanArgs::new().name("task"));
         upload_tree(&task, &tree)?;
         let score = {
             let scorer = task.start_span(SpanArgs::new().name("Factuality"));

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use braintrust::{Config, Event, Instrument, LifecyclePolicy, LoggerOptions, SpanArgs, State};
+use braintrust::{Config, Event, LifecyclePolicy, LoggerOptions, SpanArgs, State, WithSpan};
 use serde_json::json;
 
 async fn handle(logger: &braintrust::Logger, i: u64) {

@@ -15,7 +15,7 @@
 //!   stored trace tree is printed at the end.
 
 use braintrust::local::DevServer;
-use braintrust::{Event, Instrument, Logger, LoggerOptions, SpanArgs, SpanType};
+use braintrust::{Event, Logger, LoggerOptions, SpanArgs, SpanType, WithSpan};
 use braintrust_openai::mock::MockOpenAi;
 use braintrust_openai::{
     ChatCompletionRequest, ChatMessage, EmbeddingRequest, OpenAiClient, ResponseRequest, Tool,

@@ -15,7 +15,7 @@
 use std::io::Write as _;
 
 use braintrust::local::DevServer;
-use braintrust::{Instrument, Logger, LoggerOptions, SpanArgs};
+use braintrust::{Logger, LoggerOptions, SpanArgs, WithSpan};
 use braintrust_openai::mock::MockOpenAi;
 use braintrust_openai::{
     ChatCompletionRequest, ChatMessage, OpenAiClient, OpenAiClientBuilder, ResponseRequest,

@@ -5,7 +5,11 @@
 use braintrust_core::{Config, Error, Logger, LoggerOptions, State};
 pub use braintrust_devserver::DevServer;
 
-/// A logger, and the local server it logs to when there is no API key.
+/// What [`init_logger_or_local`] returns: the logger it made current, and the
+/// in-process server that logger writes to when there was no API key (`None`
+/// when logging to Braintrust). Keep it alive as long as you log: dropping
+/// the last handle of the server stops it.
+#[derive(Debug)]
 pub struct LocalSession {
     /// The logger (also made the current logger).
     pub logger: Logger,

@@ -1,13 +1,13 @@
 //! Documented behaviour: a plain `tokio::spawn` does not carry the span, so
 //! a span started in it is a new root of the current logger; the fix is
-//! `braintrust::spawn` (or `.in_current_span()`).
+//! `braintrust::spawn` (or `.with_current_span()`).
 //!
 //! This binary holds a single test because it makes its logger the
 //! process's current one.
 
 use std::collections::HashMap;
 
-use braintrust::{current_span, start_span, Config, Instrument, LoggerOptions, SpanArgs, State};
+use braintrust::{current_span, start_span, Config, LoggerOptions, SpanArgs, State, WithSpan};
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::Value;
 
@@ -43,9 +43,9 @@ fn plain_tokio_spawn_starts_a_new_root_and_the_helper_a_child() {
             .unwrap();
             tokio::spawn(
                 async {
-                    start_span(SpanArgs::new().name("in_current_span")).end();
+                    start_span(SpanArgs::new().name("with_current_span")).end();
                 }
-                .in_current_span(),
+                .with_current_span(),
             )
             .await
             .unwrap();
@@ -69,7 +69,7 @@ fn plain_tokio_spawn_starts_a_new_root_and_the_helper_a_child() {
         "plain tokio::spawn: {plain}"
     );
     assert_ne!(plain["root_span_id"], request["root_span_id"]);
-    for name in ["helper", "in_current_span"] {
+    for name in ["helper", "with_current_span"] {
         let row = by_name[name];
         assert_eq!(
             row["span_parents"],

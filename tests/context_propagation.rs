@@ -9,8 +9,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use braintrust::{
-    current_span, start_span, Config, Event, Instrument, Logger, LoggerOptions, QueueFullPolicy,
-    Span, SpanArgs, State, TracedHandle, TracedRuntime, TracedThreadPool,
+    current_span, start_span, Config, Event, Logger, LoggerOptions, QueueFullPolicy, Span,
+    SpanArgs, State, TracedHandle, TracedRuntime, TracedThreadPool, WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::{json, Value};
@@ -343,7 +343,7 @@ fn join_set_tasks_are_children_of_the_spawner() {
                         async { yield_now().await }.in_span(s.clone()).await;
                         s.end();
                     }
-                    .in_current_span(),
+                    .with_current_span(),
                 );
             }
             while let Some(r) = set.join_next().await {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use braintrust::{
-    current_span, start_span, Config, Instrument, LoggerOptions, QueueFullPolicy, SpanArgs, State,
+    current_span, start_span, Config, LoggerOptions, QueueFullPolicy, SpanArgs, State, WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::Value;

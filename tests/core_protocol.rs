@@ -474,19 +474,20 @@ fn masking_applies_to_user_fields_and_failures_become_markers() {
 #[test]
 fn experiments_register_and_log_eval_roots() {
     let (server, state, _logger) = setup("exp-project", |c| c.sync_flush(true));
-    let exp = braintrust::init(
-        "exp-project",
+    let exp = braintrust::init_experiment(
         braintrust::ExperimentOptions::new()
+            .project("exp-project")
             .name("exp-1")
             .metadata(json!({"k": "v"}))
             .tags(["a"])
             .state(state),
     )
     .unwrap();
-    let span =
-        exp.start_span(SpanArgs::new().event(Event::new().input(1).output(2).score("s", 1.0)));
+    let span = exp
+        .as_logger()
+        .start_span(SpanArgs::new().event(Event::new().input(1).output(2).score("s", 1.0)));
     span.end();
-    exp.flush().unwrap();
+    exp.as_logger().flush().unwrap();
     let req = server
         .requests()
         .into_iter()
@@ -498,7 +499,10 @@ fn experiments_register_and_log_eval_roots() {
     assert_eq!(body["public"], false);
     assert_eq!(body["metadata"], json!({"k": "v"}));
     let row = &server.rows()[0];
-    assert_eq!(row["experiment_id"].as_str(), exp.id().as_deref());
+    assert_eq!(
+        row["experiment_id"].as_str(),
+        exp.as_logger().id().as_deref()
+    );
     assert_eq!(row["span_attributes"]["type"], "eval");
     assert_eq!(row["span_attributes"]["name"], "root");
     assert!(row.get("project_id").is_none());

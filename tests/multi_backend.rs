@@ -8,7 +8,7 @@ mod tls;
 use std::time::{Duration, Instant};
 
 use braintrust::{
-    Config, Event, HttpOptions, Instrument, LifecyclePolicy, LoggerOptions, SpanArgs, State,
+    Config, Event, HttpOptions, LifecyclePolicy, LoggerOptions, SpanArgs, State, WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use common::config_for;

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use braintrust::{
-    current_span, init_logger, traced, Config, Event, Instrument, LoggerOptions, Span, SpanArgs,
-    State,
+    current_span, init_logger, traced_sync, Config, Event, LoggerOptions, Span, SpanArgs, State,
+    WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::{json, Value};
@@ -304,7 +304,7 @@ fn closure_forms() {
             })
             .await;
         assert_eq!(out, "item 2");
-        let n = traced(SpanArgs::new().name("sync closure"), |_| count_words("a b"));
+        let n = traced_sync(SpanArgs::new().name("sync closure"), |_| count_words("a b"));
         assert_eq!(n, 2);
     });
     assert_eq!(rows.named("async closure")["output"], "item 2");

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use braintrust::{
-    current_span, start_span, traced, traced_async, Config, Instrument, LoggerOptions, SpanArgs,
-    State,
+    current_span, start_span, traced, traced_async, Config, LoggerOptions, SpanArgs, State,
+    WithSpan,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde_json::Value;

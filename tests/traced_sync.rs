@@ -2,7 +2,8 @@
 //! logs, errors, panics, methods, nesting.
 
 use braintrust::{
-    current_span, init_logger, traced, Config, Event, Logger, LoggerOptions, SpanArgs, State,
+    current_span, init_logger, traced, traced_sync, Config, Event, Logger, LoggerOptions, SpanArgs,
+    State,
 };
 use braintrust_devserver::{DevServer, DevServerConfig};
 use serde::Serialize;
@@ -511,8 +512,9 @@ fn methods_do_not_capture_self() {
         assert_eq!(acc.close("done"), "closed with 16 (done)");
     });
     assert_eq!(rows.named("Account::open")["input"], json!({"balance": 10}));
+    // `self` is never logged: a method with no other parameter logs `{}`.
     let b = rows.named("balance");
-    assert!(absent(&b["input"]));
+    assert_eq!(b["input"], json!({}));
     assert_eq!(b["output"], json!(10));
     assert_eq!(rows.named("deposit")["input"], json!({"amount": 5}));
     assert_eq!(rows.named("deposit")["output"], json!(15));
@@ -526,7 +528,7 @@ fn closure_form_and_wrapped_function() {
         s.to_uppercase()
     }
     let rows = rows_of(|| {
-        let n = traced(SpanArgs::new().name("closure"), |span| {
+        let n = traced_sync(SpanArgs::new().name("closure"), |span| {
             span.log(Event::new().input("in").output("out")).unwrap();
             add(1, 1)
         });
@@ -538,4 +540,13 @@ fn closure_form_and_wrapped_function() {
     assert_eq!(rows.parent_of("add")["span_attributes"]["name"], "closure");
     assert_eq!(rows.named("shout")["input"], "hey");
     assert_eq!(rows.named("shout")["output"], "HEY");
+}
+
+/// A function without parameters logs input `{}`, as the Python SDK does.
+#[test]
+fn function_without_parameters_logs_empty_input() {
+    let rows = rows_of(|| {
+        located();
+    });
+    assert_eq!(rows.named("located")["input"], json!({}));
 }

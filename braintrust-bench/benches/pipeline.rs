@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use braintrust::{init_logger, Config, Logger, LoggerOptions, SpanArgs, State};
 use braintrust_bench::sink::Sink;
-use braintrust_core::export::{ObjectType, SpanComponents};
-use braintrust_core::merge::{batch_partition, logs3_body, merge_row_batch, Row};
+use braintrust_core::__internal::merge::{batch_partition, logs3_body, merge_row_batch, Row};
+use braintrust_core::{ObjectType, SpanComponents};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use crossbeam_queue::ArrayQueue;
 use serde_json::{json, Value};

@@ -312,7 +312,7 @@ fn sink_check(sink: &Sink) -> Value {
                         .map(|r| row(format!("check-{c}-{b}-{r}")))
                         .collect();
                     let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-                    braintrust_core::merge::logs3_body(&refs)
+                    braintrust_core::__internal::merge::logs3_body(&refs)
                 })
                 .collect()
         })

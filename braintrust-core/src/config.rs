@@ -9,11 +9,11 @@ use std::time::Duration;
 use crate::lifecycle::LifecyclePolicy;
 
 /// Default app (control-plane) URL.
-pub const DEFAULT_APP_URL: &str = "https://www.braintrust.dev";
+pub(crate) const DEFAULT_APP_URL: &str = "https://www.braintrust.dev";
 /// Default maximum `/logs3` request body, 6 MiB (spec §1).
-pub const DEFAULT_MAX_REQUEST_SIZE: usize = 6 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 6 * 1024 * 1024;
 /// Default queue capacity in rows (spec §5.1, Python's value).
-pub const DEFAULT_QUEUE_SIZE: usize = 25_000;
+pub(crate) const DEFAULT_QUEUE_SIZE: usize = 25_000;
 
 /// What happens when the background queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub enum QueueFullPolicy {
 /// later in batches that mix many calls, so a header could not be attributed
 /// to one call. Route by logger/state instead (one `State` per backend).
 #[derive(Clone, Default)]
+#[must_use = "HttpOptions is a builder: pass it to Config::http"]
 pub struct HttpOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) connect_timeout: Option<Duration>,
@@ -121,6 +122,7 @@ impl HttpOptions {
 /// and override with the builder methods; builder values win over the
 /// environment.
 #[derive(Clone)]
+#[must_use = "Config is a builder: pass it to State::new"]
 pub struct Config {
     pub(crate) api_key: Option<String>,
     pub(crate) app_url: String,
@@ -207,7 +209,7 @@ pub(crate) fn redact_url(url: &str) -> String {
 /// Set to a true value to silence the warning about sending the API key over
 /// plain `http://` to a host that is not loopback (a deliberate setup, e.g.
 /// a TLS-terminating sidecar on a private network).
-pub const ALLOW_PLAIN_HTTP_ENV: &str = "BRAINTRUST_ALLOW_PLAIN_HTTP";
+pub(crate) const ALLOW_PLAIN_HTTP_ENV: &str = "BRAINTRUST_ALLOW_PLAIN_HTTP";
 
 /// Warns once per process when the API key is about to be sent in clear:
 /// `url` is plain `http://` and its host is not loopback.
@@ -281,7 +283,7 @@ pub(crate) fn env_str(name: &str) -> Option<String> {
 
 /// Parses a boolean the way both official SDKs together do: `true/1/yes/y/on`
 /// and `false/0/no/n/off`, case-insensitive; anything else is `None`.
-pub fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "y" | "on" => Some(true),
         "false" | "0" | "no" | "n" | "off" => Some(false),

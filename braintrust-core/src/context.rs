@@ -70,6 +70,14 @@ pub struct SpanGuard {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
+impl std::fmt::Debug for SpanGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanGuard")
+            .field("prev", &self.prev)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SpanGuard {
     pub(crate) fn enter(span: &Span) -> SpanGuard {
         let prev = if span.is_noop() && !has_current() {
@@ -98,7 +106,8 @@ impl Drop for SpanGuard {
 
 pin_project_lite::pin_project! {
     /// A future that runs with a span current on every poll, and while it is
-    /// dropped. Made by [`Instrument::in_span`] / [`Instrument::in_current_span`].
+    /// dropped. Made by [`WithSpan::in_span`] / [`WithSpan::with_current_span`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct InSpan<F> {
         #[pin]
         inner: Option<F>,
@@ -126,6 +135,14 @@ impl<F: Future> Future for InSpan<F> {
     }
 }
 
+impl<F> std::fmt::Debug for InSpan<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InSpan")
+            .field("span", &self.span)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F> InSpan<F> {
     /// The span this future runs in.
     pub fn span(&self) -> &Span {
@@ -133,17 +150,17 @@ impl<F> InSpan<F> {
     }
 }
 
-/// Attaches a span to a future, in the spirit of `tracing::Instrument`.
+/// Attaches a span to a future, in the spirit of `tracing::Instrument` (named apart from it, so both can be imported).
 ///
 /// ```
-/// use braintrust_core::{current_span, Instrument};
+/// use braintrust_core::{current_span, WithSpan};
 /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// rt.block_on(async {
 ///     // With no logger the current span is a no-op, and stays one.
-///     async { assert!(current_span().is_noop()) }.in_current_span().await
+///     async { assert!(current_span().is_noop()) }.with_current_span().await
 /// });
 /// ```
-pub trait Instrument: Future + Sized {
+pub trait WithSpan: Future + Sized {
     /// Runs this future with `span` current on every poll.
     fn in_span(self, span: Span) -> InSpan<Self> {
         InSpan {
@@ -152,9 +169,9 @@ pub trait Instrument: Future + Sized {
         }
     }
     /// Runs this future in the span that is current now, wherever it is polled later.
-    fn in_current_span(self) -> InSpan<Self> {
+    fn with_current_span(self) -> InSpan<Self> {
         self.in_span(current_span())
     }
 }
 
-impl<F: Future> Instrument for F {}
+impl<F: Future> WithSpan for F {}

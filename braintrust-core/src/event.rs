@@ -90,6 +90,7 @@ pub fn json_f64(v: f64) -> Value {
 /// );
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
+#[must_use = "Event is a builder: pass it to Span::log"]
 pub struct Event {
     pub(crate) input: Option<Value>,
     pub(crate) output: Option<Value>,

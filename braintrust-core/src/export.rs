@@ -21,7 +21,7 @@
 //! byte-identical slugs to the Python SDK.
 //!
 //! ```
-//! use braintrust_core::export::{ObjectType, SpanComponents};
+//! use braintrust_core::{ObjectType, SpanComponents};
 //!
 //! let slug = SpanComponents::new(ObjectType::ProjectLogs, "5f0e4a4e-3b8a-4f55-9a53-3d4c1e1f2a01")
 //!     .with_row_ids(
@@ -50,9 +50,9 @@ use serde_json::{Map, Value};
 pub const INVALID_ENCODING_MESSAGE: &str = "SpanComponents string is not properly encoded. This library only supports encoding versions up to 4. Please make sure the SDK library used to decode the SpanComponents is at least as new as any library used to encode it.";
 
 /// Version byte of the V3 format (legacy UUID ids).
-pub const ENCODING_VERSION_V3: u8 = 3;
+pub(crate) const ENCODING_VERSION_V3: u8 = 3;
 /// Version byte of the V4 format (the default; OpenTelemetry hex ids).
-pub const ENCODING_VERSION_V4: u8 = 4;
+pub(crate) const ENCODING_VERSION_V4: u8 = 4;
 
 /// Packed field id of `object_id` (V3; V4 decoders accept it as 16 bytes of hex).
 const FIELD_OBJECT_ID: u8 = 1;
@@ -160,8 +160,8 @@ impl From<ObjectType> for u8 {
 pub enum SlugError {
     /// The string is not a valid slug (bad base64, truncated, unknown version or
     /// object type, malformed JSON tail, or decoded fields that fail
-    /// [`SpanComponents::validate`]). `Display` is exactly
-    /// [`INVALID_ENCODING_MESSAGE`]; `reason` says what went wrong, for debugging.
+    /// [`SpanComponents::validate`]). `Display` is exactly the official SDKs'
+    /// message; `reason` says what went wrong, for debugging.
     #[error("{}", INVALID_ENCODING_MESSAGE)]
     InvalidEncoding {
         /// What exactly failed (not part of the displayed message).
@@ -278,7 +278,7 @@ impl SpanComponents {
     /// (including empty maps); if nothing remains there is no tail.
     ///
     /// ```
-    /// use braintrust_core::export::{ObjectType, SpanComponents};
+    /// use braintrust_core::{ObjectType, SpanComponents};
     /// let s = SpanComponents::new(ObjectType::Experiment, "0c8d7c0e-9f1b-4a7e-8b1c-6a2d3e4f5a6b");
     /// assert_eq!(
     ///     s.to_v4_string(),
@@ -382,13 +382,13 @@ impl SpanComponents {
     /// `Display` is exactly [`INVALID_ENCODING_MESSAGE`].
     ///
     /// ```
-    /// use braintrust_core::export::{ObjectType, SpanComponents, INVALID_ENCODING_MESSAGE};
+    /// use braintrust_core::{ObjectType, SlugError, SpanComponents};
     /// let c = SpanComponents::parse("AwEBAQyNfA6fG0p+ixxqLT5PWms=").unwrap();
     /// assert_eq!(c.object_type, ObjectType::Experiment);
     /// assert_eq!(c.object_id.as_deref(), Some("0c8d7c0e-9f1b-4a7e-8b1c-6a2d3e4f5a6b"));
     ///
     /// let err = SpanComponents::parse("not-base64!!").unwrap_err();
-    /// assert_eq!(err.to_string(), INVALID_ENCODING_MESSAGE);
+    /// assert!(matches!(err, SlugError::InvalidEncoding { .. }));
     /// ```
     pub fn parse(s: &str) -> Result<SpanComponents, SlugError> {
         let bytes = decode_base64(s).ok_or(SlugError::invalid("not valid base64"))?;
@@ -735,66 +735,40 @@ fn apply_tail(out: &mut SpanComponents, tail: &[u8]) -> Result<(), SlugError> {
 // Id helpers
 // ---------------------------------------------------------------------------
 
-fn hex_val_lower(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    }
-}
+// The hex and UUID text codecs are uuid's: 32 lowercase hex digits are its
+// "simple" form, 16 are the last half of one.
 
-/// Parses exactly `2 * N` lowercase hex chars.
+/// Parses exactly `2 * N` lowercase hex chars (`N` is 8 or 16).
 fn lower_hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
-    if b.len() != 2 * N {
+    if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
+    let mut padded = [b'0'; 32];
+    padded[32 - 2 * N..].copy_from_slice(s.as_bytes());
+    let u = uuid::Uuid::try_parse_ascii(&padded).ok()?;
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (hex_val_lower(b[2 * i])? << 4) | hex_val_lower(b[2 * i + 1])?;
-    }
+    out.copy_from_slice(&u.as_bytes()[16 - N..]);
     Some(out)
 }
 
 /// Parses a canonical lowercase dashed UUID (`8-4-4-4-12`).
 fn canonical_uuid_bytes(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-        return None;
-    }
-    let mut hex = [0u8; 32];
-    let mut j = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            continue;
-        }
-        hex[j] = c;
-        j += 1;
-    }
-    lower_hex_bytes::<16>(std::str::from_utf8(&hex).ok()?)
+    let u = uuid::Uuid::try_parse(s).ok()?;
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    (u.hyphenated().encode_lower(&mut buf) == s).then(|| *u.as_bytes())
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
+/// Lowercase hex of 8 or 16 bytes.
 fn hex_lower(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(HEX_DIGITS[(b >> 4) as usize] as char);
-        s.push(HEX_DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
+    let mut full = [0u8; 16];
+    full[16 - bytes.len()..].copy_from_slice(bytes);
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let hex = uuid::Uuid::from_bytes(full).simple().encode_lower(&mut buf);
+    hex[32 - 2 * bytes.len()..].to_string()
 }
 
 fn format_uuid(b: &[u8; 16]) -> String {
-    let h = hex_lower(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::from_bytes(*b).hyphenated().to_string()
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// One identifier as it appears on the wire.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub enum Id {
+pub(crate) enum Id {
     /// 8 random bytes, written as 16 lowercase hex chars (OpenTelemetry span id).
     Hex64(u64),
     /// 16 random bytes, written as 32 lowercase hex chars (OpenTelemetry trace id).
@@ -42,7 +42,7 @@ impl Id {
         Id::Uuid(v)
     }
     /// Parses text into the most compact form that formats back to the same text.
-    pub fn parse(s: &str) -> Id {
+    pub(crate) fn parse(s: &str) -> Id {
         let lower_hex = |s: &str| {
             s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -66,16 +66,6 @@ impl Id {
         }
         Id::Str(Arc::from(s))
     }
-    /// True for the OpenTelemetry hex forms (these export as V4 and inject as W3C).
-    pub fn is_hex(&self) -> bool {
-        match self {
-            Id::Hex64(_) | Id::Hex128(_) => true,
-            Id::Uuid(_) => false,
-            Id::Str(s) => {
-                (s.len() == 16 || s.len() == 32) && s.bytes().all(|b| b.is_ascii_hexdigit())
-            }
-        }
-    }
 }
 
 fn nonzero64() -> u64 {
@@ -96,41 +86,30 @@ fn nonzero128() -> u128 {
     }
 }
 
-/// Writes the low `out.len()` hex digits of `v`, most significant first.
-fn hex_digits(v: u128, out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, b) in out.iter_mut().enumerate() {
-        let shift = 4 * (n - 1 - i);
-        *b = HEX[((v >> shift) & 0xf) as usize];
-    }
-}
-
 impl Id {
     /// The wire text into a stack buffer (no formatting machinery: ids are
     /// formatted once per row on the logger thread); 0 for [`Id::Str`],
     /// which is written as it is.
     pub(crate) fn encode(&self, buf: &mut [u8; 36]) -> usize {
         match self {
+            // uuid's encoders: 32 hex digits are its "simple" form, and a
+            // 64-bit id is the last 16 of them.
             Id::Hex64(v) => {
-                hex_digits(u128::from(*v), &mut buf[..16]);
+                let mut full = [0u8; 32];
+                uuid::Uuid::from_u128(u128::from(*v))
+                    .simple()
+                    .encode_lower(&mut full);
+                buf[..16].copy_from_slice(&full[16..]);
                 16
             }
             Id::Hex128(v) => {
-                hex_digits(*v, &mut buf[..32]);
+                uuid::Uuid::from_u128(*v)
+                    .simple()
+                    .encode_lower(&mut buf[..32]);
                 32
             }
             Id::Uuid(v) => {
-                // 8-4-4-4-12
-                hex_digits(v >> 96, &mut buf[0..8]);
-                buf[8] = b'-';
-                hex_digits(v >> 80, &mut buf[9..13]);
-                buf[13] = b'-';
-                hex_digits(v >> 64, &mut buf[14..18]);
-                buf[18] = b'-';
-                hex_digits(v >> 48, &mut buf[19..23]);
-                buf[23] = b'-';
-                hex_digits(*v, &mut buf[24..36]);
+                uuid::Uuid::from_u128(*v).hyphenated().encode_lower(buf);
                 36
             }
             Id::Str(_) => 0,

@@ -5,57 +5,106 @@
 //! Most users depend on the `braintrust` facade crate, which re-exports this
 //! and adds `#[traced]`.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod api;
 mod attachment;
-pub mod config;
+mod config;
 mod context;
 mod diagnostics;
 mod error;
 mod event;
-pub mod export;
+mod export;
 mod ids;
 mod lifecycle;
 mod logger;
-pub mod merge;
+mod merge;
 mod pipeline;
 mod propagation;
-pub mod retry;
+mod retry;
 mod span;
 mod state;
 mod summary;
-pub mod task;
+mod task;
 mod time;
+// Public only for the paths inside the `#[traced]` helper macros
+// (`$crate::traced::__macro_support`); its API is re-exported below.
+#[doc(hidden)]
 pub mod traced;
-pub mod w3c;
+mod w3c;
 
+// Configuration and backends.
 pub use api::LoginInfo;
 pub use attachment::{
     Attachment, AttachmentError, AttachmentReference, ExternalAttachment, StoredAttachment,
     UploadStatus,
 };
 pub use config::{Config, HttpOptions, QueueFullPolicy};
-pub use context::{current_span, replace_current_span, InSpan, Instrument, SpanGuard};
-pub use error::Error;
-pub use event::{error_string, json_f64, Event, ScoreValue, ValidationError};
-pub use export::{ObjectType, SlugError, SpanComponents};
-pub use ids::Id;
 pub use lifecycle::{ExitPolicy, LifecyclePolicy};
-pub use logger::{
-    current_logger, init, init_logger, is_enabled, set_current_logger, start_span, start_span_at,
-    Experiment, ExperimentOptions, Logger, LoggerOptions,
-};
 pub use pipeline::{LossReport, MaskingFunction, RowObserver, Stats};
-pub use propagation::{extract, permalink, update_span};
-pub use span::{Parent, Span, SpanArgs, SpanType};
+pub use retry::RetryPolicy;
 pub use state::State;
+// Containers: where spans are logged.
+pub use logger::{
+    current_logger, init_experiment, init_logger, is_enabled, set_current_logger, Experiment,
+    ExperimentOptions, Logger, LoggerOptions,
+};
 pub use summary::{ExperimentSummary, MetricSummary, ScoreSummary, SummaryTotals};
-pub use time::now_secs;
-pub use w3c::{Carrier, TraceContext};
-// Re-exports of the `task` and `traced` modules (owned by their modules).
-pub use task::*;
-pub use traced::*;
+// Spans and what they log.
+pub use error::Error;
+pub use event::{error_string, Event, ScoreValue, ValidationError};
+pub use logger::start_span;
+pub use span::{Parent, Span, SpanArgs, SpanType};
+// The current span, closures and futures.
+pub use context::{current_span, replace_current_span, InSpan, SpanGuard, WithSpan};
+pub use traced::{
+    traced_async, traced_sync, wrap_traced, wrap_traced_async, EndSpan, LogOutput, OnReady,
+    TracedFuture,
+};
+// Carrying the current span into tasks, threads and pools.
+pub use task::{
+    spawn, spawn_blocking, spawn_local, thread, wrap_fn, wrap_map, PoolJoinHandle, TracedHandle,
+    TracedRuntime, TracedThreadPool,
+};
+// Across processes: exported slugs, W3C headers, permalinks.
+pub use export::{ObjectType, SlugError, SpanComponents};
+pub use propagation::{extract, permalink, update_span};
+pub use w3c::{Carrier, TraceContext, TraceParent};
+
+/// Plumbing shared with the other crates of this workspace (the `#[traced]`
+/// expansion, `braintrust-openai`, the integrations, the benchmarks and the
+/// protocol vector tests). Not part of the public API: it changes in any
+/// release without notice.
+#[doc(hidden)]
+pub mod __internal {
+    pub use crate::event::json_f64;
+    pub use crate::export::INVALID_ENCODING_MESSAGE;
+    pub use crate::logger::start_span_at;
+    pub use crate::traced::{__macro_support, CANCELLED};
+
+    /// The client-side merge and batching of rows (protocol vectors, benchmarks).
+    pub mod merge {
+        pub use crate::merge::{
+            batch_byte_limit, batch_partition, deep_merge_into, logs3_body, merge_row_batch,
+            MergeError, Row, IS_MERGE_FIELD, LOGS3_EMPTY_ENVELOPE, LOGS3_ENVELOPE_LEN,
+            MERGE_KEY_FIELDS, MERGE_ROW_SKIP_FIELDS,
+        };
+    }
+
+    /// The W3C trace-context codecs (protocol vectors, OpenTelemetry interop).
+    pub mod w3c {
+        pub use crate::w3c::{
+            baggage_braintrust_parent, decode_baggage_value, encode_baggage_value, extract,
+            format_traceparent, inject_into, merge_baggage, parse_baggage, parse_traceparent,
+            MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS,
+        };
+    }
+
+    /// The one retry policy, for `braintrust-openai`.
+    pub mod retry {
+        pub use crate::retry::{parse_retry_after, retry_after_header, Retry, RetryPolicy};
+    }
+}
 
 /// Flushes every backend in the process: blocks until everything queued
 /// before the call is delivered or has failed for good (the error).

@@ -32,10 +32,10 @@ pub trait ExitPolicy: Send + Sync {
 
 /// The default exit flush gives up after this long without any row reaching
 /// an outcome (a hung backend), ...
-pub const DEFAULT_EXIT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_EXIT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ... and after this long in all, even while rows are still moving. Both
 /// fit a Kubernetes pod's default 30 s termination grace period.
-pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a state does at process exit.
 ///
@@ -48,8 +48,8 @@ pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone, Default)]
 pub enum LifecyclePolicy {
     /// Deliver what is queued before exiting, within a bound: at most
-    /// [`DEFAULT_EXIT_TIMEOUT`] in all, and at most the configured
-    /// `exit_idle_timeout` ([`DEFAULT_EXIT_IDLE_TIMEOUT`]) without progress.
+    /// 20 s in all, and at most the configured `exit_idle_timeout`
+    /// (default 10 s) without progress.
     /// Rows still undelivered then are given up: counted, written to the
     /// failed-payload directory when set, and reported in one stderr line.
     #[default]

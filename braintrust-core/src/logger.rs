@@ -2,7 +2,6 @@
 //! ([`Experiment`]), plus the process-wide "current logger" and the top-level
 //! [`start_span`].
 
-use std::ops::Deref;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -133,7 +132,8 @@ impl ObjectInner {
 }
 
 /// Options of [`init_logger`].
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
+#[must_use = "LoggerOptions is a builder: pass it to init_logger"]
 pub struct LoggerOptions {
     pub(crate) project_name: Option<String>,
     pub(crate) project_id: Option<String>,
@@ -170,9 +170,12 @@ impl LoggerOptions {
     }
 }
 
-/// Options of [`init`] (experiments).
+/// Options of [`init_experiment`]: the project (as in [`LoggerOptions`]) and
+/// the experiment's name, description, metadata, base experiment.
 #[derive(Debug, Clone, Default)]
+#[must_use = "ExperimentOptions is a builder: pass it to init_experiment"]
 pub struct ExperimentOptions {
+    pub(crate) project_name: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) metadata: Option<Map<String, Value>>,
@@ -233,6 +236,12 @@ impl ExperimentOptions {
     /// Compare against this base experiment.
     pub fn base_experiment_id(mut self, id: impl Into<String>) -> Self {
         self.base_experiment_id = Some(id.into());
+        self
+    }
+    /// Project name (registered in the background, get-or-create), as
+    /// [`LoggerOptions::project`].
+    pub fn project(mut self, name: impl Into<String>) -> Self {
+        self.project_name = Some(name.into());
         self
     }
     /// The project by id instead of by name.
@@ -306,8 +315,18 @@ pub fn init_logger(options: LoggerOptions) -> Result<Logger, Error> {
     Ok(logger)
 }
 
-/// Starts an experiment in `project`. Returns at once, like [`init_logger`].
-pub fn init(project: &str, options: ExperimentOptions) -> Result<Experiment, Error> {
+/// Creates (or, with [`ExperimentOptions::update`], continues) an experiment
+/// in the options' project. Returns at once, like [`init_logger`]: the
+/// project and experiment are registered in the background.
+///
+/// ```
+/// use braintrust_core::{init_experiment, ExperimentOptions};
+/// let options = ExperimentOptions::new().project("my-project").name("baseline");
+/// # let _ = options;
+/// // let experiment = init_experiment(options)?;
+/// // experiment.as_logger().start_span(Default::default()).end();
+/// ```
+pub fn init_experiment(options: ExperimentOptions) -> Result<Experiment, Error> {
     let explicit = options.state.is_some();
     let state = match options.state.clone() {
         Some(s) => s,
@@ -318,7 +337,7 @@ pub fn init(project: &str, options: ExperimentOptions) -> Result<Experiment, Err
         state,
         ObjectType::Experiment,
         ObjectSpec::Experiment {
-            project_name: (!project.is_empty()).then(|| project.to_string()),
+            project_name: options.project_name.clone().filter(|p| !p.is_empty()),
             project_id: options.project_id.clone(),
             options: Box::new(options),
         },
@@ -554,19 +573,13 @@ impl Logger {
     }
 }
 
-/// An experiment: like a [`Logger`], with `eval` roots. Derefs to `Logger`.
+/// An experiment: a container of `eval` roots, logged to through
+/// [`as_logger`](Self::as_logger) (spans, flush, ids) like a [`Logger`].
 #[derive(Clone, Debug)]
 pub struct Experiment(pub(crate) Logger);
 
-impl Deref for Experiment {
-    type Target = Logger;
-    fn deref(&self) -> &Logger {
-        &self.0
-    }
-}
-
 impl Experiment {
-    /// The logger view of this experiment.
+    /// The logger view of this experiment: start spans, log, flush, resolve ids.
     pub fn as_logger(&self) -> &Logger {
         &self.0
     }

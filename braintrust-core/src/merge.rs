@@ -3,7 +3,7 @@
 //! `batch_items`.
 //!
 //! ```
-//! use braintrust_core::merge::{batch_partition, logs3_body, merge_row_batch, Row};
+//! use braintrust_core::__internal::merge::{batch_partition, logs3_body, merge_row_batch, Row};
 //! use serde_json::json;
 //!
 //! let row = |v: serde_json::Value| -> Row { v.as_object().unwrap().clone() };
@@ -63,7 +63,7 @@ pub const MERGE_ROW_SKIP_FIELDS: [&str; 5] = [
 ];
 
 /// The error message for a row without an `id`, identical to the Python SDK's.
-pub const MISSING_ID_MESSAGE: &str = "Logged row is missing an id. This is an internal braintrust error. Please contact us at info@braintrust.dev for help";
+pub(crate) const MISSING_ID_MESSAGE: &str = "Logged row is missing an id. This is an internal braintrust error. Please contact us at info@braintrust.dev for help";
 
 /// The empty `/logs3` request envelope; its length is [`LOGS3_ENVELOPE_LEN`].
 pub const LOGS3_EMPTY_ENVELOPE: &str = r#"{"rows": [], "api_version": 2}"#;
@@ -76,7 +76,7 @@ pub const LOGS3_ENVELOPE_LEN: usize = 30;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
     /// The row at `index` of the input has no `id` or a `null` one. `Display` is
-    /// exactly [`MISSING_ID_MESSAGE`].
+    /// exactly `MISSING_ID_MESSAGE`.
     #[error("{}", MISSING_ID_MESSAGE)]
     MissingId {
         /// Position of the offending row in the input.

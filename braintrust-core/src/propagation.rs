@@ -381,22 +381,16 @@ fn braintrust_parent_value(object: &Arc<ObjectInner>) -> Option<String> {
     }
 }
 
+/// `application/x-www-form-urlencoded`: unreserved characters kept, space as `+`.
 fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    s.split(' ')
+        .map(crate::w3c::encode_baggage_value)
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 fn uri_component(s: &str) -> String {
-    form_encode(s).replace('+', "%20")
+    crate::w3c::encode_baggage_value(s)
 }
 
 /// A link to the span an exported slug names (spec §7.7). Logs in (blocking)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 ///
 /// ```
 /// use std::time::Duration;
-/// use braintrust_core::retry::RetryPolicy;
+/// use braintrust_core::__internal::retry::RetryPolicy;
 /// let policy = RetryPolicy::new()
 ///     .max_attempts(3)
 ///     .base_delay(Duration::from_millis(100))
@@ -161,7 +161,7 @@ fn jitter(d: Duration) -> Duration {
 ///
 /// ```
 /// use std::time::Duration;
-/// use braintrust_core::retry::parse_retry_after;
+/// use braintrust_core::__internal::retry::parse_retry_after;
 /// assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
 /// assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
 /// assert_eq!(parse_retry_after("soon"), None);

@@ -15,6 +15,7 @@ use crate::logger::ObjectInner;
 
 /// `span_attributes.type`: the span types the protocol knows (spec §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SpanType {
     /// A call to a language model.
     Llm,
@@ -111,7 +112,7 @@ impl std::str::FromStr for SpanType {
 }
 
 /// Where a new span hangs in the trace. Wins over the current span (spec §6.1).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Parent {
     /// Under this span (same trace, same container).
     Span(Span),
@@ -160,7 +161,8 @@ impl From<crate::w3c::TraceContext> for Parent {
 ///     .event(Event::new().input("query"));
 /// # let _ = args;
 /// ```
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
+#[must_use = "SpanArgs is a builder: pass it to start_span"]
 pub struct SpanArgs {
     pub(crate) name: Option<Cow<'static, str>>,
     pub(crate) span_type: Option<SpanType>,

@@ -24,6 +24,11 @@ pub(crate) struct StateInner {
 /// delivery pipeline (queue, logger thread, counters) and the exit policy.
 /// Cheap to clone; clones share everything.
 ///
+/// Most programs never name it: [`init_logger`](crate::init_logger) uses the
+/// process-wide one built from the environment ([`State::default_state`]).
+/// Make your own with [`State::new`] to log to a second organization or
+/// server, and pass it through [`LoggerOptions::state`](crate::LoggerOptions::state).
+///
 /// ```
 /// use braintrust_core::{State, Config, HttpOptions};
 /// let byoc = State::new(

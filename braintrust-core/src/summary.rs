@@ -149,16 +149,18 @@ impl Experiment {
     /// duration and token totals. Blocks; call it from synchronous code or `spawn_blocking`.
     ///
     /// ```no_run
-    /// let experiment = braintrust_core::init("my-project", Default::default())?;
+    /// let experiment = braintrust_core::init_experiment(
+    ///     braintrust_core::ExperimentOptions::new().project("my-project"),
+    /// )?;
     /// // ... log the experiment's rows ...
     /// let summary = experiment.summarize()?;
     /// print!("{summary}");
     /// # Ok::<(), braintrust_core::Error>(())
     /// ```
     pub fn summarize(&self) -> Result<ExperimentSummary, Error> {
-        self.flush()?;
-        let id = self.resolve_id()?;
-        let state = self.state().clone();
+        self.0.flush()?;
+        let id = self.0.resolve_id()?;
+        let state = self.0.state().clone();
         let login = state.login()?;
         let key = state.config().api_key.clone().ok_or(Error::NoApiKey)?;
         let http = state.api().http()?;

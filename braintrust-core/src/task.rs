@@ -19,10 +19,10 @@
 //!
 //! | instead of | write |
 //! | --- | --- |
-//! | `tokio::spawn(fut)` | [`spawn`]`(fut)` or `tokio::spawn(fut.in_current_span())` |
+//! | `tokio::spawn(fut)` | [`spawn`]`(fut)` or `tokio::spawn(fut.with_current_span())` |
 //! | `tokio::task::spawn_blocking(f)` | [`spawn_blocking`]`(f)` |
 //! | `tokio::task::spawn_local(fut)` | [`spawn_local`]`(fut)` |
-//! | `join_set.spawn(fut)` | `join_set.spawn(fut.in_current_span())` |
+//! | `join_set.spawn(fut)` | `join_set.spawn(fut.with_current_span())` |
 //! | `handle.spawn(fut)` | [`TracedHandle`]`::new(handle).spawn(fut)` |
 //! | `std::thread::spawn(f)` | [`thread::spawn`]`(f)` |
 //! | `scope.spawn(f)` (in `std::thread::scope`) | [`thread::spawn_scoped`]`(scope, f)` |
@@ -30,7 +30,7 @@
 //! | `rayon::spawn(f)`, any `FnOnce` executor | `rayon::spawn(`[`wrap_fn`]`(f))` |
 //! | `items.par_iter().map(f)` | `items.par_iter().map(`[`wrap_map`]`(f))` |
 //!
-//! `.in_current_span()` comes from [`Instrument`]. Futures combined in one
+//! `.with_current_span()` comes from [`WithSpan`]. Futures combined in one
 //! task (`join!`, `select!`, `FuturesUnordered`) are polled inside that task,
 //! so they see its current span without any helper; give a branch its own
 //! span with `branch.in_span(span)`. A branch that loses a `select!` is
@@ -39,7 +39,7 @@
 //! # Executors you own (hyper, tower, rayon)
 //!
 //! Hand the executor work that is already bound to the span: a future through
-//! [`Instrument::in_current_span`], a closure through [`wrap_fn`]. For hyper's
+//! [`WithSpan::with_current_span`], a closure through [`wrap_fn`]. For hyper's
 //! `rt::Executor` (the connection tasks HTTP/2 spawns), forward to [`spawn`]:
 //!
 //! ```
@@ -82,7 +82,7 @@
 //!   task that spawned it, which is known only at the spawn call.
 //!
 //! So propagation is explicit: change `tokio::spawn` to `braintrust::spawn`
-//! (same signature), or wrap the future with `.in_current_span()`. The one
+//! (same signature), or wrap the future with `.with_current_span()`. The one
 //! exception is a direct traced call, `tokio::spawn(traced_fn(x))`: a
 //! `#[traced]` function notes the caller's span when it is *called*, so it
 //! nests without a helper.
@@ -97,7 +97,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::task::JoinHandle;
 
-use crate::context::{current_span, Instrument};
+use crate::context::{current_span, WithSpan};
 #[cfg(doc)]
 use crate::span::Span;
 
@@ -123,7 +123,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(future.in_current_span())
+    tokio::spawn(future.with_current_span())
 }
 
 /// `tokio::task::spawn_blocking` that runs `f` in the span current at the call.
@@ -164,7 +164,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    tokio::task::spawn_local(future.in_current_span())
+    tokio::task::spawn_local(future.with_current_span())
 }
 
 /// Binds `f` to the span current now: the returned closure runs `f` with that
@@ -317,7 +317,7 @@ impl TracedHandle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle.spawn(future.in_current_span())
+        self.handle.spawn(future.with_current_span())
     }
 
     /// Runs `f` on the runtime's blocking pool, in the span current at the call.
@@ -335,7 +335,7 @@ impl TracedHandle {
     /// async context).
     #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.handle.block_on(future.in_current_span())
+        self.handle.block_on(future.with_current_span())
     }
 
     /// The wrapped handle (for APIs that need the plain one).
@@ -404,7 +404,7 @@ impl TracedRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.rt.spawn(future.in_current_span())
+        self.rt.spawn(future.with_current_span())
     }
 
     /// Runs `f` on the runtime's blocking pool, in the span current at the call.
@@ -421,7 +421,7 @@ impl TracedRuntime {
     /// call. Panics inside an async context, like `Runtime::block_on`.
     #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.rt.block_on(future.in_current_span())
+        self.rt.block_on(future.with_current_span())
     }
 
     /// The wrapped runtime.

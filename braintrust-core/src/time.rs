@@ -1,7 +1,7 @@
 //! Time: float Unix seconds and RFC 3339 text, as the protocol writes them.
 
 /// Float Unix seconds now.
-pub fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

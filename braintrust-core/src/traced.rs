@@ -1,4 +1,4 @@
-//! Runtime of `#[traced]` and of the closure forms [`traced`], [`traced_async`],
+//! Runtime of `#[traced]` and of the closure forms [`traced_sync`], [`traced_async`],
 //! [`wrap_traced`] and [`wrap_traced_async`].
 //!
 //! The attribute macro only rearranges the user's function; everything it
@@ -49,12 +49,7 @@ pub const CANCELLED: &str = "cancelled";
 /// The `error` text for a panic payload: `"panicked: <message>"`, where the
 /// message is the `&str` or `String` given to `panic!`, or `Box<dyn Any>`
 /// for other payloads (as the standard panic hook prints it).
-///
-/// ```
-/// let payload = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
-/// assert_eq!(braintrust_core::panic_error(&*payload), "panicked: boom 7");
-/// ```
-pub fn panic_error(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_error(payload: &(dyn Any + Send)) -> String {
     let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
         s
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -104,8 +99,8 @@ fn run_in<R>(span: &Span, f: impl FnOnce() -> R) -> R {
 /// is not logged: log what you want with `span.log(...)`.
 ///
 /// ```
-/// use braintrust_core::{traced, Event, SpanArgs, SpanType};
-/// let answer = traced(SpanArgs::new().name("add").span_type(SpanType::Tool), |span| {
+/// use braintrust_core::{traced_sync, Event, SpanArgs, SpanType};
+/// let answer = traced_sync(SpanArgs::new().name("add").span_type(SpanType::Tool), |span| {
 ///     let sum = 1 + 1;
 ///     span.log(Event::new().input("1+1").output(sum)).unwrap();
 ///     sum
@@ -113,7 +108,7 @@ fn run_in<R>(span: &Span, f: impl FnOnce() -> R) -> R {
 /// assert_eq!(answer, 2);
 /// ```
 #[track_caller]
-pub fn traced<R>(args: SpanArgs, f: impl FnOnce(&Span) -> R) -> R {
+pub fn traced_sync<R>(args: SpanArgs, f: impl FnOnce(&Span) -> R) -> R {
     let span = start_span_at(args, Location::caller());
     let r = run_in(&span, || f(&span));
     span.end();
@@ -299,6 +294,14 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F, R> std::fmt::Debug for TracedFuture<F, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracedFuture")
+            .field("span", &self.span)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F, R> TracedFuture<F, R> {
     /// Runs `inner` in `span`, calling `on_ready` with its output on completion.
     pub fn new(span: Span, inner: F, on_ready: R) -> Self {
@@ -372,6 +375,7 @@ impl<F: Future, R: OnReady<F::Output>> Future for TracedFuture<F, R> {
 /// `Box<dyn Error + Send + Sync>`), then `Display`, then `Debug`, then a
 /// placeholder.
 #[doc(hidden)]
+#[allow(missing_debug_implementations)]
 pub mod __macro_support {
     use std::error::Error as StdError;
     use std::fmt::{Debug, Display};
@@ -1023,12 +1027,13 @@ mod tests {
         let (server, logger) = setup();
         let root = logger.start_span(SpanArgs::new().name("root"));
         root.in_scope(|| {
-            traced(SpanArgs::new().name("outer"), |outer| {
+            traced_sync(SpanArgs::new().name("outer"), |outer| {
                 assert!(outer.is_current());
-                traced(SpanArgs::new().name("inner"), |_| ());
+                traced_sync(SpanArgs::new().name("inner"), |_| ());
             });
-            let r =
-                panic::catch_unwind(|| traced(SpanArgs::new().name("boom"), |_| panic!("kaboom")));
+            let r = panic::catch_unwind(|| {
+                traced_sync(SpanArgs::new().name("boom"), |_| panic!("kaboom"))
+            });
             assert!(r.is_err());
             let add = wrap_traced(SpanArgs::new().name("add"), |(a, b): (i32, i32)| a + b);
             assert_eq!(add((1, 2)), 3);

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::collections::HashMap;
-//! use braintrust_core::w3c::{extract, inject_into};
+//! use braintrust_core::__internal::w3c::{extract, inject_into};
 //!
 //! let mut headers: HashMap<String, String> = HashMap::new();
 //! headers.insert("Baggage".into(), "vendor=a%2Fb".into());
@@ -46,25 +46,20 @@ use std::fmt;
 use std::hash::BuildHasher;
 
 /// Header name of the W3C `traceparent`.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub(crate) const TRACEPARENT_HEADER: &str = "traceparent";
 /// Header name of the W3C `tracestate` (relayed, never interpreted).
-pub const TRACESTATE_HEADER: &str = "tracestate";
+pub(crate) const TRACESTATE_HEADER: &str = "tracestate";
 /// Header name of the W3C `baggage`.
-pub const BAGGAGE_HEADER: &str = "baggage";
+pub(crate) const BAGGAGE_HEADER: &str = "baggage";
 /// The baggage key carrying the Braintrust parent object.
-pub const BRAINTRUST_PARENT_KEY: &str = "braintrust.parent";
+pub(crate) const BRAINTRUST_PARENT_KEY: &str = "braintrust.parent";
 /// Trace flags written for traces that did not come from W3C: sampled.
-pub const DEFAULT_TRACE_FLAGS: &str = "01";
+pub(crate) const DEFAULT_TRACE_FLAGS: &str = "01";
 /// W3C baggage limit: at most this many list members.
 pub const MAX_BAGGAGE_MEMBERS: usize = 64;
 /// W3C baggage limit: at most this many bytes.
 pub const MAX_BAGGAGE_BYTES: usize = 8192;
-/// The placeholder `row_id` of the V4 slug built from an extracted
-/// `traceparent` (spec §7.8): `{object, row_id: "bt-propagation",
-/// span_id: <traceparent span id>, root_span_id: <traceparent trace id>}`.
-pub const PROPAGATION_ROW_ID: &str = "bt-propagation";
-
-/// A parsed `traceparent` (the version-`00` fields); all lowercase hex.
+/// A parsed `traceparent` (version `00`); all fields are lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TraceParent {
     /// 32 hex chars, not all zero: the Braintrust `root_span_id`.
@@ -94,12 +89,12 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 }
 
 /// True if `s` is a valid W3C trace id: 32 lowercase hex chars, not all zero.
-pub fn is_w3c_trace_id(s: &str) -> bool {
+pub(crate) fn is_w3c_trace_id(s: &str) -> bool {
     is_lower_hex(s, 32) && s.bytes().any(|b| b != b'0')
 }
 
 /// True if `s` is a valid W3C parent span id: 16 lowercase hex chars, not all zero.
-pub fn is_w3c_span_id(s: &str) -> bool {
+pub(crate) fn is_w3c_span_id(s: &str) -> bool {
     is_lower_hex(s, 16) && s.bytes().any(|b| b != b'0')
 }
 
@@ -120,7 +115,7 @@ fn py_strip(s: &str) -> &str {
 /// official SDKs reject every version but `00`; here the W3C spec wins.
 ///
 /// ```
-/// use braintrust_core::w3c::parse_traceparent;
+/// use braintrust_core::__internal::w3c::parse_traceparent;
 /// let tp = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 /// assert_eq!(tp.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
 /// assert!(tp.sampled());
@@ -157,8 +152,8 @@ pub fn parse_traceparent(s: &str) -> Option<TraceParent> {
 /// Formats `00-<trace_id>-<span_id>-<flags>`.
 ///
 /// `flags` is forwarded verbatim when it is 2 lowercase hex chars, otherwise
-/// [`DEFAULT_TRACE_FLAGS`] (`01`) is used. The ids are **not** validated; use
-/// [`is_w3c_trace_id`] / [`is_w3c_span_id`] (as [`inject_into`] does) to avoid
+/// `DEFAULT_TRACE_FLAGS` (`01`) is used. The ids are **not** validated; use
+/// `is_w3c_trace_id` / `is_w3c_span_id` (as [`inject_into`] does) to avoid
 /// emitting a malformed header.
 pub fn format_traceparent(trace_id: &str, span_id: &str, flags: &str) -> String {
     let flags = if is_lower_hex(flags, 2) {
@@ -173,51 +168,24 @@ pub fn format_traceparent(trace_id: &str, span_id: &str, flags: &str) -> String 
 /// every UTF-8 byte outside `A-Za-z0-9-_.~` becomes `%XX` (uppercase hex), so
 /// `:` is `%3A`, space `%20`, `+` `%2B`, `é` `%C3%A9`.
 pub fn encode_baggage_value(v: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(v.len() + 8);
-    for &b in v.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(v, BAGGAGE_VALUE).to_string()
 }
+
+/// What `encode_baggage_value` escapes: everything but RFC 3986 unreserved.
+const BAGGAGE_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Decodes a percent-encoded baggage value like Python's `urllib.parse.unquote`:
 /// `%XX` (either case) becomes that byte, malformed `%` sequences and all other
 /// characters are kept as they are, and invalid UTF-8 becomes U+FFFD. `+` stays
 /// `+` (this is not form encoding).
 pub fn decode_baggage_value(v: &str) -> String {
-    if !v.contains('%') {
-        return v.to_string();
-    }
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h << 4) | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The decoded key of a raw baggage member (`key=value;props`), ignoring
@@ -245,7 +213,7 @@ fn member_key(member: &str) -> String {
 /// Returns the new header value; an empty string means "omit the header".
 ///
 /// ```
-/// use braintrust_core::w3c::merge_baggage;
+/// use braintrust_core::__internal::w3c::merge_baggage;
 /// assert_eq!(
 ///     merge_baggage(Some("foo=bar;prop=1, braintrust.parent=stale"), "project_name:Café a,b c+d"),
 ///     "foo=bar;prop=1,braintrust.parent=project_name%3ACaf%C3%A9%20a%2Cb%20c%2Bd"
@@ -356,7 +324,7 @@ pub fn baggage_braintrust_parent(baggage: &str) -> Option<String> {
 
 /// The object named by a `braintrust.parent` baggage value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BraintrustParent {
+pub(crate) enum BraintrustParent {
     /// `project_id:<id>`: project logs of a known project.
     ProjectId(String),
     /// `project_name:<name>`: project logs of a project known only by name.
@@ -368,7 +336,7 @@ pub enum BraintrustParent {
 impl BraintrustParent {
     /// Parses `project_id:<id>`, `project_name:<name>` or `experiment_id:<id>`
     /// (the part after the first `:` is taken verbatim and must be non-empty).
-    pub fn parse(value: &str) -> Option<Self> {
+    pub(crate) fn parse(value: &str) -> Option<Self> {
         let (kind, rest) = value.split_once(':')?;
         if rest.is_empty() {
             return None;

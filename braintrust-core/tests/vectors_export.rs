@@ -2,7 +2,8 @@
 //! (`tests/vectors/span_export_v{3,4}.json`), plus property tests.
 
 use base64::Engine as _;
-use braintrust_core::export::{ObjectType, SlugError, SpanComponents, INVALID_ENCODING_MESSAGE};
+use braintrust_core::__internal::INVALID_ENCODING_MESSAGE;
+use braintrust_core::{ObjectType, SlugError, SpanComponents};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

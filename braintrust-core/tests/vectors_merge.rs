@@ -1,7 +1,7 @@
 //! Client-side merge and batching vectors from the official Python SDK
 //! (`tests/vectors/merge_and_batch.json`), plus property tests.
 
-use braintrust_core::merge::{
+use braintrust_core::__internal::merge::{
     batch_byte_limit, batch_partition, deep_merge_into, logs3_body, merge_row_batch, Row,
     IS_MERGE_FIELD, LOGS3_EMPTY_ENVELOPE, LOGS3_ENVELOPE_LEN, MERGE_KEY_FIELDS,
     MERGE_ROW_SKIP_FIELDS,

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use braintrust_core::w3c::{
+use braintrust_core::__internal::w3c::{
     baggage_braintrust_parent, decode_baggage_value, encode_baggage_value, extract,
-    format_traceparent, inject_into, merge_baggage, parse_baggage, parse_traceparent, Carrier,
-    TraceContext, MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS,
+    format_traceparent, inject_into, merge_baggage, parse_baggage, parse_traceparent,
+    MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS,
 };
+use braintrust_core::{Carrier, TraceContext};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

@@ -284,7 +284,7 @@ pub fn parent_from_otel(
         baggage: braintrust_parent.map(|p| {
             format!(
                 "braintrust.parent={}",
-                braintrust_core::w3c::encode_baggage_value(p)
+                braintrust_core::__internal::w3c::encode_baggage_value(p)
             )
         }),
         tracestate: None,

@@ -179,7 +179,7 @@ struct Open(Option<Span>);
 impl Drop for Open {
     fn drop(&mut self) {
         if let Some(span) = self.0.take() {
-            let _ = span.log(Event::new().error(braintrust_core::CANCELLED));
+            let _ = span.log(Event::new().error(braintrust_core::__internal::CANCELLED));
             span.end();
         }
     }

@@ -526,8 +526,10 @@ struct FieldVisitor {
 
 impl Visit for FieldVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.values
-            .insert(field.name().into(), braintrust_core::json_f64(value));
+        self.values.insert(
+            field.name().into(),
+            braintrust_core::__internal::json_f64(value),
+        );
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.values.insert(field.name().into(), Value::from(value));

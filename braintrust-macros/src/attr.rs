@@ -419,18 +419,18 @@ fn parse_options(input: ParseStream, args: &mut TracedArgs) -> syn::Result<()> {
             args.seen.push(("output", kw.span));
             input.parse::<Token![=]>()?;
             let value: Expr = input.parse()?;
-            if let Expr::Closure(c) = &value {
-                if c.inputs.len() != 1 {
-                    let at = if c.inputs.is_empty() {
-                        c.span()
-                    } else {
-                        c.inputs.span()
-                    };
-                    args.errors.error(
-                        at,
-                        "`output = |...| ...` takes one argument: a reference to the return value (the `Ok` value of a `Result`), e.g. `output = |r| &r.0`",
-                    );
-                }
+            if let Expr::Closure(c) = &value
+                && c.inputs.len() != 1
+            {
+                let at = if c.inputs.is_empty() {
+                    c.span()
+                } else {
+                    c.inputs.span()
+                };
+                args.errors.error(
+                    at,
+                    "`output = |...| ...` takes one argument: a reference to the return value (the `Ok` value of a `Result`), e.g. `output = |r| &r.0`",
+                );
             }
             if args.output.is_some() {
                 duplicate(&mut args.errors, kw.span, "output");

@@ -228,6 +228,19 @@ fn check_named_params(args: &TracedArgs, params: &[Ident], errors: &mut Errors) 
     }
 }
 
+/// The input of a span that captured no argument: `{}` for a function
+/// without parameters (as the Python SDK logs it), none when the arguments
+/// were skipped.
+fn no_params_input(args: &TracedArgs, params: &[Ident]) -> TokenStream {
+    if params.is_empty() && matches!(args.input_mode(), InputMode::AllExcept(_)) {
+        quote!(::core::option::Option::Some(
+            ::braintrust::__private::input([])
+        ))
+    } else {
+        quote!(::core::option::Option::None)
+    }
+}
+
 /// Replaces `impl Trait` with `_`, so a return type can annotate a `let`.
 struct ImplTraitEraser;
 
@@ -382,7 +395,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
             .collect(),
     };
     let input = if captured.is_empty() {
-        quote!(::core::option::Option::None)
+        no_params_input(args, params)
     } else {
         let keys = captured.iter().map(|p| p.unraw().to_string());
         quote! {

@@ -29,7 +29,8 @@ mod expand;
 ///   `score`, `function`, `eval`, `task`, `tool`, `automation`, `facet`,
 ///   `preprocessor`, `classifier`, `review`, `decision`, `question`, `log`
 ///   (anything else is a compile error).
-/// - `input`: `{arg_name: value}` for every argument but `self`. Values
+/// - `input`: `{arg_name: value}` for every argument but `self` (`{}` when
+///   there is none, as the Python SDK logs it). Values
 ///   that implement `serde::Serialize` are serialized, others are logged as
 ///   their `Debug` text, others as `"<unserializable TYPE>"`. No bound is
 ///   needed on your types. In a generic function this follows the bounds

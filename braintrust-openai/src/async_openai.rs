@@ -50,7 +50,7 @@
 //! ```
 //!
 //! Spans nest under the current span (`#[traced]`, [`Span::enter`],
-//! [`Instrument`]) when the call's future is first polled. With no logger
+//! [`WithSpan`]) when the call's future is first polled. With no logger
 //! and no current span, calls go straight to async-openai. A stream dropped
 //! before its end ends its span with what arrived and
 //! `error = "cancelled"`, as the core marks a dropped `#[traced]` future; errors (async-openai's [`OpenAIError`]) are
@@ -59,7 +59,7 @@
 //! Other endpoints: [`TracedClient::inner`] is the untouched client.
 //!
 //! [`Span::enter`]: braintrust_core::Span::enter
-//! [`Instrument`]: braintrust_core::Instrument
+//! [`WithSpan`]: braintrust_core::WithSpan
 
 use std::future::Future;
 use std::panic::Location;

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use braintrust_core::retry::{retry_after_header, RetryPolicy};
+use braintrust_core::__internal::retry::retry_after_header;
+use braintrust_core::RetryPolicy;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Serialize;
 
@@ -298,7 +299,7 @@ impl OpenAiClientBuilder {
     }
     /// Retries after 408, 409, 429, 5xx, timeouts and connection failures
     /// (default 2), with the SDK's one retry policy
-    /// ([`braintrust_core::retry::RetryPolicy`]): the server's `Retry-After`
+    /// ([`braintrust_core::RetryPolicy`]): the server's `Retry-After`
     /// (seconds or HTTP-date) or `retry-after-ms` wins, cut to 60 s;
     /// otherwise the delay doubles from [`retry_base_delay`](Self::retry_base_delay)
     /// up to 8 s, with jitter (each wait is between half and all of it).
@@ -318,7 +319,7 @@ impl OpenAiClientBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use braintrust_core::retry::RetryPolicy;
+    /// use braintrust_core::RetryPolicy;
     /// let client = braintrust_openai::OpenAiClient::builder()
     ///     .retry_policy(RetryPolicy::new().max_attempts(5).budget(Duration::from_secs(20)))
     ///     .build()

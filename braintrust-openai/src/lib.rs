@@ -16,7 +16,7 @@
 //! types, with the same span shapes (module `braintrust_openai::async_openai`).
 //!
 //! Spans nest under the current span ([`braintrust_core::Span::enter`],
-//! [`braintrust_core::Instrument`], `#[traced]`), or are roots of the current
+//! [`braintrust_core::WithSpan`], `#[traced]`), or are roots of the current
 //! logger. With no logger and no current span, calls do no tracing work at
 //! all. Errors (HTTP status with the server's error body, timeouts, bad JSON,
 //! broken streams) are logged to the span's `error` and returned as
@@ -27,7 +27,7 @@
 //! default, see [`OpenAiClientBuilder::include_usage_in_streams`] for the opt-in.
 //!
 //! ```no_run
-//! use braintrust_core::{init_logger, Instrument, LoggerOptions, SpanArgs};
+//! use braintrust_core::{init_logger, WithSpan, LoggerOptions, SpanArgs};
 //! use braintrust_openai::{ChatCompletionRequest, ChatMessage, OpenAiClient};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

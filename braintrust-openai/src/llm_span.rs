@@ -5,7 +5,8 @@
 use std::panic::Location;
 use std::time::Instant;
 
-use braintrust_core::{error_string, start_span_at, Event, Span, SpanArgs, SpanType};
+use braintrust_core::__internal::start_span_at;
+use braintrust_core::{error_string, Event, Span, SpanArgs, SpanType};
 use serde::Serialize;
 use serde_json::Value;
 

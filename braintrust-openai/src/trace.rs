@@ -6,7 +6,8 @@
 use std::panic::Location;
 use std::time::Instant;
 
-use braintrust_core::{error_string, start_span_at, Attachment, Event, Span, SpanArgs, SpanType};
+use braintrust_core::__internal::{start_span_at, CANCELLED};
+use braintrust_core::{error_string, Attachment, Event, Span, SpanArgs, SpanType};
 use serde_json::{Map, Value};
 
 /// `context.span_origin.instrumentation.name` of the spans this crate makes.
@@ -87,7 +88,7 @@ fn data_url_attachment(s: &str, filename: Option<&str>) -> Option<Attachment> {
 }
 
 /// The `llm` span of one call. Dropping it unfinished logs
-/// `error = "cancelled"` ([`braintrust_core::CANCELLED`]) and ends the span.
+/// `error = "cancelled"` (as a dropped `#[traced]` future does) and ends the span.
 pub(crate) struct CallTrace {
     pub span: Span,
     pub started: Instant,
@@ -143,7 +144,7 @@ impl CallTrace {
 
     /// Logs `event` plus `error = "cancelled"` and ends the span.
     pub fn cancel(mut self, event: Event) {
-        self.log(event.error(braintrust_core::CANCELLED));
+        self.log(event.error(CANCELLED));
         self.span.end();
         self.done = true;
     }
@@ -152,9 +153,7 @@ impl CallTrace {
 impl Drop for CallTrace {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self
-                .span
-                .log(Event::new().error(braintrust_core::CANCELLED));
+            let _ = self.span.log(Event::new().error(CANCELLED));
             self.span.end();
         }
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine as _;
-use braintrust_core::{AttachmentReference, Instrument, UploadStatus};
+use braintrust_core::{AttachmentReference, UploadStatus, WithSpan};
 use braintrust_openai::{image_url_part, text_part, ChatCompletionRequest, ChatMessage};
 use common::*;
 

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use braintrust_core::export::INVALID_ENCODING_MESSAGE;
-use braintrust_core::merge::{merge_row_batch, Row};
-use braintrust_core::w3c::{
+use braintrust_core::__internal::INVALID_ENCODING_MESSAGE;
+use braintrust_core::__internal::merge::{merge_row_batch, Row};
+use braintrust_core::__internal::w3c::{
     extract, inject_into, merge_baggage, parse_baggage, parse_traceparent, MAX_BAGGAGE_BYTES,
     MAX_BAGGAGE_MEMBERS,
 };

@@ -36,13 +36,13 @@ pub(crate) struct Counters {
 impl Counters {
     /// Rows that reached an outcome after being queued (progress, as the
     /// exit deadline measures it).
-    pub fn settled(&self) -> u64 {
+    pub(super) fn settled(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
             + self.failed.load(Ordering::Acquire)
             + self.undelivered.load(Ordering::Acquire)
     }
 
-    pub fn snapshot(&self) -> Stats {
+    pub(super) fn snapshot(&self) -> Stats {
         // Outcomes first, `logged` last: a row counted in an outcome was
         // logged before, so `pending` never goes negative.
         let dropped_queue_full = self.dropped_queue_full.load(Ordering::Acquire);
@@ -209,7 +209,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -291,7 +291,7 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(period: Duration, capacity: usize) -> Reporter {
+    pub(super) fn new(period: Duration, capacity: usize) -> Reporter {
         Reporter {
             period,
             capacity,
@@ -309,7 +309,7 @@ impl Reporter {
     }
 
     /// After a queue drop (application thread: one atomic load when quiet).
-    pub fn dropped(&self, counters: &Counters) {
+    pub(super) fn dropped(&self, counters: &Counters) {
         if !self.drops.claim(self.period) {
             return;
         }
@@ -329,7 +329,7 @@ impl Reporter {
     }
 
     /// After rows failed for good (logger thread).
-    pub fn failed(&self, counters: &Counters, rows: u64, cause: &str) {
+    pub(super) fn failed(&self, counters: &Counters, rows: u64, cause: &str) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.to_string());
         if !self.failures.claim(self.period) {
             return;
@@ -353,7 +353,7 @@ impl Reporter {
 
     /// After an attachment upload failed for good (upload thread): the
     /// first at once, then at most one line per period.
-    pub fn attachment_failed(&self, counters: &Counters, filename: &str, cause: &str) {
+    pub(super) fn attachment_failed(&self, counters: &Counters, filename: &str, cause: &str) {
         let cause = format!("attachment {filename}: {cause}");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause.clone());
         if !self.attachment_failures.claim(self.period) {
@@ -369,7 +369,7 @@ impl Reporter {
     /// After the masking function failed (erred or panicked) on `fields`
     /// fields of one batch, each replaced by an error marker (logger thread).
     /// One line per period with the count, never one per call.
-    pub fn masking_failed(&self, fields: u64, cause: &str) {
+    pub(super) fn masking_failed(&self, fields: u64, cause: &str) {
         let total = self.mask_failures.fetch_add(fields, Ordering::AcqRel) + fields;
         if !self.masking.claim(self.period) {
             return;
@@ -392,7 +392,7 @@ impl Reporter {
 
     /// One warning that is not about rows (e.g. a payload directory that
     /// cannot be written), throttled with the failures.
-    pub fn last_error(&self) -> Option<String> {
+    pub(super) fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -400,7 +400,7 @@ impl Reporter {
     }
 
     /// What was lost since the previous call (what `flush()` reports).
-    pub fn take_losses(&self, counters: &Counters) -> Option<LossReport> {
+    pub(super) fn take_losses(&self, counters: &Counters) -> Option<LossReport> {
         let now = Losses::of(counters);
         let mut last = self.at_last_flush.lock().unwrap_or_else(|e| e.into_inner());
         let before = std::mem::replace(&mut *last, now);
@@ -428,7 +428,12 @@ impl Reporter {
     /// The totals line at flush, shutdown and exit, when anything was lost
     /// since the last one: "dropped 968,585 of 1,000,000 rows because the
     /// queue was full".
-    pub fn totals(&self, counters: &Counters, when: &str, dump_dir: Option<&std::path::Path>) {
+    pub(super) fn totals(
+        &self,
+        counters: &Counters,
+        when: &str,
+        dump_dir: Option<&std::path::Path>,
+    ) {
         let now = Losses::of(counters);
         {
             let mut last = self

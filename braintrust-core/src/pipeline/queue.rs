@@ -13,7 +13,7 @@ pub(crate) struct BoundedQueue<T> {
 }
 
 impl<T> BoundedQueue<T> {
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         BoundedQueue {
             items: SegQueue::new(),
             len: AtomicUsize::new(0),
@@ -22,7 +22,7 @@ impl<T> BoundedQueue<T> {
     }
 
     /// Adds `item`, or gives it back when the queue is full.
-    pub fn push(&self, item: T) -> Result<(), T> {
+    pub(super) fn push(&self, item: T) -> Result<(), T> {
         // Reserve a slot first, so concurrent producers never exceed the bound.
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.len.fetch_sub(1, Ordering::AcqRel);
@@ -32,21 +32,21 @@ impl<T> BoundedQueue<T> {
         Ok(())
     }
 
-    pub fn pop(&self) -> Option<T> {
+    pub(super) fn pop(&self) -> Option<T> {
         let item = self.items.pop()?;
         self.len.fetch_sub(1, Ordering::AcqRel);
         Some(item)
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.len() >= self.capacity
     }
 }

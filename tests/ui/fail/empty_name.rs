@@ -1,0 +1,4 @@
+#[braintrust::traced(name = "")]
+fn f() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[braintrust::traced(input(a))]
+fn f() {}
+
+fn main() {}
