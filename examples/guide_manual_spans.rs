@@ -25,10 +25,7 @@ fn client() -> &'static OpenAiClient {
 /// Starts the mock server and sets [`CLIENT`]; keep the returned handle alive.
 async fn start_client() -> Result<MockOpenAi, Box<dyn std::error::Error>> {
     let mock = MockOpenAi::start().await?;
-    let client = OpenAiClient::builder()
-        .base_url(mock.url())
-        .api_key("mock")
-        .build()?;
+    let client = mock.client_builder().build()?;
     let _ = CLIENT.set(wrap(client));
     Ok(mock)
 }

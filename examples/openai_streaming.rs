@@ -42,9 +42,8 @@ async fn model_client() -> Result<(OpenAiClient, String, Option<MockOpenAi>), Er
         "OPENAI_API_KEY not set: using a mock OpenAI server at {}",
         mock.url()
     );
-    let client = OpenAiClient::builder()
-        .base_url(mock.url())
-        .api_key("mock")
+    let client = mock
+        .client_builder()
         .include_usage_in_streams(true)
         .build()?;
     Ok((client, "gpt-4o-mini".into(), Some(mock)))

@@ -89,10 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (OpenAiClient::from_env()?, None)
     } else {
         let mock = rt.block_on(MockOpenAi::start())?;
-        let client = OpenAiClient::builder()
-            .base_url(mock.url())
-            .api_key("mock")
-            .build()?;
+        let client = mock.client_builder().build()?;
         (client, Some(mock))
     };
     let llm = Llm {

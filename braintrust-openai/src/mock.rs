@@ -164,6 +164,21 @@ impl MockOpenAi {
         format!("http://{}/v1", self.addr)
     }
 
+    /// A client builder aimed at this server (base URL and a placeholder
+    /// key set), for examples and tests.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mock = braintrust_openai::mock::MockOpenAi::start().await?;
+    /// let client = mock.client_builder().include_usage_in_streams(true).build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn client_builder(&self) -> crate::OpenAiClientBuilder {
+        crate::OpenAiClient::builder()
+            .base_url(self.url())
+            .api_key("mock")
+    }
+
     /// Queues a failure for the next request.
     pub fn push_failure(&self, f: Failure) {
         self.shared

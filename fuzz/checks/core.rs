@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use braintrust_core::__internal::INVALID_ENCODING_MESSAGE;
 use braintrust_core::__internal::merge::{merge_row_batch, Row};
 use braintrust_core::__internal::w3c::{
     extract, inject_into, merge_baggage, parse_baggage, parse_traceparent, MAX_BAGGAGE_BYTES,
     MAX_BAGGAGE_MEMBERS,
 };
+use braintrust_core::__internal::INVALID_ENCODING_MESSAGE;
 use braintrust_core::SpanComponents;
 use serde_json::Value;
 
