@@ -258,12 +258,20 @@ fn a_large_slow_upload_does_not_delay_ordinary_spans_and_is_streamed() {
     // Delivered while the upload target still holds the video.
     assert_eq!(video.status(), UploadStatus::Uploading);
     assert_eq!(server.rows().len(), 1_001);
+    // A flush whose deadline passes first says the upload is still pending.
+    let _ = state.flush_with_timeout(Duration::from_millis(200));
+    assert_eq!(state.stats().attachments_pending, 1);
 
     server.faults().release_uploads();
     logger.flush().unwrap();
     let peak = PEAK.load(Ordering::Relaxed) - baseline;
     println!("SDK heap growth during a {SIZE}-byte upload: {peak} bytes");
     assert_eq!(video.status(), UploadStatus::Done);
+    let stats = state.stats();
+    assert_eq!(
+        (stats.attachments_uploaded, stats.attachments_pending),
+        (1, 0)
+    );
     assert!(
         peak < (SIZE / 5) as isize,
         "the SDK's heap grew by {peak} bytes for a {SIZE}-byte file"

@@ -29,11 +29,21 @@ pub(crate) struct Counters {
     /// again when it gets to abandon them. Both sides count under this lock.
     pub written_off: std::sync::Mutex<u64>,
     pub rejected_logs: AtomicU64,
+    pub attachments_queued: AtomicU64,
     pub attachments_uploaded: AtomicU64,
     pub attachments_failed: AtomicU64,
 }
 
 impl Counters {
+    /// Attachments handed to the upload thread without an outcome yet.
+    pub(super) fn attachments_pending(&self) -> u64 {
+        let ended = self.attachments_uploaded.load(Ordering::Acquire)
+            + self.attachments_failed.load(Ordering::Acquire);
+        self.attachments_queued
+            .load(Ordering::Acquire)
+            .saturating_sub(ended)
+    }
+
     /// Rows that reached an outcome after being queued (progress, as the
     /// exit deadline measures it).
     pub(super) fn settled(&self) -> u64 {
@@ -65,6 +75,7 @@ impl Counters {
             rejected_logs: self.rejected_logs.load(Ordering::Relaxed),
             attachments_uploaded: self.attachments_uploaded.load(Ordering::Acquire),
             attachments_failed: self.attachments_failed.load(Ordering::Acquire),
+            attachments_pending: self.attachments_pending(),
         }
     }
 }
@@ -120,6 +131,10 @@ pub struct Stats {
     /// Attachment uploads that failed for good (their status set to
     /// `error`). Their rows are counted with the rows, as delivered.
     pub attachments_failed: u64,
+    /// Attachment uploads under way or waiting (not yet uploaded or
+    /// failed). Still nonzero after a flush deadline means they go on in
+    /// the background and are lost if the process exits.
+    pub attachments_pending: u64,
 }
 
 /// Rows lost since the previous flush, as a failed flush reports them.

@@ -296,7 +296,8 @@ impl Pipeline {
                 Ok(r) => {
                     // Then the attachments of the rows just posted.
                     if !self.uploads.wait(deadline) {
-                        self.uploads.warn_pending(bound.label);
+                        self.uploads
+                            .warn_pending(bound.label, self.counters.attachments_pending());
                     }
                     return self.finish_flush(r, start, before, bound.label);
                 }
@@ -355,7 +356,8 @@ impl Pipeline {
             Either::Left((r, _)) => {
                 let r = r.map_err(|_| Self::stopped())?;
                 if !self.uploads.wait_async(deadline).await {
-                    self.uploads.warn_pending("flush");
+                    self.uploads
+                        .warn_pending("flush", self.counters.attachments_pending());
                 }
                 return self.finish_flush(r, start, before, "flush");
             }

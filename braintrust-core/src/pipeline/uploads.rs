@@ -105,11 +105,21 @@ impl Uploads {
         }
     }
 
-    /// Reports uploads still running when a flush gave up waiting for them.
-    pub(super) fn warn_pending(&self, when: &str) {
-        eprintln!(
-            "braintrust: {when}: attachment uploads still in progress at the deadline; they continue in the background"
-        );
+    /// Reports uploads still running when a flush gave up waiting for them,
+    /// with their number; at exit they are lost, and the line says so.
+    pub(super) fn warn_pending(&self, when: &str, pending: u64) {
+        if pending == 0 {
+            return;
+        }
+        if when == "at exit" {
+            eprintln!(
+                "braintrust: at exit: {pending} attachment upload(s) not finished at the deadline; they are lost (their rows were delivered)"
+            );
+        } else {
+            eprintln!(
+                "braintrust: {when}: {pending} attachment upload(s) still in progress at the deadline; they continue in the background"
+            );
+        }
     }
 }
 
@@ -121,6 +131,9 @@ pub(super) fn after_rows(p: &Arc<Pipeline>, prepared: &Prepared) {
         take_referenced(prepared.row(i), &mut found);
     }
     for a in found {
+        p.counters
+            .attachments_queued
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if !p.uploads.send(p, Job::Upload(a.clone())) {
             fail(p, &a, "the upload thread could not start".into());
         }
