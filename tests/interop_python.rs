@@ -179,23 +179,7 @@ fn attachments_cross_between_python_and_rust() {
         println!("skipped: no Python with the official `braintrust` SDK (set BRAINTRUST_PYTHON)");
         return;
     };
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
-    let state = State::new(config_for(&server)).unwrap();
-    let logger = braintrust::init_logger(
-        LoggerOptions::new()
-            .project("interop-attachments")
-            .state(state.clone()),
-    )
-    .unwrap();
-    let ours =
-        braintrust::Attachment::from_bytes(b"bytes from rust".to_vec(), "rust.txt", "text/plain")
-            .unwrap();
-    let span = logger.start_span(SpanArgs::new().name("rust-attachment"));
-    span.log(Event::new().input(json!({"doc": ours.clone()})))
-        .unwrap();
-    span.end();
-    state.flush().unwrap();
-    let rust_reference = serde_json::to_value(ours.reference()).unwrap();
+    let (server, state, rust_reference) = common::rust_attachment_logged();
 
     let out = run_python(
         &py,
@@ -203,13 +187,5 @@ fn attachments_cross_between_python_and_rust() {
         PY_ATTACH,
         Some(&json!({"rust_reference": rust_reference}).to_string()),
     );
-    assert_eq!(out["rust_bytes"], "bytes from rust");
-    let theirs: braintrust::AttachmentReference =
-        serde_json::from_value(out["reference"].clone()).expect("python's reference");
-    let stored = state.read_attachment(&theirs).unwrap();
-    assert_eq!(stored.status, braintrust::UploadStatus::Done);
-    assert_eq!(stored.data.as_deref(), Some(&b"bytes from python"[..]));
-    // The stored row carries the reference in place of the bytes.
-    let row = row_named(&server, "py-attachment");
-    assert_eq!(row["input"]["doc"], out["reference"]);
+    common::assert_foreign_attachment(&server, &state, &out, "py-attachment", b"bytes from python");
 }

@@ -10,9 +10,6 @@ mod common;
 
 use std::process::Command;
 
-use braintrust::{Event, LoggerOptions, SpanArgs, State};
-use braintrust_devserver::{DevServer, DevServerConfig};
-use common::{config_for, row_named};
 use serde_json::{json, Value};
 
 const TS_ATTACH: &str = r#"
@@ -46,24 +43,9 @@ fn attachments_cross_between_typescript_and_rust() {
         println!("skipped: no TypeScript SDK (set BRAINTRUST_TS_DIR; see this file's header)");
         return;
     };
-    let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();
-    let state = State::new(config_for(&server)).unwrap();
-    let logger = braintrust::init_logger(
-        LoggerOptions::new()
-            .project("interop-attachments")
-            .state(state.clone()),
-    )
-    .unwrap();
-    let ours =
-        braintrust::Attachment::from_bytes(b"bytes from rust".to_vec(), "rust.txt", "text/plain")
-            .unwrap();
-    let span = logger.start_span(SpanArgs::new().name("rust-attachment"));
-    span.log(Event::new().input(json!({"doc": ours.clone()})))
-        .unwrap();
-    span.end();
-    state.flush().unwrap();
+    let (server, state, rust_reference) = common::rust_attachment_logged();
 
-    let arg = json!({"rust_reference": serde_json::to_value(ours.reference()).unwrap()});
+    let arg = json!({"rust_reference": rust_reference});
     let out = Command::new("node")
         .current_dir(&dir)
         .arg("-e")
@@ -83,12 +65,11 @@ fn attachments_cross_between_typescript_and_rust() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let out: Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("json from node");
-    assert_eq!(out["rust_bytes"], "bytes from rust");
-    let theirs: braintrust::AttachmentReference =
-        serde_json::from_value(out["reference"].clone()).expect("typescript's reference");
-    let stored = state.read_attachment(&theirs).unwrap();
-    assert_eq!(stored.status, braintrust::UploadStatus::Done);
-    assert_eq!(stored.data.as_deref(), Some(&b"bytes from typescript"[..]));
-    let row = row_named(&server, "ts-attachment");
-    assert_eq!(row["input"]["doc"], out["reference"]);
+    common::assert_foreign_attachment(
+        &server,
+        &state,
+        &out,
+        "ts-attachment",
+        b"bytes from typescript",
+    );
 }

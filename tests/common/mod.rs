@@ -56,3 +56,42 @@ pub fn shape(v: &Value) -> Value {
         _ => Value::String("*".into()),
     }
 }
+
+/// The Rust side of the attachment interop tests: a server, a state, and
+/// a span logged with an uploaded attachment holding `b"bytes from rust"`;
+/// returns the attachment's reference as the official SDKs take it.
+pub fn rust_attachment_logged() -> (DevServer, State, Value) {
+    let (server, state, logger) = setup("interop-attachments", |c| c);
+    let ours =
+        braintrust::Attachment::from_bytes(b"bytes from rust".to_vec(), "rust.txt", "text/plain")
+            .expect("attachment");
+    let span = logger.start_span(braintrust::SpanArgs::new().name("rust-attachment"));
+    span.log(braintrust::Event::new().input(serde_json::json!({"doc": ours.clone()})))
+        .expect("log");
+    span.end();
+    state.flush().expect("flush");
+    let reference = serde_json::to_value(ours.reference()).expect("reference");
+    (server, state, reference)
+}
+
+/// The checks on what another SDK did with attachments: it read ours back
+/// (`out.rust_bytes`), and its own upload (`out.reference`, holding
+/// `expected`) reads back here and replaced the bytes in its span's row.
+pub fn assert_foreign_attachment(
+    server: &DevServer,
+    state: &State,
+    out: &Value,
+    span_name: &str,
+    expected: &[u8],
+) {
+    assert_eq!(out["rust_bytes"], "bytes from rust");
+    let theirs: braintrust::AttachmentReference =
+        serde_json::from_value(out["reference"].clone()).expect("the other SDK's reference");
+    let stored = state.read_attachment(&theirs).expect("read back");
+    assert_eq!(stored.status, braintrust::UploadStatus::Done);
+    assert_eq!(stored.data.as_deref(), Some(expected));
+    assert_eq!(
+        row_named(server, span_name)["input"]["doc"],
+        out["reference"]
+    );
+}
