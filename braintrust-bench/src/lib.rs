@@ -6,10 +6,12 @@
 //!   spans and with three nested `#[traced]` functions, and the disabled
 //!   overhead probes.
 //! - [`machine`]: what the report says about the machine and the process.
+//! - [`alloc_count`]: the counting allocator behind "allocations per span".
 //!
 //! The `braintrust-bench` binary runs it all and prints one JSON line; the
 //! criterion benches live in `benches/`.
 
+pub mod alloc_count;
 pub mod machine;
 pub mod sink;
 pub mod workload;

@@ -1,30 +1,40 @@
-//! `braintrust-bench`: runs the issue-9 workload against a loopback sink and
-//! prints one JSON line with the medians of the runs.
+//! `braintrust-bench`: runs the workloads of issues 9 and 14 against a
+//! loopback sink and prints one JSON line with every figure.
 //!
 //! ```text
 //! cargo run --release -p braintrust-bench -- --spans 20001 --runs 3
 //! ```
 //!
-//! The sink runs in this (parent) process. Every run of every variant runs in
-//! a fresh child process of this binary, so each peak RSS is that variant's
-//! own and no run inherits another's warm state. Options:
+//! The sink runs in this (parent) process. Every measurement runs in a fresh
+//! child process of this binary, so each peak RSS is that run's own and no
+//! run inherits another's warm state. Options:
 //!
-//! - `--spans N` (20001): spans per run (`N / 3` trees of depth 3).
-//! - `--runs R` (3): runs per variant; the report gives medians.
-//! - `--variants manual,traced` (both): which variants to run.
-//! - `--disabled-calls N` (100000000): calls per disabled-overhead measurement
-//!   (0 skips it).
+//! - `--spans N` (20001): spans per run of the main workload (`N / 3`
+//!   trees of depth 3).
+//! - `--runs R` (3): runs per variant of the main workload; medians.
+//! - `--variants manual,traced` (both): the main workload's variants.
+//! - `--disabled-calls N` (100000000): calls per disabled-overhead
+//!   measurement (0 skips it).
+//! - `--burst-spans N` (1000002): the burst at default settings (0 skips).
+//! - `--big-spans N` (6000): spans with a 10 KB input and 50-key metadata
+//!   (0 skips).
+//! - `--scale-spans N` (200001): spans for 1 vs 8 producer threads (0 skips).
+//! - `--no-extras`: only the main workload and the disabled probe.
 //! - `--sink-check`: only measure the sink's ingest rate and exit.
 //! - `--quiet`: no human-readable summary on stderr.
-//! - `--serve-sink SECS`: only run the sink for SECS seconds, printing its URL
-//!   (to profile a run by hand: `--child manual --sink URL --spans N`).
+//! - `--serve-sink SECS`: only run the sink for SECS seconds, printing its
+//!   URL (to profile a run by hand: `--child manual --sink URL --spans N`).
 
 use std::process::{Command, Stdio};
 
+use braintrust_bench::alloc_count::CountingAlloc;
 use braintrust_bench::machine::{self, median, Machine};
 use braintrust_bench::sink::Sink;
-use braintrust_bench::workload::{self, Variant};
+use braintrust_bench::workload::{self, RunSpec, Variant};
 use serde_json::{json, Value};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const RESULT_PREFIX: &str = "BENCH_RESULT ";
 
@@ -33,17 +43,24 @@ struct Options {
     runs: usize,
     variants: Vec<Variant>,
     disabled_calls: u64,
+    burst_spans: u64,
+    big_spans: u64,
+    scale_spans: u64,
+    extras: bool,
     sink_check: bool,
     serve_sink: Option<u64>,
     quiet: bool,
     child: Option<String>,
     sink: Option<String>,
+    producers: usize,
+    queue_size: Option<usize>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: braintrust-bench [--spans N] [--runs R] [--variants manual,traced] \
-         [--disabled-calls N] [--sink-check] [--quiet]"
+         [--disabled-calls N] [--burst-spans N] [--big-spans N] [--scale-spans N] \
+         [--no-extras] [--sink-check] [--quiet]"
     );
     std::process::exit(2)
 }
@@ -54,11 +71,17 @@ fn parse_args() -> Options {
         runs: 3,
         variants: vec![Variant::Manual, Variant::Traced],
         disabled_calls: 100_000_000,
+        burst_spans: 1_000_002,
+        big_spans: 6_000,
+        scale_spans: 200_001,
+        extras: true,
         sink_check: false,
         serve_sink: None,
         quiet: false,
         child: None,
         sink: None,
+        producers: 1,
+        queue_size: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -73,11 +96,17 @@ fn parse_args() -> Options {
                     .collect()
             }
             "--disabled-calls" => o.disabled_calls = value().parse().unwrap_or_else(|_| usage()),
+            "--burst-spans" => o.burst_spans = value().parse().unwrap_or_else(|_| usage()),
+            "--big-spans" => o.big_spans = value().parse().unwrap_or_else(|_| usage()),
+            "--scale-spans" => o.scale_spans = value().parse().unwrap_or_else(|_| usage()),
+            "--no-extras" => o.extras = false,
             "--sink-check" => o.sink_check = true,
             "--serve-sink" => o.serve_sink = Some(value().parse().unwrap_or_else(|_| usage())),
             "--quiet" => o.quiet = true,
             "--child" => o.child = Some(value()),
             "--sink" => o.sink = Some(value()),
+            "--producers" => o.producers = value().parse().unwrap_or_else(|_| usage()),
+            "--queue-size" => o.queue_size = Some(value().parse().unwrap_or_else(|_| usage())),
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -113,43 +142,87 @@ fn main() {
 
 /// Runs one measurement in this process and prints it as a prefixed line.
 fn child_main(kind: &str, o: &Options) {
-    let line = if kind == "disabled" {
-        let r = workload::disabled_overhead(o.disabled_calls, 5);
-        serde_json::to_string(&r)
-    } else {
-        let v = Variant::parse(kind).unwrap_or_else(|| usage());
-        let sink = o.sink.as_deref().unwrap_or_else(|| usage());
-        match workload::run_variant(v, sink, o.spans) {
-            Ok(r) => serde_json::to_string(&r),
-            Err(e) => {
-                eprintln!("braintrust-bench: {kind} run failed: {e}");
-                std::process::exit(1);
+    let sink = || o.sink.as_deref().unwrap_or_else(|| usage());
+    let line = match kind {
+        "disabled" => serde_json::to_value(workload::disabled_overhead(o.disabled_calls, 5)),
+        "floor" => Ok(json!({ "ns_per_span": workload::floor_ns_per_span(o.spans) })),
+        "memory" => match workload::memory(sink(), o.spans) {
+            Ok(r) => serde_json::to_value(r),
+            Err(e) => fail(kind, &e),
+        },
+        "allocs" => {
+            let r: Result<Vec<_>, String> = [Variant::Manual, Variant::Traced]
+                .into_iter()
+                .map(|v| workload::allocations(v, sink(), o.spans))
+                .collect();
+            match r {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => fail(kind, &e),
+            }
+        }
+        _ => {
+            let variant = Variant::parse(kind).unwrap_or_else(|| usage());
+            let spec = RunSpec {
+                variant,
+                spans: o.spans,
+                producers: o.producers,
+                queue_size: o.queue_size,
+            };
+            match workload::run(&spec, sink()) {
+                Ok(r) => serde_json::to_value(r),
+                Err(e) => fail(kind, &e),
             }
         }
     };
     println!("{RESULT_PREFIX}{}", line.expect("serializable result"));
 }
 
-/// Runs `--child kind` in a fresh process and parses its result line.
-fn spawn_child(kind: &str, o: &Options, sink_url: &str) -> Value {
+fn fail(kind: &str, e: &str) -> ! {
+    eprintln!("braintrust-bench: {kind} run failed: {e}");
+    std::process::exit(1);
+}
+
+/// One child run: its kind and arguments.
+struct Child<'a> {
+    kind: &'a str,
+    spans: u64,
+    producers: usize,
+    queue_size: Option<usize>,
+}
+
+/// Runs a child in a fresh process and parses its result line.
+fn spawn_child(c: &Child<'_>, o: &Options, sink_url: &str) -> Value {
     let exe = std::env::current_exe().expect("current exe");
+    let mut args = vec![
+        "--child".to_string(),
+        c.kind.to_string(),
+        "--sink".into(),
+        sink_url.into(),
+        "--spans".into(),
+        c.spans.to_string(),
+        "--producers".into(),
+        c.producers.to_string(),
+        "--disabled-calls".into(),
+        o.disabled_calls.to_string(),
+    ];
+    if let Some(q) = c.queue_size {
+        args.extend(["--queue-size".to_string(), q.to_string()]);
+    }
     let out = Command::new(exe)
-        .args([
-            "--child",
-            kind,
-            "--sink",
-            sink_url,
-            "--spans",
-            &o.spans.to_string(),
-            "--disabled-calls",
-            &o.disabled_calls.to_string(),
-        ])
+        .args(&args)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(if o.quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
         .output()
         .expect("spawn child");
     if !out.status.success() {
-        eprintln!("braintrust-bench: child {kind} exited with {}", out.status);
+        eprintln!(
+            "braintrust-bench: child {} exited with {}",
+            c.kind, out.status
+        );
         std::process::exit(1);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -158,7 +231,10 @@ fn spawn_child(kind: &str, o: &Options, sink_url: &str) -> Value {
         .rev()
         .find_map(|l| l.strip_prefix(RESULT_PREFIX))
         .unwrap_or_else(|| {
-            eprintln!("braintrust-bench: child {kind} printed no result: {stdout}");
+            eprintln!(
+                "braintrust-bench: child {} printed no result: {stdout}",
+                c.kind
+            );
             std::process::exit(1)
         });
     serde_json::from_str(line).expect("child result is JSON")
@@ -181,17 +257,21 @@ fn summarize(runs: &[Value]) -> Value {
                         json!(round(m, 4))
                     },
                 );
+            } else if k == "variant" {
+                out.insert(k.clone(), v.clone());
             }
         }
     }
-    for k in [
-        "app_us_per_span",
-        "app_cpu_us_per_span",
-        "e2e_secs",
-        "delivered",
-    ] {
+    for k in ["app_us_per_span", "e2e_s", "delivered", "peak_rss_mb"] {
         let xs: Vec<Value> = runs.iter().map(|r| r[k].clone()).collect();
         out.insert(format!("runs_{k}"), Value::Array(xs));
+    }
+    let errors: Vec<Value> = runs
+        .iter()
+        .filter_map(|r| r.get("flush_error").filter(|e| !e.is_null()).cloned())
+        .collect();
+    if !errors.is_empty() {
+        out.insert("flush_errors".into(), Value::Array(errors));
     }
     Value::Object(out)
 }
@@ -199,6 +279,24 @@ fn summarize(runs: &[Value]) -> Value {
 fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
+}
+
+fn say(o: &Options, label: &str, r: &Value) {
+    if o.quiet {
+        return;
+    }
+    eprintln!(
+        "{label:<22} app {:>7.3} µs/span (cpu {:>7.3}), e2e {:>7.3} s, delivered {}/{}, {:>9.0} spans/s, {} req, {:.1} MB peak RSS, load {:.2}",
+        r["app_us_per_span"].as_f64().unwrap_or(0.0),
+        r["app_cpu_us_per_span"].as_f64().unwrap_or(0.0),
+        r["e2e_s"].as_f64().unwrap_or(0.0),
+        r["delivered"],
+        r["spans"],
+        r["delivered_spans_per_s"].as_f64().unwrap_or(0.0),
+        r["logs3_requests"],
+        r["peak_rss_mb"].as_f64().unwrap_or(0.0),
+        r["loadavg_1m_end"].as_f64().unwrap_or(0.0),
+    );
 }
 
 fn parent_main(o: &Options) {
@@ -211,28 +309,24 @@ fn parent_main(o: &Options) {
     // Interleave variants run by run, so a burst of load hits both alike.
     for run in 0..o.runs {
         for (v, rs) in results.iter_mut() {
-            let r = spawn_child(v.as_str(), o, &url);
-            if !o.quiet {
-                eprintln!(
-                    "run {}/{} {:<6} app {:>7.3} µs/span (cpu {:>7.3}), e2e {:>7.3} s, delivered {}/{}, {:>9.0} spans/s, {} req, {:.1} MB peak RSS, load {:.2}",
-                    run + 1,
-                    o.runs,
-                    v.as_str(),
-                    r["app_us_per_span"].as_f64().unwrap_or(0.0),
-                    r["app_cpu_us_per_span"].as_f64().unwrap_or(0.0),
-                    r["e2e_secs"].as_f64().unwrap_or(0.0),
-                    r["delivered"],
-                    r["spans"],
-                    r["delivered_spans_per_sec"].as_f64().unwrap_or(0.0),
-                    r["logs3_requests"],
-                    r["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-                    r["loadavg_1m_end"].as_f64().unwrap_or(0.0),
-                );
-            }
+            let c = Child {
+                kind: v.as_str(),
+                spans: o.spans,
+                producers: 1,
+                queue_size: None,
+            };
+            let r = spawn_child(&c, o, &url);
+            say(o, &format!("run {}/{} {}", run + 1, o.runs, v.as_str()), &r);
             rs.push(r);
         }
         if o.disabled_calls > 0 {
-            let d = spawn_child("disabled", o, &url);
+            let c = Child {
+                kind: "disabled",
+                spans: o.spans,
+                producers: 1,
+                queue_size: None,
+            };
+            let d = spawn_child(&c, o, &url);
             if !o.quiet {
                 eprintln!(
                     "run {}/{} disabled: plain {:.3} ns/call, #[traced] {:.3} ns/call, overhead {:.3} ns",
@@ -249,12 +343,11 @@ fn parent_main(o: &Options) {
     let mut report = serde_json::Map::new();
     report.insert(
         "bench".into(),
-        json!("braintrust-rust issue-9 workload: trees of depth 3 (l1->l2->l3), input {\"i\": i}, output {\"ok\": i}"),
+        json!("braintrust-rust workload: trees of depth 3 (l1->l2->l3), input {\"i\": i}, output {\"ok\": i}"),
     );
     report.insert("spans".into(), json!(o.spans / 3 * 3));
     report.insert("runs".into(), json!(o.runs));
     report.insert("machine".into(), serde_json::to_value(&machine).unwrap());
-    report.insert("loadavg_end".into(), json!(machine::loadavg()));
     for (v, rs) in &results {
         report.insert(v.as_str().into(), summarize(rs));
     }
@@ -271,11 +364,191 @@ fn parent_main(o: &Options) {
             }),
         );
     }
+    if o.extras {
+        extras(o, &url, &mut report);
+        report.insert("targets".into(), targets(&report));
+    }
+    report.insert("loadavg_end".into(), json!(machine::loadavg()));
     report.insert(
         "sink".into(),
         serde_json::to_value(sink.stats()).unwrap_or(Value::Null),
     );
     println!("{}", Value::Object(report));
+}
+
+/// The figures measured once each: queue limit lifted, the burst, big
+/// payloads, 1 vs 8 producers, memory, allocations, the floor.
+fn extras(o: &Options, url: &str, report: &mut serde_json::Map<String, Value>) {
+    let mut one = |key: &str, c: Child<'_>| {
+        let r = spawn_child(&c, o, url);
+        if r.get("app_us_per_span").is_some() {
+            say(o, key, &r);
+        } else if !o.quiet {
+            eprintln!("{key:<22} {r}");
+        }
+        report.insert(key.into(), r);
+    };
+    one(
+        "manual_queue_lifted",
+        Child {
+            kind: "manual",
+            spans: o.spans,
+            producers: 1,
+            queue_size: Some(10_000_000),
+        },
+    );
+    if o.burst_spans > 0 {
+        one(
+            "burst",
+            Child {
+                kind: "manual",
+                spans: o.burst_spans,
+                producers: 1,
+                queue_size: None,
+            },
+        );
+    }
+    if o.big_spans > 0 {
+        one(
+            "big_payload",
+            Child {
+                kind: "big",
+                spans: o.big_spans,
+                producers: 1,
+                queue_size: None,
+            },
+        );
+    }
+    if o.scale_spans > 0 {
+        for producers in [1, 8] {
+            one(
+                &format!("producers_{producers}"),
+                Child {
+                    kind: "manual",
+                    spans: o.scale_spans,
+                    producers,
+                    queue_size: None,
+                },
+            );
+        }
+    }
+    one(
+        "memory",
+        Child {
+            kind: "memory",
+            spans: o.spans,
+            producers: 1,
+            queue_size: None,
+        },
+    );
+    one(
+        "allocations",
+        Child {
+            kind: "allocs",
+            spans: o.spans,
+            producers: 1,
+            queue_size: None,
+        },
+    );
+    one(
+        "floor",
+        Child {
+            kind: "floor",
+            spans: 1_000_000,
+            producers: 1,
+            queue_size: None,
+        },
+    );
+}
+
+/// Each target of issue 14 with the measured figure and whether it is met.
+fn targets(r: &serde_json::Map<String, Value>) -> Value {
+    let f = |path: &[&str]| {
+        let mut v = &Value::Null;
+        for (i, p) in path.iter().enumerate() {
+            v = if i == 0 {
+                r.get(*p).unwrap_or(&Value::Null)
+            } else {
+                &v[*p]
+            };
+        }
+        v.as_f64()
+    };
+    let check = |name: &str, value: Option<f64>, ok: fn(f64) -> bool, target: &str| {
+        json!({
+            "figure": name,
+            "target": target,
+            "measured": value,
+            "met": value.map(ok),
+        })
+    };
+    let burst_share = match (f(&["burst", "delivered"]), f(&["burst", "spans"])) {
+        (Some(d), Some(s)) if s > 0.0 => Some(d / s * 100.0),
+        _ => None,
+    };
+    Value::Array(vec![
+        check(
+            "manual app_us_per_span",
+            f(&["manual", "app_us_per_span"]),
+            |v| v <= 1.0,
+            "<= 1.0",
+        ),
+        check(
+            "traced app_us_per_span",
+            f(&["traced", "app_us_per_span"]),
+            |v| v <= 1.0,
+            "<= 1.0",
+        ),
+        check(
+            "manual delivered_spans_per_s",
+            f(&["manual", "delivered_spans_per_s"]),
+            |v| v >= 500_000.0,
+            ">= 500000",
+        ),
+        check("burst delivered %", burst_share, |v| v >= 99.0, ">= 99"),
+        check(
+            "manual peak_rss_mb",
+            f(&["manual", "peak_rss_mb"]),
+            |v| v <= 30.0,
+            "<= 30",
+        ),
+        check(
+            "queue lifted peak_rss_mb",
+            f(&["manual_queue_lifted", "peak_rss_mb"]),
+            |v| v <= 30.0,
+            "<= 30",
+        ),
+        check(
+            "idle queue 1e7 rss_mb",
+            f(&["memory", "idle_queue_1e7_rss_mb"]),
+            |v| v <= 1.0,
+            "nothing preallocated (<= 1)",
+        ),
+        check(
+            "pending overhead bytes/span",
+            f(&["memory", "pending_overhead_bytes_per_span"]),
+            |v| v <= 256.0,
+            "<= 256",
+        ),
+        check(
+            "big payload app_us_per_span",
+            f(&["big_payload", "app_us_per_span"]),
+            |v| v <= 10.0,
+            "<= 10",
+        ),
+        check(
+            "big payload peak_rss_mb",
+            f(&["big_payload", "peak_rss_mb"]),
+            |v| v <= 57.0,
+            "<= 57",
+        ),
+        check(
+            "disabled overhead_ns",
+            f(&["disabled", "overhead_ns"]),
+            |v| v <= 2.0,
+            "<= 2",
+        ),
+    ])
 }
 
 /// Measures how many rows per second the sink ingests: 8 keep-alive

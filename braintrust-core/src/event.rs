@@ -92,16 +92,51 @@ pub fn json_f64(v: f64) -> Value {
 #[derive(Debug, Clone, Default, PartialEq)]
 #[must_use = "Event is a builder: pass it to Span::log"]
 pub struct Event {
-    pub(crate) input: Option<Value>,
-    pub(crate) output: Option<Value>,
-    pub(crate) expected: Option<Value>,
-    pub(crate) error: Option<Value>,
-    pub(crate) scores: Option<Map<String, Value>>,
-    pub(crate) metrics: Option<Map<String, Value>>,
-    pub(crate) metadata: Option<Map<String, Value>>,
-    pub(crate) tags: Option<Vec<String>>,
-    pub(crate) span_attributes: Option<Map<String, Value>>,
-    pub(crate) invalid: Option<ValidationError>,
+    /// The set fields, each at most once, in [`Field`] order. Object fields
+    /// hold a `Value::Object`, `tags` a `Value::Array` of strings. A short
+    /// list instead of one slot per field keeps an event small to move
+    /// through the builder and to hold while it waits for the logger thread.
+    pub(crate) fields: Vec<(Field, Value)>,
+    pub(crate) invalid: Option<Box<ValidationError>>,
+}
+
+/// A field of an [`Event`], in the order rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Field {
+    Input,
+    Output,
+    Expected,
+    Error,
+    Scores,
+    Metrics,
+    Metadata,
+    SpanAttributes,
+    Tags,
+}
+
+impl Field {
+    /// The row key.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Field::Input => "input",
+            Field::Output => "output",
+            Field::Expected => "expected",
+            Field::Error => "error",
+            Field::Scores => "scores",
+            Field::Metrics => "metrics",
+            Field::Metadata => "metadata",
+            Field::SpanAttributes => "span_attributes",
+            Field::Tags => "tags",
+        }
+    }
+
+    /// Objects deep-merge over what a row has; other fields replace.
+    pub(crate) const fn is_object(self) -> bool {
+        matches!(
+            self,
+            Field::Scores | Field::Metrics | Field::Metadata | Field::SpanAttributes
+        )
+    }
 }
 
 impl Event {
@@ -112,24 +147,85 @@ impl Event {
 
     fn reject(mut self, e: ValidationError) -> Self {
         if self.invalid.is_none() {
-            self.invalid = Some(e);
+            self.invalid = Some(Box::new(e));
         }
         self
     }
 
+    fn position(&self, f: Field) -> Result<usize, usize> {
+        self.fields.binary_search_by(|(k, _)| k.cmp(&f))
+    }
+
+    /// The value of a field, if set.
+    pub(crate) fn get(&self, f: Field) -> Option<&Value> {
+        self.position(f).ok().map(|i| &self.fields[i].1)
+    }
+
+    /// An object field, if set.
+    pub(crate) fn map(&self, f: Field) -> Option<&Map<String, Value>> {
+        self.get(f).and_then(Value::as_object)
+    }
+
+    /// Sets a field, replacing what it held.
+    pub(crate) fn put(&mut self, f: Field, v: Value) {
+        match self.position(f) {
+            Ok(i) => self.fields[i].1 = v,
+            Err(i) => self.insert_at(i, f, v),
+        }
+    }
+
+    /// Inserts a new field. Grows one slot at a time: most events set one
+    /// or two fields, and a `Vec`'s first growth would make room for four.
+    fn insert_at(&mut self, i: usize, f: Field, v: Value) {
+        self.fields.reserve_exact(1);
+        self.fields.insert(i, (f, v));
+    }
+
+    /// The object of an object field, created empty when unset.
+    fn map_mut(&mut self, f: Field) -> &mut Map<String, Value> {
+        let i = match self.position(f) {
+            Ok(i) => i,
+            Err(i) => {
+                self.insert_at(i, f, Value::Object(Map::new()));
+                i
+            }
+        };
+        let slot = &mut self.fields[i].1;
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        slot.as_object_mut().expect("an object was just put here")
+    }
+
+    /// The tag list, created empty when unset.
+    fn tag_list(&mut self) -> &mut Vec<Value> {
+        let i = match self.position(Field::Tags) {
+            Ok(i) => i,
+            Err(i) => {
+                self.insert_at(i, Field::Tags, Value::Array(Vec::new()));
+                i
+            }
+        };
+        let slot = &mut self.fields[i].1;
+        if !slot.is_array() {
+            *slot = Value::Array(Vec::new());
+        }
+        slot.as_array_mut().expect("an array was just put here")
+    }
+
     /// The span's input (any JSON).
     pub fn input(mut self, v: impl Into<Value>) -> Self {
-        self.input = Some(v.into());
+        self.put(Field::Input, v.into());
         self
     }
     /// The span's output (any JSON).
     pub fn output(mut self, v: impl Into<Value>) -> Self {
-        self.output = Some(v.into());
+        self.put(Field::Output, v.into());
         self
     }
     /// The expected output, for evaluation.
     pub fn expected(mut self, v: impl Into<Value>) -> Self {
-        self.expected = Some(v.into());
+        self.put(Field::Expected, v.into());
         self
     }
     /// An error. The protocol keeps `error` a string (spec §8), so any other
@@ -145,10 +241,11 @@ impl Event {
     /// assert_eq!(a, b);
     /// ```
     pub fn error(mut self, v: impl Into<Value>) -> Self {
-        self.error = Some(match v.into() {
+        let v = match v.into() {
             v @ (Value::String(_) | Value::Null) => v,
             other => Value::String(other.to_string()),
-        });
+        };
+        self.put(Field::Error, v);
         self
     }
     /// An error from a Rust error value: its `Display`, then its `source()` chain.
@@ -159,9 +256,9 @@ impl Event {
     pub fn metadata(mut self, v: impl Into<Value>) -> Self {
         match v.into() {
             Value::Object(m) => {
-                match &mut self.metadata {
-                    Some(existing) => existing.extend(m),
-                    None => self.metadata = Some(m),
+                match self.position(Field::Metadata) {
+                    Ok(_) => self.map_mut(Field::Metadata).extend(m),
+                    Err(_) => self.put(Field::Metadata, Value::Object(m)),
                 }
                 self
             }
@@ -174,9 +271,7 @@ impl Event {
     }
     /// One metadata entry.
     pub fn metadata_entry(mut self, key: impl Into<String>, v: impl Into<Value>) -> Self {
-        self.metadata
-            .get_or_insert_with(Map::new)
-            .insert(key.into(), v.into());
+        self.map_mut(Field::Metadata).insert(key.into(), v.into());
         self
     }
     /// One score: a number in `[0, 1]`, a bool (1/0), or `None`.
@@ -192,7 +287,7 @@ impl Event {
                 ))
             }
         };
-        self.scores.get_or_insert_with(Map::new).insert(name, value);
+        self.map_mut(Field::Scores).insert(name, value);
         self
     }
     /// Several scores.
@@ -207,8 +302,7 @@ impl Event {
     }
     /// One metric (e.g. `prompt_tokens`). Non-finite values are sent as strings.
     pub fn metric(mut self, name: impl Into<String>, v: f64) -> Self {
-        self.metrics
-            .get_or_insert_with(Map::new)
+        self.map_mut(Field::Metrics)
             .insert(name.into(), json_f64(v));
         self
     }
@@ -221,15 +315,15 @@ impl Event {
     }
     /// Tags: unique strings, set-unioned with tags logged earlier.
     pub fn tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
-        let list = self.tags.get_or_insert_with(Vec::new);
+        let list = self.tag_list();
         let mut dup = None;
         for t in tags {
             let t = t.into();
-            if list.contains(&t) {
+            if list.iter().any(|v| v.as_str() == Some(t.as_str())) {
                 dup = Some(t);
                 break;
             }
-            list.push(t);
+            list.push(Value::String(t));
         }
         match dup {
             Some(t) => self.reject(ValidationError::new("tags", format!("duplicate tag: {t}"))),
@@ -252,7 +346,7 @@ impl Event {
                 if let Err(e) = check_span_attributes(&m) {
                     return self.reject(e);
                 }
-                self.span_attributes.get_or_insert_with(Map::new).extend(m);
+                self.map_mut(Field::SpanAttributes).extend(m);
                 self
             }
             _ => self.reject(ValidationError::new(
@@ -339,9 +433,7 @@ impl Event {
                         Value::String(s)
                             if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") =>
                         {
-                            e.metrics
-                                .get_or_insert_with(Map::new)
-                                .insert(k, Value::String(s));
+                            e.map_mut(Field::Metrics).insert(k, Value::String(s));
                             e
                         }
                         _ => e.reject(ValidationError::new(
@@ -385,54 +477,33 @@ impl Event {
     /// Returns the first rule this event broke, or the event itself.
     pub fn validate(self) -> Result<Event, ValidationError> {
         match self.invalid {
-            Some(e) => Err(e),
+            Some(e) => Err(*e),
             None => Ok(self),
         }
     }
 
     /// True when no field is set.
     pub fn is_empty(&self) -> bool {
-        self.input.is_none()
-            && self.output.is_none()
-            && self.expected.is_none()
-            && self.error.is_none()
-            && self.scores.is_none()
-            && self.metrics.is_none()
-            && self.metadata.is_none()
-            && self.tags.is_none()
-            && self.span_attributes.is_none()
+        self.fields.is_empty()
     }
 
     /// Merges a later event into this one with the row-merge rules: values
     /// replace, objects deep-merge, tags union.
     pub(crate) fn merge_from(&mut self, later: Event) {
-        fn put(slot: &mut Option<Value>, v: Option<Value>) {
-            if v.is_some() {
-                *slot = v;
-            }
-        }
-        fn merge_map(slot: &mut Option<Map<String, Value>>, v: Option<Map<String, Value>>) {
-            if let Some(m) = v {
-                match slot {
-                    Some(existing) => deep_merge(existing, m),
-                    None => *slot = Some(m),
+        for (f, v) in later.fields {
+            match (f, v) {
+                (Field::Tags, Value::Array(tags)) => {
+                    let list = self.tag_list();
+                    for t in tags {
+                        if !list.contains(&t) {
+                            list.push(t);
+                        }
+                    }
                 }
-            }
-        }
-        put(&mut self.input, later.input);
-        put(&mut self.output, later.output);
-        put(&mut self.expected, later.expected);
-        put(&mut self.error, later.error);
-        merge_map(&mut self.scores, later.scores);
-        merge_map(&mut self.metrics, later.metrics);
-        merge_map(&mut self.metadata, later.metadata);
-        merge_map(&mut self.span_attributes, later.span_attributes);
-        if let Some(tags) = later.tags {
-            let list = self.tags.get_or_insert_with(Vec::new);
-            for t in tags {
-                if !list.contains(&t) {
-                    list.push(t);
+                (f, Value::Object(m)) if f.is_object() && self.map(f).is_some() => {
+                    deep_merge(self.map_mut(f), m);
                 }
+                (f, v) => self.put(f, v),
             }
         }
     }
@@ -441,38 +512,15 @@ impl Event {
     /// `metrics`, `metadata` and `span_attributes` are merged over what the
     /// row already has, so user metrics merge with `metrics.start`.
     pub(crate) fn write_into(self, row: &mut Map<String, Value>) {
-        let plain = [
-            ("input", self.input),
-            ("output", self.output),
-            ("expected", self.expected),
-            ("error", self.error),
-        ];
-        for (k, v) in plain {
-            if let Some(v) = v {
-                row.insert(k.into(), v);
-            }
-        }
-        let objects = [
-            ("scores", self.scores),
-            ("metrics", self.metrics),
-            ("metadata", self.metadata),
-            ("span_attributes", self.span_attributes),
-        ];
-        for (k, v) in objects {
-            if let Some(m) = v {
-                match row.get_mut(k) {
-                    Some(Value::Object(existing)) => deep_merge(existing, m),
-                    _ => {
-                        row.insert(k.into(), Value::Object(m));
-                    }
+        for (f, v) in self.fields {
+            match (row.get_mut(f.name()), v) {
+                (Some(Value::Object(existing)), Value::Object(m)) if f.is_object() => {
+                    deep_merge(existing, m)
+                }
+                (_, v) => {
+                    row.insert(f.name().into(), v);
                 }
             }
-        }
-        if let Some(tags) = self.tags {
-            row.insert(
-                "tags".into(),
-                Value::Array(tags.into_iter().map(Value::String).collect()),
-            );
         }
     }
 }
@@ -547,8 +595,8 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(
-            e.scores.unwrap(),
-            json!({"a":1,"b":null,"c":0.5}).as_object().unwrap().clone()
+            e.get(Field::Scores).unwrap(),
+            &json!({"a":1,"b":null,"c":0.5})
         );
         let err = Event::new().score("x", f64::NAN).validate().unwrap_err();
         assert_eq!(err.field, "scores.x");
@@ -576,7 +624,7 @@ mod tests {
         let err = Event::from_json(json!({"input": 1, "inputs": 2})).unwrap_err();
         assert!(err.rule.starts_with("Only one of input or inputs"));
         let e = Event::from_json(json!({"inputs": 2})).unwrap();
-        assert_eq!(e.input, Some(json!(2)));
+        assert_eq!(e.get(Field::Input), Some(&json!(2)));
     }
 
     #[test]
@@ -588,8 +636,8 @@ mod tests {
             .metric("d", 1.5)
             .metric("e", 3.0);
         assert_eq!(
-            Value::Object(e.metrics.unwrap()),
-            json!({"a":"NaN","b":"Infinity","c":"-Infinity","d":1.5,"e":3})
+            e.get(Field::Metrics).unwrap(),
+            &json!({"a":"NaN","b":"Infinity","c":"-Infinity","d":1.5,"e":3})
         );
     }
 

@@ -246,7 +246,7 @@ impl SpanArgs {
 /// The tree position of a new span: trace id, parents and inherited bits.
 pub(crate) struct Lineage {
     pub root_span_id: Id,
-    pub parents: Vec<Id>,
+    pub parents: Arc<[Id]>,
     pub propagated: Option<Arc<Map<String, Value>>>,
     pub w3c: Option<Arc<InboundW3c>>,
 }
@@ -280,7 +280,7 @@ pub(crate) struct SpanCore {
 /// A span's unsent writes.
 #[derive(Default)]
 pub(crate) struct Pending {
-    pub start: Option<Box<StartInfo>>,
+    pub start: Option<StartInfo>,
     pub event: Option<Event>,
     pub end: Option<f64>,
     /// An entry for this span is in the queue.
@@ -434,19 +434,18 @@ impl Span {
         let (root_span_id, parents, propagated, w3c) = match lineage {
             Some(l) => {
                 let mut parents = l.parents;
-                for extra in &args.extra_parents {
-                    if let Some(c) = extra.core() {
-                        if !parents.contains(&c.span_id) {
-                            parents.push(c.span_id.clone());
+                if !args.extra_parents.is_empty() {
+                    let mut all = parents.to_vec();
+                    for extra in &args.extra_parents {
+                        if let Some(c) = extra.core() {
+                            if !all.contains(&c.span_id) {
+                                all.push(c.span_id.clone());
+                            }
                         }
                     }
+                    parents = Arc::from(all);
                 }
-                (
-                    l.root_span_id,
-                    Some(Arc::from(parents)),
-                    l.propagated,
-                    l.w3c,
-                )
+                (l.root_span_id, Some(parents), l.propagated, l.w3c)
             }
             None => {
                 let root = if legacy {
@@ -519,7 +518,7 @@ impl Span {
             instrumentation: args.instrumentation,
             event,
         };
-        core.update(|p| p.start = Some(Box::new(info)));
+        core.update(|p| p.start = Some(info));
         Span { core: Some(core) }
     }
 
@@ -527,7 +526,7 @@ impl Span {
     pub(crate) fn child_lineage(&self) -> Option<Lineage> {
         self.core.as_ref().map(|c| Lineage {
             root_span_id: c.root_span_id.clone(),
-            parents: vec![c.span_id.clone()],
+            parents: Arc::new([c.span_id.clone()]),
             propagated: c.propagated.clone(),
             w3c: c.w3c.clone(),
         })

@@ -99,6 +99,9 @@ pub(crate) struct Pipeline {
     api: Arc<Api>,
     queue: queue::BoundedQueue<Op>,
     notify: tokio::sync::Notify,
+    /// The worker waits for entries: the next producer wakes it. While it
+    /// works, producers only push (no wake-up per entry).
+    worker_idle: AtomicBool,
     space: (Mutex<()>, Condvar),
     blocked_waiters: AtomicU64,
     ctrl: OnceLock<tokio::sync::mpsc::UnboundedSender<Cmd>>,
@@ -123,6 +126,7 @@ impl Pipeline {
             config,
             api,
             notify: tokio::sync::Notify::new(),
+            worker_idle: AtomicBool::new(false),
             space: (Mutex::new(()), Condvar::new()),
             blocked_waiters: AtomicU64::new(0),
             ctrl: OnceLock::new(),
@@ -193,7 +197,7 @@ impl Pipeline {
         loop {
             match self.queue.push(op) {
                 Ok(()) => {
-                    self.notify.notify_one();
+                    self.wake_worker();
                     return;
                 }
                 Err(back) => {
@@ -220,6 +224,18 @@ impl Pipeline {
                     return;
                 }
             }
+        }
+    }
+
+    /// Wakes the worker if it waits for entries. The fence pairs with the
+    /// worker's (see `Worker::run`): either it sees the entry just pushed
+    /// or this sees it idle.
+    fn wake_worker(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.worker_idle.load(Ordering::Relaxed)
+            && self.worker_idle.swap(false, Ordering::AcqRel)
+        {
+            self.notify.notify_one();
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::event::{deep_merge, Event};
+use crate::event::{deep_merge, Event, Field};
 use crate::ids::Id;
 use crate::logger::ObjectInner;
 use crate::merge::Row;
@@ -84,6 +84,14 @@ impl RowsText {
 }
 
 impl Prepared {
+    /// Appends the rows of `other` after these.
+    pub(crate) fn append(&mut self, other: Prepared) {
+        let base = self.text.len();
+        self.text.push_str(&other.text);
+        self.ends.extend(other.ends.into_iter().map(|e| e + base));
+        self.weights.extend(other.weights);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
@@ -260,7 +268,6 @@ impl IdFields {
 enum Slot<'a> {
     Value(&'a Value),
     Map(&'a Map<String, Value>),
-    Tags(&'a Vec<String>),
     Owned(Value),
 }
 
@@ -277,7 +284,6 @@ impl Slot<'_> {
         match self {
             Slot::Value(v) => serde_json::to_writer(&mut *b, v).is_ok(),
             Slot::Map(m) => serde_json::to_writer(&mut *b, m).is_ok(),
-            Slot::Tags(t) => serde_json::to_writer(&mut *b, t).is_ok(),
             Slot::Owned(v) => serde_json::to_writer(&mut *b, v).is_ok(),
         }
     }
@@ -318,31 +324,12 @@ impl<'a> Slots<'a> {
     /// `Event::write_into`, leaving out `metrics` and `span_attributes`
     /// when `skip_fixed` (a start row holds them already).
     fn write_event(&mut self, e: &'a Event, skip_fixed: bool) {
-        for (k, v) in [
-            ("input", &e.input),
-            ("output", &e.output),
-            ("expected", &e.expected),
-            ("error", &e.error),
-        ] {
-            if let Some(v) = v {
-                self.put(k, Slot::Value(v));
+        for (f, v) in &e.fields {
+            match (f, v) {
+                (Field::Metrics | Field::SpanAttributes, _) if skip_fixed => {}
+                (f, Value::Object(m)) if f.is_object() => self.merge(f.name(), m),
+                (f, v) => self.put(f.name(), Slot::Value(v)),
             }
-        }
-        for (k, v) in [
-            ("scores", &e.scores),
-            ("metrics", &e.metrics),
-            ("metadata", &e.metadata),
-            ("span_attributes", &e.span_attributes),
-        ] {
-            if skip_fixed && (k == "metrics" || k == "span_attributes") {
-                continue;
-            }
-            if let Some(m) = v {
-                self.merge(k, m);
-            }
-        }
-        if let Some(t) = &e.tags {
-            self.put("tags", Slot::Tags(t));
         }
     }
 }
@@ -420,11 +407,15 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
             key(b, "created");
             write_str(b, &format_rfc3339(start.start));
             key(b, "metrics");
-            if events.iter().flatten().any(|e| e.metrics.is_some()) {
+            if events
+                .iter()
+                .flatten()
+                .any(|e| e.get(Field::Metrics).is_some())
+            {
                 let mut m = Map::new();
                 m.insert("start".into(), Value::from(start.start));
                 for e in events.iter().flatten() {
-                    if let Some(x) = &e.metrics {
+                    if let Some(x) = e.map(Field::Metrics) {
                         deep_merge(&mut m, x.clone());
                     }
                 }
@@ -448,7 +439,11 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
                 Some(n) => std::borrow::Cow::Borrowed(n.as_ref()),
                 None => std::borrow::Cow::Owned(default_name(start)),
             };
-            if events.iter().flatten().any(|e| e.span_attributes.is_some()) {
+            if events
+                .iter()
+                .flatten()
+                .any(|e| e.get(Field::SpanAttributes).is_some())
+            {
                 let mut m = Map::new();
                 m.insert("name".into(), Value::String(name.into_owned()));
                 if let Some(t) = start.span_type {
@@ -456,7 +451,7 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
                 }
                 m.insert("exec_counter".into(), Value::from(start.exec_counter));
                 for e in events.iter().flatten() {
-                    if let Some(x) = &e.span_attributes {
+                    if let Some(x) = e.map(Field::SpanAttributes) {
                         deep_merge(&mut m, x.clone());
                     }
                 }

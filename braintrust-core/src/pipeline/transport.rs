@@ -73,9 +73,11 @@ impl<'a> Transport<'a> {
         settle: &'s dyn Fn(&[usize], Settle),
     ) -> LocalBoxFuture<'s, ()> {
         Box::pin(async move {
-            let body = body_of(rows, &idx);
+            // Shared, not copied, by every attempt.
+            let wire = bytes::Bytes::from(body_of(rows, &idx));
+            let body = text_of(&wire);
             if let Some(dir) = &self.config.all_payloads_dir {
-                payloads::write(dir, &body);
+                payloads::write(dir, body);
             }
             let max = self.limits.max_request_size;
             let mut oversized = body.len() > max;
@@ -87,7 +89,7 @@ impl<'a> Transport<'a> {
                     "a row of {} bytes exceeds the request size limit of {max} bytes (BRAINTRUST_MAX_REQUEST_SIZE) and the server offers no overflow upload",
                     body.len()
                 );
-                return self.fail(&body, &idx, cause, settle);
+                return self.fail(body, &idx, cause, settle);
             }
             let mut retry = self.policy.start();
             let mut overflow_key: Option<String> = None;
@@ -95,7 +97,7 @@ impl<'a> Transport<'a> {
                 if let Some(cause) = self.spent.borrow().clone() {
                     let cause =
                         format!("not sent: the retry budget of this round was spent ({cause})");
-                    return self.fail(&body, &idx, cause, settle);
+                    return self.fail(body, &idx, cause, settle);
                 }
                 let attempt_deadline =
                     (Instant::now() + self.config.effective_timeout()).min(retry.budget_deadline());
@@ -103,7 +105,7 @@ impl<'a> Transport<'a> {
                     if oversized {
                         let key = match &overflow_key {
                             Some(k) => k.clone(),
-                            None => match self.upload_overflow(&body).await {
+                            None => match self.upload_overflow(body).await {
                                 Ok(k) => {
                                     overflow_key = Some(k.clone());
                                     k
@@ -111,9 +113,9 @@ impl<'a> Transport<'a> {
                                 Err(a) => return a,
                             },
                         };
-                        self.post(overflow_ref(&key, body.len())).await
+                        self.post(overflow_ref(&key, body.len()).into()).await
                     } else {
-                        self.post(body.clone()).await
+                        self.post(wire.clone()).await
                     }
                 };
                 let result = match tokio::time::timeout_at(attempt_deadline.into(), attempt).await {
@@ -145,9 +147,9 @@ impl<'a> Transport<'a> {
                             "{msg}; a single row of {} bytes is over the server's limit",
                             body.len()
                         );
-                        return self.fail(&body, &idx, cause, settle);
+                        return self.fail(body, &idx, cause, settle);
                     }
-                    Attempt::Permanent(msg) => return self.fail(&body, &idx, msg, settle),
+                    Attempt::Permanent(msg) => return self.fail(body, &idx, msg, settle),
                     Attempt::Transient(msg, server_wait) => match retry.next_delay(server_wait) {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => {
@@ -164,7 +166,7 @@ impl<'a> Transport<'a> {
                                 if tries == 1 { "y" } else { "ies" }
                             );
                             self.spent.borrow_mut().get_or_insert_with(|| cause.clone());
-                            return self.fail(&body, &idx, cause, settle);
+                            return self.fail(body, &idx, cause, settle);
                         }
                     },
                 }
@@ -191,7 +193,7 @@ impl<'a> Transport<'a> {
         settle(idx, Settle::Failed { cause, dumped });
     }
 
-    async fn post(&self, body: String) -> Attempt {
+    async fn post(&self, body: bytes::Bytes) -> Attempt {
         let url = self.url();
         let key = self.config.api_key.clone().unwrap_or_default();
         crate::config::warn_if_plain_http(&url);
@@ -346,6 +348,11 @@ fn classify(status: u16, msg: String, wait: Option<Duration>) -> Attempt {
 fn body_of(rows: &Prepared, idx: &[usize]) -> String {
     let texts: Vec<&str> = idx.iter().map(|&i| rows.row(i)).collect();
     crate::merge::logs3_body(&texts)
+}
+
+/// A body's text: it was built from `&str`s, so it is always UTF-8.
+fn text_of(body: &bytes::Bytes) -> &str {
+    std::str::from_utf8(body).unwrap_or_default()
 }
 
 fn overflow_ref(key: &str, size: usize) -> String {

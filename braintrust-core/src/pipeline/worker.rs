@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::LocalBoxFuture;
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 
@@ -109,20 +110,32 @@ fn chunk_limit(batch_size: usize, concurrency: usize) -> usize {
     batch_size.saturating_mul(concurrency).max(1_000)
 }
 
+/// Chunks of at least twice this many entries are serialized by two threads.
+const SPLIT_AT: usize = 256;
+
 /// What a round holds that has no outcome yet. On abandonment this is
 /// what gets counted (and written to the failed-payload directory).
 #[derive(Default)]
 struct Held {
     /// Entries not yet turned into rows.
     ops: Vec<Op>,
-    /// Rows inside the masking function (counted, never written: unmasked).
-    masking: u64,
+    /// Rows on another thread: being masked or serialized (counted, never
+    /// written: they are not at hand, and masked rows not masked yet).
+    elsewhere: u64,
     /// Rows serialized and being sent; `unsettled[i]` until row `i` ends.
     prepared: Option<Rc<Prepared>>,
     unsettled: Vec<bool>,
     /// The abandon-request count when the round started: once it changes,
     /// nothing in the round settles rows any more; `abandon` counts them.
     epoch: u64,
+}
+
+/// What ended the worker's wait.
+enum Woke {
+    Cmd(Option<Cmd>),
+    Entries,
+    Tick,
+    Nothing,
 }
 
 /// Why a round stopped early.
@@ -166,37 +179,51 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let p = self.p.clone();
         loop {
-            tokio::select! {
+            // Waiting: say so, then look once more (the fence pairs with the
+            // producers' in `Pipeline::wake_worker`), so an entry pushed now
+            // is either seen here or wakes the wait below.
+            p.worker_idle.store(true, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !sync_flush && !p.queue.is_empty() {
+                p.worker_idle.store(false, Ordering::Relaxed);
+                self.deliver_all(None, false).await;
+                continue;
+            }
+            let woke = tokio::select! {
                 biased;
-                cmd = rx.recv() => match cmd {
-                    None | Some(Cmd::Shutdown) => break,
-                    Some(Cmd::Flush { done, deadline }) => {
-                        let r = match self.deliver_all(deadline, true).await {
-                            None => Ok(()),
-                            Some(_) => Err(Error::Timeout {
-                                waited_ms: 0,
-                                undelivered: 0,
-                                lost: Default::default(),
-                            }),
-                        };
-                        done.send(r);
-                    }
-                    Some(Cmd::Resolve { object, done }) => {
-                        let r = self.resolve_object(&object).await;
-                        let _ = done.send(r);
-                    }
-                    Some(Cmd::Login { done }) => {
-                        let _ = done.send(self.p.api.ensure_login().await);
-                    }
-                },
-                _ = p.abandon.notify.notified() => {
-                    // A caller gave up while nothing was in flight; it took
-                    // the queue itself. Only the permit is consumed here.
+                cmd = rx.recv() => Woke::Cmd(cmd),
+                // A caller gave up while nothing was in flight; it took the
+                // queue itself. Only the permit is consumed here.
+                _ = p.abandon.notify.notified() => Woke::Nothing,
+                _ = p.notify.notified(), if !sync_flush => Woke::Entries,
+                _ = tick.tick() => Woke::Tick,
+            };
+            p.worker_idle.store(false, Ordering::Relaxed);
+            match woke {
+                Woke::Cmd(None | Some(Cmd::Shutdown)) => break,
+                Woke::Cmd(Some(Cmd::Flush { done, deadline })) => {
+                    let r = match self.deliver_all(deadline, true).await {
+                        None => Ok(()),
+                        Some(_) => Err(Error::Timeout {
+                            waited_ms: 0,
+                            undelivered: 0,
+                            lost: Default::default(),
+                        }),
+                    };
+                    done.send(r);
                 }
-                _ = p.notify.notified(), if !sync_flush => {
+                Woke::Cmd(Some(Cmd::Resolve { object, done })) => {
+                    let r = self.resolve_object(&object).await;
+                    let _ = done.send(r);
+                }
+                Woke::Cmd(Some(Cmd::Login { done })) => {
+                    let _ = done.send(self.p.api.ensure_login().await);
+                }
+                Woke::Nothing => {}
+                Woke::Entries => {
                     self.deliver_all(None, false).await;
                 }
-                _ = tick.tick() => {
+                Woke::Tick => {
                     self.p.wake_blocked();
                     if !sync_flush && !self.p.queue.is_empty() {
                         self.deliver_all(None, false).await;
@@ -285,7 +312,7 @@ impl Worker {
         let dump = self.p.config.failed_payloads_dir.is_some();
         // Counted before anything is written out (cheap), so a caller
         // waiting for the answer sees the count even if writing takes a while.
-        let mut n = h.masking + h.ops.len() as u64;
+        let mut n = h.elsewhere + h.ops.len() as u64;
         if let Some(prep) = &h.prepared {
             n += (0..prep.len())
                 .filter(|&i| h.unsettled.get(i).copied().unwrap_or(false))
@@ -303,7 +330,7 @@ impl Worker {
                 }
             }
         }
-        h.masking = 0;
+        h.elsewhere = 0;
         h.unsettled.clear();
         drop(h);
         let queued = self.p.drain_queue();
@@ -414,16 +441,21 @@ impl Worker {
             self.p.config.batch_size,
             self.p.config.max_concurrent_requests,
         );
-        loop {
-            let ops: Vec<Op> = {
-                let mut h = held.borrow_mut();
-                let n = h.ops.len().min(chunk);
-                h.ops.drain(..n).collect()
-            };
-            if ops.is_empty() {
-                return;
+        let take = || -> Vec<Op> {
+            let mut h = held.borrow_mut();
+            let n = h.ops.len().min(chunk);
+            h.ops.drain(..n).collect()
+        };
+        // Pipelined: the next chunk is serialized on a blocking thread while
+        // this one is sent, so building rows and sending them overlap.
+        let mut next = Some(self.begin_prepare(take(), &ids, held));
+        while let Some(preparing) = next.take() {
+            let prepared = preparing.await;
+            let ops = take();
+            if !ops.is_empty() {
+                next = Some(self.begin_prepare(ops, &ids, held));
             }
-            let Some(prepared) = self.prepare(ops, &ids, held).await else {
+            let Some(prepared) = prepared else {
                 continue;
             };
             if let Some(observe) = self.p.row_observer() {
@@ -443,7 +475,69 @@ impl Worker {
         }
     }
 
-    /// Entries → serialized rows. `None` when nothing is left to send.
+    /// Starts turning entries into serialized rows; the future gives `None`
+    /// when nothing is left to send. Spans with generated row ids have
+    /// distinct merge keys (a span has one entry at a time, generated ids
+    /// are random), so merging is the identity: without masking they go
+    /// straight to JSON text, at once, on a blocking thread. Anything else
+    /// takes the general path (merge, mask) when awaited.
+    fn begin_prepare<'s>(
+        &'s self,
+        ops: Vec<Op>,
+        ids: &'s [(Arc<ObjectInner>, String)],
+        held: &'s RefCell<Held>,
+    ) -> LocalBoxFuture<'s, Option<Prepared>> {
+        let masking = self.p.masking_function();
+        let distinct = ops
+            .iter()
+            .all(|op| matches!(op, Op::Span(core) if matches!(core.row_id, Id::Uuid(_))));
+        if !distinct || masking.is_some() {
+            return Box::pin(self.prepare(ops, ids, held));
+        }
+        let logged = ops.len() as u64;
+        held.borrow_mut().elsewhere += logged;
+        // Two threads for a large chunk: serializing is most of the
+        // pipeline's work, and one thread is its ceiling.
+        let mut ops = ops;
+        let second = (ops.len() >= 2 * SPLIT_AT).then(|| ops.split_off(ops.len() / 2));
+        let spawn = |ops: Vec<Op>| {
+            let ids = ids.to_vec();
+            tokio::task::spawn_blocking(move || serialize_spans(ops, &ids))
+        };
+        let first = spawn(ops);
+        let second = second.map(spawn);
+        Box::pin(async move {
+            let mut done = first.await;
+            if let Some(second) = second {
+                match (&mut done, second.await) {
+                    (Ok(a), Ok(b)) => a.append(b),
+                    (_, Err(e)) => done = Err(e),
+                    _ => {}
+                }
+            }
+            held.borrow_mut().elsewhere -= logged;
+            match done {
+                Ok(prepared) => {
+                    self.forget_empty(logged, &prepared);
+                    (prepared.len() > 0).then_some(prepared)
+                }
+                Err(_) => {
+                    // The serializing thread panicked: its rows are lost,
+                    // counted, and said.
+                    self.p.counters.failed.fetch_add(logged, Ordering::AcqRel);
+                    self.p.reporter.failed(
+                        &self.p.counters,
+                        logged,
+                        "rows could not be serialized",
+                    );
+                    None
+                }
+            }
+        })
+    }
+
+    /// Entries → serialized rows by the general path (merge, then mask).
+    /// `None` when nothing is left to send.
     async fn prepare(
         &self,
         ops: Vec<Op>,
@@ -456,34 +550,7 @@ impl Worker {
                 .map(|(_, id)| id.as_str())
         };
         let masking = self.p.masking_function();
-        // Spans with generated row ids have distinct merge keys (a span has
-        // one entry at a time, generated ids are random), so merging is the
-        // identity; without masking they go straight to JSON text.
-        let distinct = ops
-            .iter()
-            .all(|op| matches!(op, Op::Span(core) if matches!(core.row_id, Id::Uuid(_))));
         let logged = ops.len() as u64;
-        if distinct && masking.is_none() {
-            let mut text = RowsText::with_capacity(ops.len());
-            let mut fields: Vec<IdFields> = Vec::new();
-            for op in ops {
-                let Op::Span(core) = op else { continue };
-                let Some(id) = id_of(&core.object) else {
-                    continue;
-                };
-                let f = match fields.iter().position(|f| f.is_for(&core.object)) {
-                    Some(i) => &fields[i],
-                    None => {
-                        fields.push(IdFields::new(&core.object, id));
-                        fields.last().expect("just pushed")
-                    }
-                };
-                text.push_span(&core, core.take_pending(), f);
-            }
-            let prepared = text.finish();
-            self.forget_empty(logged, &prepared);
-            return (prepared.len() > 0).then_some(prepared);
-        }
         let mut rows_in: Vec<Row> = Vec::with_capacity(ops.len());
         for op in ops {
             if let Some((obj, mut row)) = rows::op_to_row(op) {
@@ -514,12 +581,12 @@ impl Worker {
             None => merged,
             Some(f) => {
                 let n = merged.len() as u64;
-                held.borrow_mut().masking = n;
+                held.borrow_mut().elsewhere += n;
                 // Off the worker's runtime thread: a slow masking function
                 // must not stop the worker from honouring deadlines.
                 let task = tokio::task::spawn_blocking(move || mask_rows(&f, merged));
                 let masked = task.await;
-                held.borrow_mut().masking = 0;
+                held.borrow_mut().elsewhere -= n;
                 match masked {
                     Ok(m) => {
                         if m.failures > 0 {
@@ -789,6 +856,32 @@ impl Worker {
         }
         l
     }
+}
+
+/// Serializes spans with generated row ids (distinct merge keys) straight
+/// to JSON text, with their containers' id fields.
+fn serialize_spans(ops: Vec<Op>, ids: &[(Arc<ObjectInner>, String)]) -> Prepared {
+    let mut text = RowsText::with_capacity(ops.len());
+    let mut fields: Vec<IdFields> = Vec::new();
+    for op in ops {
+        let Op::Span(core) = op else { continue };
+        let Some(id) = ids
+            .iter()
+            .find(|(o, _)| Arc::ptr_eq(o, &core.object))
+            .map(|(_, id)| id.as_str())
+        else {
+            continue;
+        };
+        let f = match fields.iter().position(|f| f.is_for(&core.object)) {
+            Some(i) => &fields[i],
+            None => {
+                fields.push(IdFields::new(&core.object, id));
+                fields.last().expect("just pushed")
+            }
+        };
+        text.push_span(&core, core.take_pending(), f);
+    }
+    text.finish()
 }
 
 /// Hands each prepared row to the row observer; a panicking observer is
