@@ -126,13 +126,15 @@ fn attributes_and_error_shape_are_validated_at_log() {
     }
 }
 
-/// Every bad span argument at once, under a root whose own event is invalid.
+/// Every bad span argument at once, under a root whose own event and
+/// propagated event are invalid (two rejected span arguments).
 fn log_bad_spans(logger: &Logger) -> (String, String) {
     let root = logger.start_span(
         SpanArgs::new()
             .name("")
             .start_time(f64::NAN)
-            .event(Event::new().input("lost").score("s", 1.5)),
+            .event(Event::new().input("lost").score("s", 1.5))
+            .propagated_event(json!({"metadata": {"lost": true}, "scores": {"s": 2}})),
     );
     assert!(
         !root.is_noop(),
@@ -156,7 +158,7 @@ fn log_bad_spans(logger: &Logger) -> (String, String) {
 
 #[test]
 fn bad_span_arguments_are_replaced_and_the_tree_is_kept() {
-    let (server, _state, logger) = setup("hostile-args", |c| c);
+    let (server, state, logger) = setup("hostile-args", |c| c);
     let before = now_secs();
     let (root_id, child_id) = log_bad_spans(&logger);
     logger.flush().unwrap();
@@ -172,6 +174,15 @@ fn bad_span_arguments_are_replaced_and_the_tree_is_kept() {
         "the rejected event is not logged"
     );
     assert!(root.get("scores").is_none());
+    assert!(
+        root.get("metadata").is_none(),
+        "the rejected propagated event is not merged"
+    );
+    assert_eq!(
+        state.stats().rejected_span_args,
+        2,
+        "the event and the propagated event"
+    );
     let start = root["metrics"]["start"].as_f64().unwrap();
     assert!(
         (before..=after).contains(&start),
@@ -202,16 +213,19 @@ fn bad_span_arguments_are_replaced_and_the_tree_is_kept() {
 #[test]
 fn each_replacement_warns_once() {
     let Some(out) = rerun_in_child("each_replacement_warns_once", &[]) else {
-        let (server, _state, logger) = setup("hostile-warn-once", |c| c);
+        let (server, state, logger) = setup("hostile-warn-once", |c| c);
         for _ in 0..3 {
             log_bad_spans(&logger);
         }
         logger.flush().unwrap();
         assert_eq!(rows(&server).len(), 15);
+        // Every rejection counted, though stderr said each kind once.
+        assert_eq!(state.stats().rejected_span_args, 6);
         return;
     };
     for (what, expected) in [
         ("the event given to a new span was rejected (invalid `scores.s`: score values must be between 0 and 1)", 1),
+        ("the propagated_event of a new span was rejected (invalid `propagated_event.scores.s`: score values must be between 0 and 1)", 1),
         ("ignoring an empty span name", 1),
         ("ignoring an empty span id", 1),
         ("ignoring start_time NaN", 1),
@@ -221,7 +235,106 @@ fn each_replacement_warns_once() {
     ] {
         assert_eq!(out.matches(what).count(), expected, "{what:?} in:\n{out}");
     }
-    assert_eq!(out.matches("braintrust:").count(), 6, "{out}");
+    assert_eq!(out.matches("braintrust:").count(), 7, "{out}");
+}
+
+/// `propagated_event` is merged into every row of a subtree, winning on
+/// conflicts: given to `SpanArgs` or carried in a parent slug, it must be an
+/// object of valid event fields. An invalid one is rejected and counted,
+/// and the span starts as if none was given; nothing else is lost.
+#[test]
+fn propagated_event_is_checked_at_every_entry() {
+    let (server, state, logger) = setup("hostile-propagated", |c| c);
+    // Valid, normalized as an event is: `error` becomes its JSON text.
+    let parent = logger.start_span(
+        SpanArgs::new()
+            .name("prop-parent")
+            .propagated_event(json!({"metadata": {"tenant": "t-1"}, "error": {"code": 7}})),
+    );
+    let bad = [
+        json!([1]),
+        json!("tenant"),
+        json!({"id": "hijack"}),
+        json!({"project_id": "someone-else"}),
+        json!({"scores": {"s": 5}}),
+        json!({"metrics": {"tokens": "many"}}),
+        json!({"span_attributes": {"type": "bogus"}}),
+        json!({"tags": ["a", "a"]}),
+    ];
+    for (i, p) in bad.iter().enumerate() {
+        // Under a parent: it inherits the parent's, as with none given.
+        let s = parent.start_span(
+            SpanArgs::new()
+                .name(format!("bad-{i}"))
+                .propagated_event(p.clone()),
+        );
+        s.start_span(SpanArgs::new().name(format!("bad-{i}-child")))
+            .end();
+        s.end();
+    }
+    let root = logger.start_span(
+        SpanArgs::new()
+            .name("bad-root")
+            .propagated_event(json!({"id": "hijack"})),
+    );
+    root.end();
+    // `null` means none: not a rejection.
+    logger
+        .start_span(
+            SpanArgs::new()
+                .name("null-prop")
+                .propagated_event(Value::Null),
+        )
+        .end();
+
+    // A slug (from another SDK or a hostile caller) whose propagated event
+    // would overwrite the row id: the trace is continued without it.
+    let mut c = braintrust::SpanComponents::parse(&parent.export()).unwrap();
+    let mut hostile = serde_json::Map::new();
+    hostile.insert("id".into(), json!("hijack"));
+    hostile.insert("metadata".into(), json!({"tenant": "t-2"}));
+    c = c.with_propagated_event(hostile);
+    let remote = logger.start_span(
+        SpanArgs::new()
+            .name("from-bad-slug")
+            .parent(c.to_export_string()),
+    );
+    assert!(
+        braintrust::SpanComponents::parse(&remote.export())
+            .unwrap()
+            .propagated_event
+            .is_none(),
+        "the rejected event is not passed on"
+    );
+    remote.end();
+    parent.end();
+    logger.flush().unwrap();
+
+    assert_eq!(state.stats().rejected_span_args, bad.len() as u64 + 2);
+    let p = row_named(&server, "prop-parent");
+    assert_eq!(p["metadata"], json!({"tenant": "t-1"}));
+    assert_eq!(p["error"], r#"{"code":7}"#);
+    for i in 0..bad.len() {
+        for name in [format!("bad-{i}"), format!("bad-{i}-child")] {
+            let r = row_named(&server, &name);
+            assert_eq!(r["metadata"], json!({"tenant": "t-1"}), "{r:#}");
+            assert!(
+                r.get("scores").is_none() && r.get("tags").is_none(),
+                "{r:#}"
+            );
+            assert_ne!(r["id"], "hijack");
+        }
+    }
+    let r = row_named(&server, "bad-root");
+    assert!(r.get("metadata").is_none() && r["id"] != "hijack", "{r:#}");
+    let r = row_named(&server, "from-bad-slug");
+    assert_eq!(r["span_parents"], json!([p["span_id"]]));
+    assert_eq!(r["root_span_id"], p["root_span_id"]);
+    assert!(r.get("metadata").is_none() && r["id"] != "hijack", "{r:#}");
+    assert_eq!(rows(&server).len(), 2 * bad.len() + 4);
+    for r in rows(&server) {
+        assert_protocol_row(&r);
+    }
 }
 
 #[test]

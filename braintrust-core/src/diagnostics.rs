@@ -47,3 +47,14 @@ pub(crate) fn catch_unwind_quietly<R>(f: impl FnOnce() -> R) -> std::thread::Res
     QUIET.with(|q| q.set(was));
     r
 }
+
+/// Reports a value an integration (`braintrust-openai`) left out of `span`
+/// because it broke a rule: `message` on stderr the first time `key` is
+/// seen, and every time a count in the span's backend's
+/// `Stats::rejected_logs`. Nothing for the no-op span.
+pub fn report_left_out(span: &crate::Span, key: &str, message: &str) {
+    if let Some(c) = span.core() {
+        warn_once(key, message);
+        c.object.state.pipeline().count_rejected_log();
+    }
+}

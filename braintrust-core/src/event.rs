@@ -525,6 +525,29 @@ impl Event {
     }
 }
 
+/// Checks a `propagated_event` (spec §7.6) and returns it as the row fields
+/// it adds. It is deep-merged into the first row of a span and of every
+/// descendant, winning on conflicts, so it must be an object of event fields
+/// that [`Event::from_json`] accepts (no `id`, no row or object ids); it is
+/// normalized as an event is (`inputs` → `input`, `error` a string, boolean
+/// scores 1/0). An error names `field` (e.g. `propagated_event.scores.s`).
+pub(crate) fn check_propagated_event(
+    field: &str,
+    v: Value,
+) -> Result<Map<String, Value>, ValidationError> {
+    if !v.is_object() {
+        return Err(ValidationError::new(
+            field,
+            format!("{field} must be a JSON object of event fields"),
+        ));
+    }
+    let event = Event::from_json(v)
+        .map_err(|e| ValidationError::new(format!("{field}.{}", e.field), e.rule))?;
+    let mut fields = Map::new();
+    event.write_into(&mut fields);
+    Ok(fields)
+}
+
 /// The rules on the attributes the backend reads: `name` a non-empty string,
 /// `type` a known span type.
 fn check_span_attributes(m: &Map<String, Value>) -> Result<(), ValidationError> {

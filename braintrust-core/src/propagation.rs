@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::event::check_propagated_event;
 use crate::export::{ObjectType, SpanComponents};
 use crate::ids::Id;
 use crate::logger::{ObjectInner, ObjectSpec};
 use crate::span::{InboundW3c, Lineage, Parent, Span};
 use crate::state::State;
 use crate::w3c::{self, BraintrustParent, Carrier, TraceContext};
-use crate::{Error, Event};
+use crate::{Error, Event, ValidationError};
 
 /// Where a span started under an explicit parent goes: its container and its
 /// place in the trace (`lineage: None` starts a new trace in `object`).
@@ -19,8 +20,9 @@ pub(crate) struct Continuation {
     /// `None`: no container can be named (the span is a no-op).
     pub object: Option<Arc<ObjectInner>>,
     pub lineage: Option<Lineage>,
-    /// The slug's `propagated_event` (used unless the span passes its own).
-    pub propagated: Option<Map<String, Value>>,
+    /// The slug's `propagated_event`, checked (used unless the span passes
+    /// its own; an error is reported when the span starts).
+    pub propagated: Option<Result<Map<String, Value>, ValidationError>>,
 }
 
 /// Resolves an explicit parent (spec §7.6, §7.8). `fallback` is the container
@@ -75,7 +77,9 @@ pub(crate) fn continue_from(
             Some(Continuation {
                 object: Some(object),
                 lineage,
-                propagated: c.propagated_event,
+                propagated: c
+                    .propagated_event
+                    .map(|p| check_propagated_event("parent.propagated_event", Value::Object(p))),
             })
         }
         Parent::W3c(ctx) => {

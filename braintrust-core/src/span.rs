@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 
 use crate::context::{self, SpanGuard};
-use crate::event::{Event, ValidationError};
+use crate::event::{check_propagated_event, Event, ValidationError};
 use crate::ids::Id;
 use crate::logger::ObjectInner;
 
@@ -170,7 +170,8 @@ pub struct SpanArgs {
     pub(crate) extra_parents: Vec<Span>,
     pub(crate) event: Option<Event>,
     pub(crate) start_time: Option<f64>,
-    pub(crate) propagated_event: Option<Map<String, Value>>,
+    /// Checked by the builder; an error is reported when the span starts.
+    pub(crate) propagated_event: Option<Result<Map<String, Value>, ValidationError>>,
     pub(crate) row_id: Option<String>,
     pub(crate) function_name: Option<&'static str>,
     pub(crate) instrumentation: Option<&'static str>,
@@ -205,7 +206,8 @@ impl SpanArgs {
     }
     /// Fields logged with the span's first row, validated when the span
     /// starts. An invalid event is rejected on its own (one warning names the
-    /// field and rule): the span and its children are still recorded.
+    /// field and rule, and [`Stats::rejected_span_args`](crate::Stats::rejected_span_args)
+    /// counts it): the span and its children are still recorded.
     pub fn event(mut self, e: Event) -> Self {
         self.event = Some(e);
         self
@@ -216,12 +218,30 @@ impl SpanArgs {
         self.start_time = Some(t);
         self
     }
-    /// Fields deep-merged into this span's first row and every descendant's,
-    /// and carried in its exported slug.
+    /// Fields deep-merged into this span's first row and every descendant's
+    /// (winning on conflicts), and carried in its exported slug: an object of
+    /// event fields, as [`Event::from_json`] takes them (`null`: none).
+    ///
+    /// Anything else (not an object, an `id`, an unknown field, a score out
+    /// of range...) is rejected when the span starts, as an invalid
+    /// [`event`](Self::event) is: one warning per process names the field and
+    /// rule, [`Stats::rejected_span_args`](crate::Stats::rejected_span_args)
+    /// counts it, and the span starts as if none was given (it inherits its
+    /// parent span's).
+    ///
+    /// ```
+    /// use braintrust_core::SpanArgs;
+    /// use serde_json::json;
+    /// let tenant = SpanArgs::new().propagated_event(json!({"metadata": {"tenant": "t-1"}}));
+    /// // Rejected when the span starts: `id` is not an event field.
+    /// let bad = SpanArgs::new().propagated_event(json!({"id": "x"}));
+    /// # let _ = (tenant, bad);
+    /// ```
     pub fn propagated_event(mut self, e: Value) -> Self {
-        if let Value::Object(m) = e {
-            self.propagated_event = Some(m);
-        }
+        self.propagated_event = match e {
+            Value::Null => None,
+            e => Some(check_propagated_event("propagated_event", e)),
+        };
         self
     }
     /// The row id (default: a fresh UUID). Reusing an id overwrites that row.
@@ -410,8 +430,9 @@ impl Span {
     }
 
     /// Creates a span under `object` and queues its first row. What the
-    /// protocol forbids in `args` is dropped or replaced (see [`SpanArgs`]),
-    /// with one warning per kind, never the span itself.
+    /// protocol forbids in `args` is dropped (counted in
+    /// `Stats::rejected_span_args`) or replaced (see [`SpanArgs`]), with one
+    /// warning per kind, never the span itself.
     pub(crate) fn start(
         object: &Arc<ObjectInner>,
         lineage: Option<Lineage>,
@@ -425,6 +446,7 @@ impl Span {
                     "invalid-span-event",
                     &format!("braintrust: the event given to a new span was rejected ({err}); the span was started without it"),
                 );
+                object.state.pipeline().count_rejected_span_arg();
                 None
             }
         });
@@ -457,7 +479,15 @@ impl Span {
             }
         };
         let propagated = match args.propagated_event {
-            Some(p) => Some(Arc::new(p)),
+            Some(Ok(p)) => Some(Arc::new(p)),
+            Some(Err(err)) => {
+                crate::diagnostics::warn_once(
+                    "invalid-propagated-event",
+                    &format!("braintrust: the propagated_event of a new span was rejected ({err}); the span was started without it"),
+                );
+                object.state.pipeline().count_rejected_span_arg();
+                propagated
+            }
             None => propagated,
         };
         let row_id = match args.row_id {

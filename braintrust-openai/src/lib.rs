@@ -22,6 +22,13 @@
 //! broken streams) are logged to the span's `error` and returned as
 //! [`OpenAiError`].
 //!
+//! The request sent and the response returned are never changed by tracing.
+//! What the span copies from them is checked: usage values that would make
+//! a wrong metric (negative, above 2^53, not a number, or named like the
+//! span's own `start`, `end`, `time_to_first_token`) and a request parameter
+//! named `provider` are left out of the span, named once per field on stderr
+//! and counted in `Stats::rejected_logs` (see [`usage_to_metrics`]).
+//!
 //! Streaming calls only report token usage when the server is asked to
 //! (`stream_options.include_usage`); this client never changes a request by
 //! default, see [`OpenAiClientBuilder::include_usage_in_streams`] for the opt-in.

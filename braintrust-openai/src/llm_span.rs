@@ -6,13 +6,17 @@ use std::panic::Location;
 use std::time::Instant;
 
 use braintrust_core::__internal::start_span_at;
-use braintrust_core::{error_string, Event, Span, SpanArgs, SpanType};
+use braintrust_core::{error_string, Event, Span, SpanArgs, SpanType, ValidationError};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::trace::INSTRUMENTATION;
+use crate::trace::{report_left_out_values, INSTRUMENTATION};
+use crate::usage::MAX_USAGE_VALUE;
 
-/// Token counts of one call. `tokens` defaults to prompt + completion.
+/// Token counts of one call. `tokens` defaults to prompt + completion. A
+/// count above 2^53 (the largest integer every JSON reader keeps exact) is
+/// left out of the span, reported on stderr once and counted in
+/// `Stats::rejected_logs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TokenCounts {
     /// Tokens in the prompt.
@@ -33,16 +37,31 @@ impl TokenCounts {
         }
     }
 
-    fn metrics(self) -> [(&'static str, f64); 3] {
-        [
-            ("prompt_tokens", self.prompt_tokens as f64),
-            ("completion_tokens", self.completion_tokens as f64),
-            (
-                "tokens",
-                self.total_tokens
-                    .unwrap_or(self.prompt_tokens + self.completion_tokens) as f64,
-            ),
+    /// The metrics, and the counts left out.
+    fn metrics(self) -> (Vec<(&'static str, f64)>, Vec<ValidationError>) {
+        let total = self
+            .total_tokens
+            .unwrap_or(self.prompt_tokens.saturating_add(self.completion_tokens));
+        let mut left_out = Vec::new();
+        let metrics = [
+            ("prompt_tokens", self.prompt_tokens),
+            ("completion_tokens", self.completion_tokens),
+            ("tokens", total),
         ]
+        .into_iter()
+        .filter_map(|(name, n)| {
+            let v = n as f64;
+            if v <= MAX_USAGE_VALUE {
+                return Some((name, v));
+            }
+            left_out.push(ValidationError {
+                field: format!("metrics.{name}"),
+                rule: "token counts must be at most 2^53".into(),
+            });
+            None
+        })
+        .collect();
+        (metrics, left_out)
     }
 }
 
@@ -68,8 +87,10 @@ pub struct LlmSpan {
 }
 
 /// Starts an `llm` span named `"LLM"` under the current span (or as a root of
-/// the current logger): `input` = `messages`, `metadata` = `params` (an
-/// object; anything else is ignored).
+/// the current logger): `input` = `messages`, `metadata` = `params`. `params`
+/// must serialize to an object (or to `null` for none); anything else, and
+/// `messages` that fail to serialize, are left out of the span, reported on
+/// stderr once and counted in `Stats::rejected_logs`.
 #[track_caller]
 pub fn llm_span(messages: impl Serialize, params: impl Serialize) -> LlmSpan {
     LlmSpan::start_at("LLM", messages, params, Location::caller())
@@ -100,9 +121,26 @@ impl LlmSpan {
                 first_token: false,
             };
         }
-        let mut event = Event::new().input(serde_json::to_value(messages).unwrap_or(Value::Null));
-        if let Ok(v @ Value::Object(_)) = serde_json::to_value(params) {
-            event = event.metadata(v);
+        let mut left_out = Vec::new();
+        let mut event = Event::new();
+        match serde_json::to_value(messages) {
+            Ok(v) => event = event.input(v),
+            Err(e) => left_out.push(ValidationError {
+                field: "input".into(),
+                rule: format!("the messages must serialize to JSON ({e})"),
+            }),
+        }
+        match serde_json::to_value(params) {
+            Ok(v @ Value::Object(_)) => event = event.metadata(v),
+            Ok(Value::Null) => {}
+            Ok(_) => left_out.push(ValidationError {
+                field: "metadata".into(),
+                rule: "the params must serialize to a JSON object".into(),
+            }),
+            Err(e) => left_out.push(ValidationError {
+                field: "metadata".into(),
+                rule: format!("the params must serialize to a JSON object ({e})"),
+            }),
         }
         let span = start_span_at(
             SpanArgs::new()
@@ -112,6 +150,7 @@ impl LlmSpan {
                 .event(event),
             caller,
         );
+        report_left_out_values(&span, left_out);
         LlmSpan {
             span,
             started,
@@ -141,15 +180,18 @@ impl LlmSpan {
         }
         self.first_token();
         let output = serde_json::to_value(output).unwrap_or(Value::Null);
-        let _ = self
-            .span
-            .log(Event::new().output(output).metrics(tokens.metrics()));
+        let (metrics, left_out) = tokens.metrics();
+        report_left_out_values(&self.span, left_out);
+        let _ = self.span.log(Event::new().output(output).metrics(metrics));
     }
 
     /// Logs an OpenAI-style `usage` object, mapped to metrics as the wrapper
-    /// does (see [`crate::usage_to_metrics`]).
+    /// does (see [`crate::usage_to_metrics`]); values it leaves out are
+    /// reported and counted as the wrapper's are.
     pub fn log_usage(&self, usage: &Value) {
-        self.span.log_metrics(crate::usage::usage_to_metrics(usage));
+        let checked = crate::usage::checked_usage_metrics(usage);
+        report_left_out_values(&self.span, checked.left_out);
+        self.span.log_metrics(checked.metrics);
     }
 
     /// Logs the output and token metrics, and ends the span.

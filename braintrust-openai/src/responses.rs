@@ -7,7 +7,7 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use braintrust_core::Event;
+use braintrust_core::{Event, Span};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -545,15 +545,15 @@ impl ResponseAccumulator {
     }
 
     /// The span fields, and the output (for tool spans).
-    pub(crate) fn event(&self) -> (Event, Option<Value>) {
+    pub(crate) fn event(&self, span: &Span) -> (Event, Option<Value>) {
         match &self.final_response {
-            Some(r) => (result_event(r, None), r.get("output").cloned()),
+            Some(r) => (result_event(span, r, None), r.get("output").cloned()),
             None => {
                 // No final response: the snapshot's metadata, and the output
                 // rebuilt from the item and delta events.
                 let output = Value::Array(self.items.clone());
                 let event = match &self.snapshot {
-                    Some(s) => result_event(s, None),
+                    Some(s) => result_event(span, s, None),
                     None => Event::new(),
                 };
                 (event.output(output.clone()), Some(output))
@@ -580,7 +580,7 @@ mod tests {
         ] {
             acc.push(&ev);
         }
-        let (_, output) = acc.event();
+        let (_, output) = acc.event(&braintrust_core::Span::noop());
         let output = output.unwrap();
         assert_eq!(
             output[0]["content"],

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::chat::{ChatAccumulator, ChatCompletionChunk};
 use crate::responses::ResponseAccumulator;
-use crate::trace::{metrics_event, split_request, CallTrace, INSTRUMENTATION};
+use crate::trace::{metrics_event, CallTrace, INSTRUMENTATION};
 
 /// The span name of chat completions.
 const CHAT: &str = "Chat Completion";
@@ -28,8 +28,7 @@ type DynError<'a> = &'a (dyn Error + 'static);
 /// Starts a `Chat Completion` span: `input` = the request's messages,
 /// `metadata` = its other fields plus `provider`.
 pub(crate) fn chat_start(request: &Value, caller: &'static Location<'static>) -> CallTrace {
-    let (input, metadata) = split_request(request, "messages");
-    CallTrace::start(CHAT, input, metadata, caller)
+    CallTrace::start(CHAT, request, "messages", caller)
 }
 
 /// Ends a non-streaming chat span: `output` = the choices (with the standard
@@ -39,7 +38,7 @@ pub(crate) fn chat_start(request: &Value, caller: &'static Location<'static>) ->
 pub(crate) fn chat_end(trace: CallTrace, response: Option<&Value>, error: Option<DynError<'_>>) {
     let mut event = Event::new();
     if let Some(value) = response {
-        event = metrics_event(value.get("usage"), Some(trace.elapsed()));
+        event = metrics_event(&trace.span, value.get("usage"), Some(trace.elapsed()));
         if let Some(choices) = value.get("choices") {
             event = event.output(normalize_choices(choices));
         }
@@ -117,7 +116,7 @@ impl ChatStreamSpan {
     /// usage, plus the error, and ends the span.
     pub(crate) fn end(&mut self, error: Option<DynError<'_>>) {
         let Some(call) = self.call.take() else { return };
-        let mut event = metrics_event(self.acc.usage.as_ref(), None);
+        let mut event = metrics_event(&call.span, self.acc.usage.as_ref(), None);
         match error {
             None => call.finish(event.output(self.acc.output(true))),
             Some(e) => {
@@ -133,7 +132,7 @@ impl ChatStreamSpan {
 impl Drop for ChatStreamSpan {
     fn drop(&mut self) {
         if let Some(call) = self.call.take() {
-            let mut event = metrics_event(self.acc.usage.as_ref(), None);
+            let mut event = metrics_event(&call.span, self.acc.usage.as_ref(), None);
             if self.acc.seen_choice() {
                 event = event.output(self.acc.output(false));
             }
@@ -144,8 +143,7 @@ impl Drop for ChatStreamSpan {
 
 /// Starts an `Embedding` span: `input` = the request's input.
 pub(crate) fn embeddings_start(request: &Value, caller: &'static Location<'static>) -> CallTrace {
-    let (input, metadata) = split_request(request, "input");
-    CallTrace::start(EMBEDDING, input, metadata, caller)
+    CallTrace::start(EMBEDDING, request, "input", caller)
 }
 
 /// Ends an embedding span: `output` = `{"embedding_length": n}` (the length
@@ -155,16 +153,17 @@ pub(crate) fn embeddings_end(
     result: Result<(Option<Value>, usize), DynError<'_>>,
 ) {
     match result {
-        Ok((usage, len)) => trace
-            .finish(metrics_event(usage.as_ref(), None).output(json!({"embedding_length": len}))),
+        Ok((usage, len)) => {
+            let event = metrics_event(&trace.span, usage.as_ref(), None);
+            trace.finish(event.output(json!({"embedding_length": len})))
+        }
         Err(e) => trace.fail(Event::new(), e),
     }
 }
 
 /// Starts an `openai.responses.create` span: `input` = the request's input.
 pub(crate) fn responses_start(request: &Value, caller: &'static Location<'static>) -> CallTrace {
-    let (input, metadata) = split_request(request, "input");
-    CallTrace::start(RESPONSES, input, metadata, caller)
+    CallTrace::start(RESPONSES, request, "input", caller)
 }
 
 /// Ends a non-streaming Responses span: `output` = the output items,
@@ -176,7 +175,7 @@ pub(crate) fn responses_end(
     error: Option<DynError<'_>>,
 ) {
     let event = match response {
-        Some(value) => result_event(value, Some(trace.elapsed())),
+        Some(value) => result_event(&trace.span, value, Some(trace.elapsed())),
         None => Event::new(),
     };
     match (error, response) {
@@ -220,7 +219,7 @@ impl ResponseStreamSpan {
     /// `response.failed` event's error is the span's error.
     pub(crate) fn end(&mut self, error: Option<DynError<'_>>) {
         let Some(call) = self.call.take() else { return };
-        let (event, output) = self.acc.event();
+        let (event, output) = self.acc.event(&call.span);
         if let Some(e) = error {
             call.fail(event, e);
             return;
@@ -238,7 +237,8 @@ impl ResponseStreamSpan {
 impl Drop for ResponseStreamSpan {
     fn drop(&mut self) {
         if let Some(call) = self.call.take() {
-            call.cancel(self.acc.event().0);
+            let event = self.acc.event(&call.span).0;
+            call.cancel(event);
         }
     }
 }
@@ -255,8 +255,10 @@ const RESULT_METADATA_KEYS: [&str; 9] = [
     "moderation",
 ];
 
-pub(crate) fn result_event(response: &Value, ttft: Option<f64>) -> Event {
-    let mut event = metrics_event(response.get("usage"), ttft);
+/// The fields a Responses API result logs (usage values left out are
+/// reported on `span`).
+pub(crate) fn result_event(span: &Span, response: &Value, ttft: Option<f64>) -> Event {
+    let mut event = metrics_event(span, response.get("usage"), ttft);
     if let Some(output) = response.get("output") {
         event = event.output(output.clone());
     }

@@ -6,8 +6,8 @@
 use std::panic::Location;
 use std::time::Instant;
 
-use braintrust_core::__internal::{start_span_at, CANCELLED};
-use braintrust_core::{error_string, Attachment, Event, Span, SpanArgs, SpanType};
+use braintrust_core::__internal::{report_left_out, start_span_at, CANCELLED};
+use braintrust_core::{error_string, Attachment, Event, Span, SpanArgs, SpanType, ValidationError};
 use serde_json::{Map, Value};
 
 /// `context.span_origin.instrumentation.name` of the spans this crate makes.
@@ -15,21 +15,45 @@ pub const INSTRUMENTATION: &str = "openai";
 
 /// Splits a serialized request into the span's `input` (the `input_key`
 /// field) and `metadata` (every other field, plus `provider: "openai"`).
-pub(crate) fn split_request(body: &Value, input_key: &str) -> (Value, Map<String, Value>) {
+/// `metadata.provider` is the wrapper's: a request parameter of that name
+/// (e.g. a gateway's routing options) is left out, and returned.
+fn split_request(
+    body: &Value,
+    input_key: &str,
+) -> (Value, Map<String, Value>, Option<ValidationError>) {
     let mut metadata = Map::new();
     let mut input = Value::Null;
+    let mut left_out = None;
     if let Value::Object(map) = body {
         for (k, v) in map {
             if k == input_key {
                 input = v.clone();
                 data_urls_to_attachments(&mut input);
+            } else if k == "provider" {
+                left_out = Some(ValidationError {
+                    field: "metadata.provider".into(),
+                    rule: "reserved for the provider the wrapper logs (\"openai\"); the request's `provider` parameter is not logged".into(),
+                });
             } else {
                 metadata.insert(k.clone(), v.clone());
             }
         }
     }
     metadata.insert("provider".into(), Value::String("openai".into()));
-    (input, metadata)
+    (input, metadata, left_out)
+}
+
+/// Reports values from the user's call left out of `span` for breaking a
+/// rule: once per field on stderr, each counted in `Stats::rejected_logs`.
+/// The call itself is not affected.
+pub(crate) fn report_left_out_values(span: &Span, left_out: Vec<ValidationError>) {
+    for e in left_out {
+        report_left_out(
+            span,
+            &format!("openai-left-out:{}", e.field),
+            &format!("braintrust-openai: a value of the OpenAI call was left out of its span ({e}); later ones are only counted in Stats::rejected_logs"),
+        );
+    }
 }
 
 /// Replaces inline base64 `data:` URLs in the logged input by attachments
@@ -96,13 +120,16 @@ pub(crate) struct CallTrace {
 }
 
 impl CallTrace {
+    /// Starts the span of a call from its serialized request: `input` = the
+    /// `input_key` field, `metadata` = the others (see `split_request`).
     pub fn start(
         name: &'static str,
-        input: Value,
-        metadata: Map<String, Value>,
+        request: &Value,
+        input_key: &str,
         caller: &'static Location<'static>,
     ) -> CallTrace {
         let started = Instant::now();
+        let (input, metadata, left_out) = split_request(request, input_key);
         let span = start_span_at(
             SpanArgs::new()
                 .name(name)
@@ -111,6 +138,7 @@ impl CallTrace {
                 .event(Event::new().input(input).metadata(Value::Object(metadata))),
             caller,
         );
+        report_left_out_values(&span, left_out.into_iter().collect());
         CallTrace {
             span,
             started,
@@ -159,11 +187,14 @@ impl Drop for CallTrace {
     }
 }
 
-/// `usage` → metrics, plus `time_to_first_token`.
-pub(crate) fn metrics_event(usage: Option<&Value>, ttft: Option<f64>) -> Event {
-    let mut metrics = usage
-        .map(crate::usage::usage_to_metrics)
+/// `usage` → metrics, plus `time_to_first_token`. Usage values left out
+/// (see [`crate::usage_to_metrics`]) are reported on `span`.
+pub(crate) fn metrics_event(span: &Span, usage: Option<&Value>, ttft: Option<f64>) -> Event {
+    let checked = usage
+        .map(crate::usage::checked_usage_metrics)
         .unwrap_or_default();
+    report_left_out_values(span, checked.left_out);
+    let mut metrics = checked.metrics;
     if let Some(t) = ttft {
         metrics.push(("time_to_first_token".into(), t));
     }

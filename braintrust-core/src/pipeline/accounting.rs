@@ -29,6 +29,7 @@ pub(crate) struct Counters {
     /// again when it gets to abandon them. Both sides count under this lock.
     pub written_off: std::sync::Mutex<u64>,
     pub rejected_logs: AtomicU64,
+    pub rejected_span_args: AtomicU64,
     pub attachments_queued: AtomicU64,
     pub attachments_uploaded: AtomicU64,
     pub attachments_failed: AtomicU64,
@@ -73,6 +74,7 @@ impl Counters {
             requests: self.requests.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             rejected_logs: self.rejected_logs.load(Ordering::Relaxed),
+            rejected_span_args: self.rejected_span_args.load(Ordering::Relaxed),
             attachments_uploaded: self.attachments_uploaded.load(Ordering::Acquire),
             attachments_failed: self.attachments_failed.load(Ordering::Acquire),
             attachments_pending: self.attachments_pending(),
@@ -123,9 +125,18 @@ pub struct Stats {
     /// Request body bytes sent to `/logs3`.
     pub bytes_sent: u64,
     /// Events given to [`Span::log_or_report`](crate::Span::log_or_report)
-    /// that failed validation and were not logged. They never became rows,
-    /// so they are outside the row invariant above.
+    /// that failed validation and were not logged, and values the OpenAI
+    /// wrapper (`braintrust-openai`) left out of its spans for breaking a
+    /// rule (a negative token count, a reserved metric name). They never
+    /// became rows, so they are outside the row invariant above.
     pub rejected_logs: u64,
+    /// Span arguments rejected when a span started, the span itself being
+    /// started without them: an invalid [`SpanArgs::event`](crate::SpanArgs::event)
+    /// or [`SpanArgs::propagated_event`](crate::SpanArgs::propagated_event),
+    /// or an invalid `propagated_event` in a parent slug. Like
+    /// `rejected_logs`, outside the row invariant. Replaced arguments (an
+    /// empty name, a bad start time) are not counted.
+    pub rejected_span_args: u64,
     /// Attachments uploaded (their status set to `done`).
     pub attachments_uploaded: u64,
     /// Attachment uploads that failed for good (their status set to

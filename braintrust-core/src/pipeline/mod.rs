@@ -155,6 +155,13 @@ impl Pipeline {
         self.counters.rejected_logs.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a span argument a new span rejected (see `Stats::rejected_span_args`).
+    pub(crate) fn count_rejected_span_arg(&self) {
+        self.counters
+            .rejected_span_args
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_masking_function(&self, f: Option<MaskingFunction>) {
         *self.masking.write().unwrap_or_else(|e| e.into_inner()) = f;
     }
