@@ -455,6 +455,49 @@ fn flush_after_queue_overflow_reports_the_drops() {
     );
 }
 
+#[test]
+fn the_byte_budget_bounds_payload_memory_and_counts_what_it_drops() {
+    let server = Faulty::start();
+    // The logger thread takes nothing before the flush: everything waits.
+    let (state, logger) = logger(
+        config(&server.url())
+            .sync_flush(true)
+            .queue_max_bytes(200_000),
+    );
+    let big = "x".repeat(10_000);
+    for i in 0..100 {
+        logger
+            .log(Event::new().input(json!({"i": i, "text": big})))
+            .unwrap();
+    }
+    let s = state.stats();
+    // About 20 spans of 10 KB fit; what waits stays within the budget plus
+    // the one entry that crossed it.
+    assert!(
+        (15..=25).contains(&(s.logged - s.dropped_queue_full)),
+        "{s:?}"
+    );
+    assert!(s.queued_payload_bytes <= 200_000 + 12_000, "{s:?}");
+    match logger.flush() {
+        Err(Error::RowsLost(l)) => assert_eq!(l.dropped_queue_full, s.dropped_queue_full),
+        other => panic!("{other:?}"),
+    }
+    let s = state.stats();
+    assert_eq!(s.queued_payload_bytes, 0, "{s:?}");
+    assert_accounted(s);
+    assert_eq!(
+        server.rows_received() as u64 + s.dropped_queue_full,
+        s.logged
+    );
+    // One entry larger than the whole budget is taken when nothing waits.
+    let huge = "y".repeat(300_000);
+    logger
+        .log(Event::new().input(json!({"huge": huge})))
+        .unwrap();
+    logger.flush().unwrap();
+    assert_eq!(state.stats().dropped_queue_full, s.dropped_queue_full);
+}
+
 // ----- exit timing, in child processes (the exit_flush example) -----
 
 /// Children run one at a time, so their timings measure the child and not
@@ -725,7 +768,7 @@ fn a_flood_is_told_in_a_few_exact_lines() {
     assert!(lines.len() <= 3, "{}", out.stderr);
     assert!(
         lines[0]
-            .starts_with("braintrust: the logging queue is full (capacity 1000); dropping rows"),
+            .starts_with("braintrust: the logging queue is full (capacity 1000 entries or 67,108,864 payload bytes); dropping rows"),
         "{}",
         out.stderr
     );

@@ -14,6 +14,8 @@ pub(crate) const DEFAULT_APP_URL: &str = "https://www.braintrust.dev";
 pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 6 * 1024 * 1024;
 /// Default queue capacity in rows (spec §5.1, Python's value).
 pub(crate) const DEFAULT_QUEUE_SIZE: usize = 25_000;
+/// `BRAINTRUST_QUEUE_MAX_BYTES`: payload bytes the queue may hold.
+pub(crate) const DEFAULT_QUEUE_MAX_BYTES: usize = 64 << 20;
 
 /// What happens when the background queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,7 @@ pub struct Config {
     pub(crate) max_request_size: Option<usize>,
     pub(crate) num_retries: u32,
     pub(crate) queue_size: usize,
+    pub(crate) queue_max_bytes: usize,
     pub(crate) queue_full: QueueFullPolicy,
     pub(crate) drop_logging_period: Duration,
     pub(crate) failed_payloads_dir: Option<PathBuf>,
@@ -163,6 +166,7 @@ impl fmt::Debug for Config {
             .field("max_request_size", &self.max_request_size)
             .field("num_retries", &self.num_retries)
             .field("queue_size", &self.queue_size)
+            .field("queue_max_bytes", &self.queue_max_bytes)
             .field("queue_full", &self.queue_full)
             .field("drop_logging_period", &self.drop_logging_period)
             .field("failed_payloads_dir", &self.failed_payloads_dir)
@@ -260,6 +264,7 @@ impl Default for Config {
             max_request_size: None,
             num_retries: 2,
             queue_size: DEFAULT_QUEUE_SIZE,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             queue_full: QueueFullPolicy::Drop,
             drop_logging_period: Duration::from_secs(60),
             failed_payloads_dir: None,
@@ -366,6 +371,9 @@ impl Config {
                 );
             }
         }
+        if let Some(n) = env_num::<usize>("BRAINTRUST_QUEUE_MAX_BYTES", "a number of bytes") {
+            c.queue_max_bytes = n.max(1);
+        }
         if let Some(false) = env_bool("BRAINTRUST_QUEUE_DROP_WHEN_FULL") {
             c.queue_full = QueueFullPolicy::Block;
         }
@@ -444,6 +452,21 @@ impl Config {
     /// Queue capacity in rows (at least 1).
     pub fn queue_size(mut self, n: usize) -> Self {
         self.queue_size = n.max(1);
+        self
+    }
+    /// Payload bytes the queue may hold (default 64 MiB,
+    /// `BRAINTRUST_QUEUE_MAX_BYTES`): the logged values of the spans waiting
+    /// for the logger thread, estimated as they are logged. Past it the
+    /// queue is full, as past [`queue_size`](Config::queue_size) entries.
+    /// One entry is always taken when nothing else waits, however large.
+    ///
+    /// ```
+    /// use braintrust_core::Config;
+    /// let c = Config::default().queue_max_bytes(16 << 20);
+    /// # let _ = c;
+    /// ```
+    pub fn queue_max_bytes(mut self, n: usize) -> Self {
+        self.queue_max_bytes = n.max(1);
         self
     }
     /// What to do when the queue is full.

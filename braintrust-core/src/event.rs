@@ -482,6 +482,15 @@ impl Event {
         }
     }
 
+    /// Roughly the heap bytes the set fields hold: what the queue's byte
+    /// budget counts (`BRAINTRUST_QUEUE_MAX_BYTES`).
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|(_, v)| std::mem::size_of::<(Field, Value)>() + approx_json_bytes(v, 0))
+            .sum()
+    }
+
     /// True when no field is set.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
@@ -571,6 +580,35 @@ fn check_span_attributes(m: &Map<String, Value>) -> Result<(), ValidationError> 
             "span_attributes.type",
             "the span type must be a string",
         )),
+    }
+}
+
+/// Roughly the heap bytes below a JSON value (strings, arrays, maps). Past
+/// a depth of 64 a value counts as 64 bytes, so the walk is bounded.
+fn approx_json_bytes(v: &Value, depth: usize) -> usize {
+    const VALUE: usize = std::mem::size_of::<Value>();
+    // An index-map entry besides its key and value: the hash and index.
+    const ENTRY: usize = 16;
+    if depth > 64 {
+        return 64;
+    }
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.len(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| VALUE + approx_json_bytes(x, depth + 1))
+            .sum(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| {
+                std::mem::size_of::<String>()
+                    + k.len()
+                    + VALUE
+                    + ENTRY
+                    + approx_json_bytes(x, depth + 1)
+            })
+            .sum(),
     }
 }
 

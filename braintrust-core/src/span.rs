@@ -308,33 +308,49 @@ pub(crate) struct Pending {
     /// The span's entry was dropped (queue full): later writes are dropped
     /// too, and the span was counted once.
     pub dropped: bool,
+    /// Estimated payload bytes of these writes (the byte budget's share).
+    pub bytes: usize,
 }
 
 impl SpanCore {
-    /// Applies `f` to the unsent writes and queues the span if it is not queued yet.
-    pub(crate) fn update(self: &Arc<Self>, f: impl FnOnce(&mut Pending)) {
+    /// Applies `f` (writing about `bytes` of payload) to the unsent writes
+    /// and queues the span if it is not queued yet.
+    pub(crate) fn update(self: &Arc<Self>, bytes: usize, f: impl FnOnce(&mut Pending)) {
         let enqueue = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.dropped {
                 return;
             }
             f(&mut p);
+            // Counted under the lock, so a concurrent take never subtracts
+            // bytes not yet added.
+            if bytes > 0 {
+                p.bytes += bytes;
+                self.object.state.pipeline().add_payload_bytes(bytes);
+            }
             !std::mem::replace(&mut p.queued, true)
         };
         if enqueue {
-            self.object.state.enqueue_span(self);
+            self.object.state.enqueue_span(self, bytes);
         }
     }
 
     /// Takes the unsent writes (logger thread).
     pub(crate) fn take_pending(&self) -> Pending {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *p)
+        let taken = std::mem::take(&mut *p);
+        if taken.bytes > 0 {
+            self.object.state.pipeline().sub_payload_bytes(taken.bytes);
+        }
+        taken
     }
 
     /// The queue had no room for this span: drop its writes, now and later.
     pub(crate) fn mark_dropped(&self) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.bytes > 0 {
+            self.object.state.pipeline().sub_payload_bytes(p.bytes);
+        }
         *p = Pending {
             dropped: true,
             queued: true,
@@ -410,7 +426,7 @@ fn end_core(c: &Arc<SpanCore>, at: f64) -> bool {
     // A span never ends before it started (e.g. with a start time in the
     // future): the row would read as never ended.
     let at = at.max(c.start);
-    c.update(|p| p.end = Some(at));
+    c.update(0, |p| p.end = Some(at));
     true
 }
 
@@ -538,6 +554,7 @@ impl Span {
             ended: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
         });
+        let bytes = event.as_ref().map_or(0, Event::approx_bytes);
         let info = StartInfo {
             start,
             name,
@@ -548,7 +565,7 @@ impl Span {
             instrumentation: args.instrumentation,
             event,
         };
-        core.update(|p| p.start = Some(info));
+        core.update(bytes, |p| p.start = Some(info));
         Span { core: Some(core) }
     }
 
@@ -575,7 +592,7 @@ impl Span {
         let event = event.validate()?;
         if let Some(c) = &self.core {
             if !event.is_empty() {
-                c.update(|p| match &mut p.event {
+                c.update(event.approx_bytes(), |p| match &mut p.event {
                     Some(e) => e.merge_from(event),
                     None => p.event = Some(event),
                 });

@@ -171,9 +171,9 @@ impl State {
         self.0.pipeline.ensure_started();
     }
 
-    /// Queues a span whose unsent writes changed.
-    pub(crate) fn enqueue_span(&self, core: &Arc<SpanCore>) {
-        self.0.pipeline.enqueue(Op::Span(core.clone()));
+    /// Queues a span whose unsent writes changed, with `bytes` of payload.
+    pub(crate) fn enqueue_span(&self, core: &Arc<SpanCore>, bytes: usize) {
+        self.0.pipeline.enqueue(Op::Span(core.clone()), bytes);
     }
 
     /// Queues a ready row (`update_span`, feedback).
@@ -182,7 +182,9 @@ impl State {
         object: Arc<ObjectInner>,
         row: serde_json::Map<String, serde_json::Value>,
     ) {
-        self.0.pipeline.enqueue(Op::Row(object, Box::new(row)));
+        // Ready rows (updates, feedback) are small and rare: not counted
+        // against the byte budget.
+        self.0.pipeline.enqueue(Op::Row(object, Box::new(row)), 0);
     }
 
     /// Blocks until everything queued before the call has an outcome:

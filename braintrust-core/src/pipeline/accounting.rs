@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     pub written_off: std::sync::Mutex<u64>,
     pub rejected_logs: AtomicU64,
     pub rejected_span_args: AtomicU64,
+    /// Estimated payload bytes of the entries waiting in the queue.
+    pub payload_bytes: AtomicU64,
     pub attachments_queued: AtomicU64,
     pub attachments_uploaded: AtomicU64,
     pub attachments_failed: AtomicU64,
@@ -75,6 +77,7 @@ impl Counters {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             rejected_logs: self.rejected_logs.load(Ordering::Relaxed),
             rejected_span_args: self.rejected_span_args.load(Ordering::Relaxed),
+            queued_payload_bytes: self.payload_bytes.load(Ordering::Relaxed),
             attachments_uploaded: self.attachments_uploaded.load(Ordering::Acquire),
             attachments_failed: self.attachments_failed.load(Ordering::Acquire),
             attachments_pending: self.attachments_pending(),
@@ -137,6 +140,9 @@ pub struct Stats {
     /// `rejected_logs`, outside the row invariant. Replaced arguments (an
     /// empty name, a bad start time) are not counted.
     pub rejected_span_args: u64,
+    /// Estimated payload bytes (logged values) of the spans waiting in the
+    /// queue, which `BRAINTRUST_QUEUE_MAX_BYTES` bounds.
+    pub queued_payload_bytes: u64,
     /// Attachments uploaded (their status set to `done`).
     pub attachments_uploaded: u64,
     /// Attachment uploads that failed for good (their status set to
@@ -300,6 +306,7 @@ impl Losses {
 pub(crate) struct Reporter {
     period: Duration,
     capacity: usize,
+    max_bytes: usize,
     drops: Throttle,
     failures: Throttle,
     attachment_failures: Throttle,
@@ -317,10 +324,11 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    pub(super) fn new(period: Duration, capacity: usize) -> Reporter {
+    pub(super) fn new(period: Duration, capacity: usize, max_bytes: usize) -> Reporter {
         Reporter {
             period,
             capacity,
+            max_bytes,
             drops: Throttle::default(),
             failures: Throttle::default(),
             attachment_failures: Throttle::default(),
@@ -342,8 +350,9 @@ impl Reporter {
         let n = counters.dropped_queue_full.load(Ordering::Relaxed);
         if n <= 1 {
             eprintln!(
-                "braintrust: the logging queue is full (capacity {}); dropping rows. Totals follow at most every {} s and at flush and exit; raise BRAINTRUST_QUEUE_SIZE or flush more often",
+                "braintrust: the logging queue is full (capacity {} entries or {} payload bytes); dropping rows. Totals follow at most every {} s and at flush and exit; raise BRAINTRUST_QUEUE_SIZE (or BRAINTRUST_QUEUE_MAX_BYTES) or flush more often",
                 self.capacity,
+                thousands(self.max_bytes as u64),
                 self.period.as_secs()
             );
         } else {

@@ -122,7 +122,11 @@ impl Pipeline {
     pub(crate) fn new(config: Arc<Config>, api: Arc<Api>) -> Arc<Pipeline> {
         Arc::new(Pipeline {
             queue: queue::BoundedQueue::new(config.queue_size),
-            reporter: Reporter::new(config.drop_logging_period, config.queue_size.max(1)),
+            reporter: Reporter::new(
+                config.drop_logging_period,
+                config.queue_size.max(1),
+                config.queue_max_bytes,
+            ),
             config,
             api,
             notify: tokio::sync::Notify::new(),
@@ -194,15 +198,43 @@ impl Pipeline {
         }
     }
 
-    /// Queues one entry; drops it (counted, reported) or blocks when full.
-    pub(crate) fn enqueue(self: &Arc<Self>, op: Op) {
+    /// Counts payload bytes written into a waiting span.
+    pub(crate) fn add_payload_bytes(&self, n: usize) {
+        self.counters
+            .payload_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts payload bytes taken out of the queue (sent on or dropped).
+    pub(crate) fn sub_payload_bytes(&self, n: usize) {
+        self.counters
+            .payload_bytes
+            .fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    /// True when what waits besides an entry of `bytes` (already counted)
+    /// is over the byte budget.
+    fn over_byte_budget(&self, bytes: usize) -> bool {
+        let waiting = self.counters.payload_bytes.load(Ordering::Relaxed);
+        waiting.saturating_sub(bytes as u64) > self.config.queue_max_bytes as u64
+    }
+
+    /// Queues one entry carrying `bytes` of payload (already counted); drops
+    /// it (counted, reported) or blocks when the queue is full, in entries
+    /// or in bytes.
+    pub(crate) fn enqueue(self: &Arc<Self>, op: Op, bytes: usize) {
         if self.ctrl.get().is_none() {
             self.ensure_started();
         }
         self.counters.logged.fetch_add(1, Ordering::Relaxed);
         let mut op = op;
         loop {
-            match self.queue.push(op) {
+            let pushed = if self.over_byte_budget(bytes) {
+                Err(op)
+            } else {
+                self.queue.push(op)
+            };
+            match pushed {
                 Ok(()) => {
                     self.wake_worker();
                     return;
@@ -217,7 +249,7 @@ impl Pipeline {
                         let (lock, cv) = &self.space;
                         self.blocked_waiters.fetch_add(1, Ordering::AcqRel);
                         let g = lock.lock().unwrap_or_else(|e| e.into_inner());
-                        if self.queue.is_full() {
+                        if self.queue.is_full() || self.over_byte_budget(bytes) {
                             let _ = cv.wait_timeout(g, Duration::from_millis(50));
                         }
                         self.blocked_waiters.fetch_sub(1, Ordering::AcqRel);

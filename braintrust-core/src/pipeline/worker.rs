@@ -865,6 +865,7 @@ fn serialize_spans(ops: Vec<Op>, ids: &[(Arc<ObjectInner>, String)]) -> Prepared
     let mut fields: Vec<IdFields> = Vec::new();
     for op in ops {
         let Op::Span(core) = op else { continue };
+        let pending = core.take_pending();
         let Some(id) = ids
             .iter()
             .find(|(o, _)| Arc::ptr_eq(o, &core.object))
@@ -879,7 +880,7 @@ fn serialize_spans(ops: Vec<Op>, ids: &[(Arc<ObjectInner>, String)]) -> Prepared
                 fields.last().expect("just pushed")
             }
         };
-        text.push_span(&core, core.take_pending(), f);
+        text.push_span(&core, pending, f);
     }
     text.finish()
 }
