@@ -553,7 +553,7 @@ mod tests {
     #[test]
     fn losses_are_reported_once_per_flush() {
         let c = Counters::default();
-        let r = Reporter::new(Duration::from_secs(60), 10);
+        let r = Reporter::new(Duration::from_secs(60), 10, 1 << 20);
         assert_eq!(r.take_losses(&c), None);
         c.dropped_queue_full.fetch_add(5, Ordering::Relaxed);
         c.failed.fetch_add(2, Ordering::Relaxed);
