@@ -429,9 +429,9 @@ fn build_client(cfg: &Config) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
-/// A transport error described without the URL's query or any header:
-/// its kind, then the chain of its sources (reqwest's own `Display`, which
-/// holds the URL, is left out) as [`crate::error_string`] writes it.
+/// A transport error described without the URL's query or any header, in
+/// one line (it goes into one-line stderr warnings): its kind and immediate
+/// cause. Errors logged to spans or returned use `error_string`'s chain.
 pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -444,8 +444,7 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     };
     let mut s = kind.to_string();
     if let Some(inner) = std::error::Error::source(e) {
-        s.push_str(": ");
-        s.push_str(&crate::event::error_string(inner));
+        s.push_str(&format!(": {inner}"));
     }
     s
 }
