@@ -1,9 +1,11 @@
 //! Parsing the arguments of `#[traced(...)]`. Parsing never generates code.
 //!
 //! Mistakes that leave the argument list readable (an unknown or duplicate
-//! option, conflicting options, a bad span type, a name that is not a string)
-//! are collected in [`Errors`] and parsing goes on, so one compile reports
-//! them all. Only a syntax error that makes the rest unreadable stops it.
+//! option, conflicting options, a `name`/`type`/`crate` that is not a string,
+//! a `crate` that is not a path) are collected in [`Errors`] and parsing goes
+//! on, so one compile reports them all. Only a syntax error that makes the
+//! rest unreadable stops it. Which span type names exist is not known here:
+//! the compiler checks them against core's `SpanType::ALL`.
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
