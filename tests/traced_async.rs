@@ -149,6 +149,40 @@ fn boxed(x: u32) -> Pin<Box<dyn Future<Output = u32> + Send>> {
     })
 }
 
+/// Logs `{"in": tag}` to the current span after an await, so a test sees
+/// which span was current while the future ran.
+async fn tagged(tag: &'static str, x: u32) -> u32 {
+    hop().await;
+    current_span()
+        .log(Event::new().metadata(json!({ "in": tag })))
+        .unwrap();
+    x
+}
+
+// Boxed futures that are not an `async` block at the tail: recognized by
+// the return type.
+#[braintrust::traced]
+fn pinned(x: u32) -> Pin<Box<dyn Future<Output = u32> + Send + 'static>> {
+    let fut = tagged("pinned", x + 200);
+    Box::pin(fut)
+}
+
+#[braintrust::traced]
+fn box_future(x: u32) -> futures_util::future::BoxFuture<'static, u32> {
+    futures_util::FutureExt::boxed(tagged("box_future", x + 300))
+}
+
+#[braintrust::traced]
+fn local_box_future(x: u32) -> futures_util::future::LocalBoxFuture<'static, u32> {
+    let value = std::rc::Rc::new(x + 400);
+    futures_util::FutureExt::boxed_local(async move {
+        current_span()
+            .log(Event::new().metadata(json!({"in": "local_box_future"})))
+            .unwrap();
+        *value
+    })
+}
+
 #[braintrust::traced]
 fn ready_later(x: u32) -> impl Future<Output = Option<u32>> + Send {
     std::future::ready((x > 5).then_some(x))
@@ -277,7 +311,24 @@ fn functions_returning_futures_trace_the_future() {
         assert_eq!(boxed(1).await, 101);
         assert_eq!(ready_later(3).await, None);
         assert_eq!(Mem.get("a").await.as_deref(), Some("A"));
+        assert_eq!(pinned(1).await, 201);
+        assert_eq!(box_future(1).await, 301);
+        // Not `Send`: polled without crossing an await of this task.
+        let local = futures_util::FutureExt::now_or_never(local_box_future(1));
+        assert_eq!(local, Some(401));
     });
+    // The span covers the boxed future: it logs the future's output and is
+    // current while the future runs.
+    for (name, output) in [
+        ("pinned", 201),
+        ("box_future", 301),
+        ("local_box_future", 401),
+    ] {
+        let row = rows.named(name);
+        assert_eq!(row["input"], json!({"x": 1}), "{name}");
+        assert_eq!(row["output"], json!(output), "{name}");
+        assert_eq!(row["metadata"], json!({ "in": name }), "{name}");
+    }
     let l = rows.named("later");
     assert_eq!(l["input"], json!({"x": 1}));
     assert_eq!(l["output"], json!(4));

@@ -67,6 +67,14 @@ async fn consume_async(t: Tripwire) -> Tripwire {
     Tripwire(t.0 * 2)
 }
 
+/// A boxed future that is not an `async` block: traced by its return type,
+/// boxed again only when tracing is on.
+#[braintrust::traced]
+fn boxed_later(t: Tripwire) -> std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>> {
+    let fut = std::future::ready(t.0 + 1);
+    Box::pin(fut)
+}
+
 #[braintrust::traced]
 fn add(a: i32, b: i32) -> i32 {
     a + b
@@ -90,6 +98,10 @@ fn off_runs_the_body_only_then_roots_go_to_the_current_logger() {
         .build()
         .unwrap();
     assert_eq!(rt.block_on(consume_async(Tripwire(4))).0, 8);
+    let before = allocations();
+    let fut = boxed_later(Tripwire(1));
+    assert_eq!(allocations() - before, 1, "only the body's own box");
+    assert_eq!(rt.block_on(fut), 2);
 
     // ----- on: a current logger; a traced call outside any span is a root -----
     let server = DevServer::start_blocking(DevServerConfig::default()).unwrap();

@@ -429,7 +429,9 @@ fn build_client(cfg: &Config) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
-/// A transport error described without the URL's query or any header.
+/// A transport error described without the URL's query or any header, in
+/// one line (it goes into one-line stderr warnings): its kind and immediate
+/// cause. Errors logged to spans or returned use `error_string`'s chain.
 pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

@@ -735,19 +735,16 @@ fn apply_tail(out: &mut SpanComponents, tail: &[u8]) -> Result<(), SlugError> {
 // Id helpers
 // ---------------------------------------------------------------------------
 
-// The hex and UUID text codecs are uuid's: 32 lowercase hex digits are its
-// "simple" form, 16 are the last half of one.
+// The hex codec is the `hex` crate's, the UUID one uuid's.
 
 /// Parses exactly `2 * N` lowercase hex chars (`N` is 8 or 16).
 fn lower_hex_bytes<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    // `hex` also reads uppercase, which does not round-trip.
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    let mut padded = [b'0'; 32];
-    padded[32 - 2 * N..].copy_from_slice(s.as_bytes());
-    let u = uuid::Uuid::try_parse_ascii(&padded).ok()?;
     let mut out = [0u8; N];
-    out.copy_from_slice(&u.as_bytes()[16 - N..]);
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -760,11 +757,7 @@ fn canonical_uuid_bytes(s: &str) -> Option<[u8; 16]> {
 
 /// Lowercase hex of 8 or 16 bytes.
 fn hex_lower(bytes: &[u8]) -> String {
-    let mut full = [0u8; 16];
-    full[16 - bytes.len()..].copy_from_slice(bytes);
-    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-    let hex = uuid::Uuid::from_bytes(full).simple().encode_lower(&mut buf);
-    hex[32 - 2 * bytes.len()..].to_string()
+    hex::encode(bytes)
 }
 
 fn format_uuid(b: &[u8; 16]) -> String {

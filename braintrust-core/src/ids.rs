@@ -66,13 +66,15 @@ impl Id {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         if s.len() == 16 && lower_hex(s) {
-            if let Ok(v) = u64::from_str_radix(s, 16) {
-                return Id::Hex64(v);
+            let mut b = [0u8; 8];
+            if hex::decode_to_slice(s, &mut b).is_ok() {
+                return Id::Hex64(u64::from_be_bytes(b));
             }
         }
         if s.len() == 32 && lower_hex(s) {
-            if let Ok(v) = u128::from_str_radix(s, 16) {
-                return Id::Hex128(v.into());
+            let mut b = [0u8; 16];
+            if hex::decode_to_slice(s, &mut b).is_ok() {
+                return Id::Hex128(u128::from_be_bytes(b).into());
             }
         }
         if s.len() == 36 {
@@ -110,20 +112,14 @@ impl Id {
     /// which is written as it is.
     pub(crate) fn encode(&self, buf: &mut [u8; 36]) -> usize {
         match self {
-            // uuid's encoders: 32 hex digits are its "simple" form, and a
-            // 64-bit id is the last 16 of them.
+            // The `hex` crate's encoder (lowercase); the lengths match, so
+            // it cannot fail.
             Id::Hex64(v) => {
-                let mut full = [0u8; 32];
-                uuid::Uuid::from_u128(u128::from(*v))
-                    .simple()
-                    .encode_lower(&mut full);
-                buf[..16].copy_from_slice(&full[16..]);
+                let _ = hex::encode_to_slice(v.to_be_bytes(), &mut buf[..16]);
                 16
             }
             Id::Hex128(v) => {
-                uuid::Uuid::from_u128(v.get())
-                    .simple()
-                    .encode_lower(&mut buf[..32]);
+                let _ = hex::encode_to_slice(v.get().to_be_bytes(), &mut buf[..32]);
                 32
             }
             Id::Uuid(v) => {

@@ -416,6 +416,92 @@ pub mod __macro_support {
         pub location: &'static Location<'static>,
     }
 
+    /// The span type named `name` (`"llm"` → [`SpanType::Llm`]), looked up in
+    /// [`SpanType::ALL`], the one list of span types; for an unknown name,
+    /// the message naming the known ones. `#[traced(type = "...")]` calls it
+    /// in a `const` spanned at the user's literal and panics with the
+    /// message, so a mistake is a compile error there: "evaluation panicked:
+    /// unknown span type "model"; expected one of: llm, score, ...".
+    // Evaluated only at compile time: the error's size costs nothing.
+    #[allow(clippy::result_large_err)]
+    pub const fn span_type(name: &str) -> Result<SpanType, ConstText> {
+        let mut i = 0;
+        while i < SpanType::ALL.len() {
+            if str_eq(SpanType::ALL[i].as_str(), name) {
+                return Ok(SpanType::ALL[i]);
+            }
+            i += 1;
+        }
+        let mut message = ConstText::new();
+        message.push("unknown span type \"");
+        // A name too long for the message is left out (the error points at it).
+        if name.len() <= 64 {
+            message.push(name);
+        } else {
+            message.push("...");
+        }
+        message.push("\"; expected one of: ");
+        let mut i = 0;
+        while i < SpanType::ALL.len() {
+            if i > 0 {
+                message.push(", ");
+            }
+            message.push(SpanType::ALL[i].as_str());
+            i += 1;
+        }
+        Err(message)
+    }
+
+    const fn str_eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// A string built in a `const fn` (for [`span_type`]'s message): whole
+    /// `&str`s only, so the bytes stay UTF-8.
+    pub struct ConstText {
+        bytes: [u8; 256],
+        len: usize,
+    }
+
+    impl ConstText {
+        const fn new() -> Self {
+            ConstText {
+                bytes: [0; 256],
+                len: 0,
+            }
+        }
+
+        const fn push(&mut self, s: &str) {
+            let s = s.as_bytes();
+            let mut i = 0;
+            while i < s.len() && self.len < self.bytes.len() {
+                self.bytes[self.len] = s[i];
+                self.len += 1;
+                i += 1;
+            }
+        }
+
+        /// The text.
+        pub const fn as_str(&self) -> &str {
+            let (text, _) = self.bytes.split_at(self.len);
+            match std::str::from_utf8(text) {
+                Ok(s) => s,
+                Err(_) => "unknown span type",
+            }
+        }
+    }
+
     /// Starts the span of a traced call. `capture` returns the captured
     /// arguments (`None` when none are captured) and the `metadata = ...`
     /// value; it runs here, out of line, so the traced function's own code
@@ -877,6 +963,25 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[test]
+    fn traced_span_types_are_span_type_all() {
+        use crate::span::SpanType;
+        use __macro_support::span_type;
+        for t in SpanType::ALL {
+            assert_eq!(span_type(t.as_str()).ok(), Some(t));
+        }
+        let message = |name: &str| match span_type(name) {
+            Ok(t) => panic!("{name:?} is {t:?}"),
+            Err(m) => m.as_str().to_string(),
+        };
+        // The same text as `SpanType::from_str`'s error.
+        let expected = "model".parse::<SpanType>().unwrap_err().to_string();
+        assert!(expected.ends_with(&message("model")), "{expected}");
+        assert!(message("Llm").starts_with("unknown span type \"Llm\"; expected one of: llm, "));
+        let long = "x".repeat(100);
+        assert!(message(&long).starts_with("unknown span type \"...\"; expected one of:"));
     }
 
     #[test]

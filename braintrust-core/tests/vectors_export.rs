@@ -64,14 +64,12 @@ fn to_json(c: &SpanComponents) -> Value {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn raw_hex(slug: &str) -> String {
-    hex(&base64::engine::general_purpose::STANDARD
-        .decode(slug)
-        .unwrap())
+    hex::encode(
+        base64::engine::general_purpose::STANDARD
+            .decode(slug)
+            .unwrap(),
+    )
 }
 
 fn check_raw_bytes(case: &Value) {

@@ -372,10 +372,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn text(bytes: &[u8]) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| "invalid UTF-8 string".to_string())
 }
@@ -438,9 +434,9 @@ fn span(buf: &[u8]) -> Result<OtelSpan, String> {
     let mut r = Reader::new(buf);
     while let Some((tag, f)) = r.next()? {
         match (tag, f) {
-            (1, Field::Bytes(b)) => s.trace_id = hex(b),
-            (2, Field::Bytes(b)) => s.span_id = hex(b),
-            (4, Field::Bytes(b)) => s.parent_span_id = hex(b),
+            (1, Field::Bytes(b)) => s.trace_id = hex::encode(b),
+            (2, Field::Bytes(b)) => s.span_id = hex::encode(b),
+            (4, Field::Bytes(b)) => s.parent_span_id = hex::encode(b),
             (5, Field::Bytes(b)) => s.name = text(b)?,
             (7, Field::Fixed64(v)) => s.start_nanos = v,
             (8, Field::Fixed64(v)) => s.end_nanos = v,
@@ -534,7 +530,7 @@ fn any_value(buf: &[u8]) -> Result<Value, String> {
                 }
                 Value::Object(m)
             }
-            (7, Field::Bytes(b)) => Value::String(hex(b)),
+            (7, Field::Bytes(b)) => Value::String(hex::encode(b)),
             _ => v,
         };
     }

@@ -98,7 +98,7 @@ fn trace_query(raw: Option<&str>) -> Result<TraceQuery, ApiError> {
         let time = |v: &str| {
             parse_time(v).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "'{k}' must be Unix seconds or an RFC 3339 UTC time (got '{v}')"
+                    "'{k}' must be Unix seconds or an RFC 3339 time (got '{v}')"
                 ))
             })
         };

@@ -141,7 +141,7 @@ async fn trace_list_filters_and_pages() {
         ("error=maybe", "'error' must be true or false (got 'maybe')"),
         (
             "since=soon",
-            "'since' must be Unix seconds or an RFC 3339 UTC time (got 'soon')",
+            "'since' must be Unix seconds or an RFC 3339 time (got 'soon')",
         ),
         ("nmae=x", "unknown parameter 'nmae'"),
     ] {

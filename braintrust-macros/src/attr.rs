@@ -1,16 +1,18 @@
 //! Parsing the arguments of `#[traced(...)]`. Parsing never generates code.
 //!
 //! Mistakes that leave the argument list readable (an unknown or duplicate
-//! option, conflicting options, a bad span type, a name that is not a string)
-//! are collected in [`Errors`] and parsing goes on, so one compile reports
-//! them all. Only a syntax error that makes the rest unreadable stops it.
+//! option, conflicting options, a `name`/`type`/`crate` that is not a string,
+//! a `crate` that is not a path) are collected in [`Errors`] and parsing goes
+//! on, so one compile reports them all. Only a syntax error that makes the
+//! rest unreadable stops it. Which span type names exist is not known here:
+//! the compiler checks them against core's `SpanType::ALL`.
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, Ident, Lit, LitStr, Token};
+use syn::{Expr, Ident, Lit, LitStr, Path, Token};
 
 mod kw {
     syn::custom_keyword!(name);
@@ -24,30 +26,8 @@ mod kw {
 }
 
 /// Every option, for the "unknown option" message.
-const OPTIONS: &str = "name, type, skip, skip_all, input, no_output, notrace_io, metadata, output";
-
-/// The span types of the protocol (spec §8), with the `SpanType` variant each
-/// one maps to.
-pub(crate) const SPAN_TYPES: [(&str, &str); 14] = [
-    ("llm", "Llm"),
-    ("score", "Score"),
-    ("function", "Function"),
-    ("eval", "Eval"),
-    ("task", "Task"),
-    ("tool", "Tool"),
-    ("automation", "Automation"),
-    ("facet", "Facet"),
-    ("preprocessor", "Preprocessor"),
-    ("classifier", "Classifier"),
-    ("review", "Review"),
-    ("decision", "Decision"),
-    ("question", "Question"),
-    ("log", "Log"),
-];
-
-fn span_type_list() -> String {
-    SPAN_TYPES.map(|(s, _)| s).join(", ")
-}
+const OPTIONS: &str =
+    "name, type, skip, skip_all, input, no_output, notrace_io, metadata, output, crate";
 
 /// Collects errors; refuses to be dropped unchecked (as serde_derive's
 /// `Ctxt`), so no error can be forgotten.
@@ -106,8 +86,9 @@ pub(crate) struct NameList {
 pub(crate) struct TracedArgs {
     /// `name = "..."`.
     pub(crate) name: Option<LitStr>,
-    /// `type = "..."`: the `SpanType` variant name.
-    pub(crate) span_type: Option<(&'static str, Span)>,
+    /// `type = "..."`: the span type's wire name, checked against
+    /// `SpanType::ALL` by the compiler (see `expand::span_type`).
+    pub(crate) span_type: Option<LitStr>,
     /// `skip(a, b)`.
     pub(crate) skip: Option<NameList>,
     /// `skip_all`.
@@ -122,6 +103,8 @@ pub(crate) struct TracedArgs {
     pub(crate) metadata: Option<Expr>,
     /// `output = <closure or function>`: what to log instead of the return value.
     pub(crate) output: Option<Expr>,
+    /// `crate = "path"`: where the `braintrust` crate is (a renamed dependency).
+    pub(crate) krate: Option<Path>,
     /// Mistakes found while parsing; checked by the caller.
     pub(crate) errors: Errors,
     /// The options in the order written (for conflict messages).
@@ -149,6 +132,13 @@ impl TracedArgs {
         } else {
             InputMode::AllExcept(&[])
         }
+    }
+
+    /// The path of the `braintrust` crate: `crate = "..."`, or `::braintrust`.
+    pub(crate) fn krate(&self) -> Path {
+        self.krate
+            .clone()
+            .unwrap_or_else(|| syn::parse_quote!(::braintrust))
     }
 
     pub(crate) fn logs_output(&self) -> bool {
@@ -269,14 +259,14 @@ fn parse_str_value(
             lit: Lit::Str(s), ..
         }) => Ok(Some(s)),
         other => {
-            let hint = if option == "type" {
-                format!("; expected one of: {}", span_type_list())
-            } else {
-                String::new()
+            let example = match option {
+                "type" => "llm",
+                "crate" => "my_braintrust",
+                _ => "...",
             };
             errors.error(
                 other.span(),
-                format!("`{option}` must be a string literal, e.g. `{option} = \"...\"`{hint}"),
+                format!("`{option}` must be a string literal, e.g. `{option} = \"{example}\"`"),
             );
             Ok(None)
         }
@@ -308,6 +298,7 @@ impl Parse for TracedArgs {
             notrace_io: None,
             metadata: None,
             output: None,
+            krate: None,
             errors: Errors::new(),
             seen: Vec::new(),
         };
@@ -352,15 +343,22 @@ fn parse_options(input: ParseStream, args: &mut TracedArgs) -> syn::Result<()> {
             let value = parse_str_value(input, "type", &mut args.errors)?;
             if args.span_type.is_some() {
                 duplicate(&mut args.errors, kw.span, "type");
+            } else if value.is_some() {
+                args.span_type = value;
+            }
+        } else if lookahead.peek(Token![crate]) {
+            let kw: Token![crate] = input.parse()?;
+            args.seen.push(("crate", kw.span));
+            let value = parse_str_value(input, "crate", &mut args.errors)?;
+            if args.krate.is_some() {
+                duplicate(&mut args.errors, kw.span, "crate");
             } else if let Some(v) = value {
-                match SPAN_TYPES.iter().find(|(s, _)| *s == v.value()) {
-                    Some((_, variant)) => args.span_type = Some((variant, v.span())),
-                    None => args.errors.error(
+                match v.parse_with(Path::parse_mod_style) {
+                    Ok(path) => args.krate = Some(path),
+                    Err(e) => args.errors.error(
                         v.span(),
                         format!(
-                            "unknown span type {:?}; expected one of: {}",
-                            v.value(),
-                            span_type_list()
+                            "`crate` must be the path of the `braintrust` crate, e.g. `crate = \"my_braintrust\"`: {e}"
                         ),
                     ),
                 }
@@ -486,7 +484,7 @@ mod tests {
     fn accepts_every_form() {
         let a = parse(r#"type = "llm", name = "Custom LLM", skip(client, r#type), no_output, metadata = json!({"a": 1}),"#).unwrap();
         assert_eq!(a.name.as_ref().unwrap().value(), "Custom LLM");
-        assert_eq!(a.span_type.unwrap().0, "Llm");
+        assert_eq!(a.span_type.as_ref().unwrap().value(), "llm");
         assert_eq!(a.skip.as_ref().unwrap().names.len(), 2);
         assert!(!a.logs_output());
         assert!(a.metadata.is_some());
@@ -495,35 +493,41 @@ mod tests {
         assert_eq!(errors("skip_all"), "");
         assert_eq!(errors("notrace_io"), "");
         assert_eq!(errors("input(a, b)"), "");
-    }
-
-    #[test]
-    fn span_types_match_the_spec() {
-        let names = span_type_list();
-        assert_eq!(
-            names,
-            "llm, score, function, eval, task, tool, automation, facet, preprocessor, classifier, review, decision, question, log"
-        );
-        for (s, v) in SPAN_TYPES {
-            let mut c = s.chars();
-            let cap: String = c.next().unwrap().to_uppercase().chain(c).collect();
-            assert_eq!(cap, v);
-        }
+        // Span types are checked by the compiler against `SpanType::ALL`.
+        assert_eq!(errors(r#"type = "model""#), "");
+        let a = parse(r#"crate = "::my_bt::reexported""#).unwrap();
+        let krate = a.krate.as_ref().unwrap();
+        assert!(krate.leading_colon.is_some());
+        assert_eq!(krate.segments.len(), 2);
+        a.errors.check().unwrap();
     }
 
     #[test]
     fn reports_every_mistake() {
         assert_eq!(
             errors("foo = 1, name = 2"),
-            "unknown option `foo`; expected one of: name, type, skip, skip_all, input, no_output, notrace_io, metadata, output | `name` must be a string literal, e.g. `name = \"...\"`"
+            "unknown option `foo`; expected one of: name, type, skip, skip_all, input, no_output, notrace_io, metadata, output, crate | `name` must be a string literal, e.g. `name = \"...\"`"
         );
         assert_eq!(
             errors("skip_all, skip_all"),
             "expected only a single `skip_all` argument"
         );
-        assert!(errors(r#"type = "model""#)
-            .starts_with("unknown span type \"model\"; expected one of: llm, score,"));
-        assert!(errors("type = llm").starts_with("`type` must be a string literal"));
+        assert_eq!(
+            errors("type = llm"),
+            "`type` must be a string literal, e.g. `type = \"llm\"`"
+        );
+        assert_eq!(
+            errors("crate = my_bt"),
+            "`crate` must be a string literal, e.g. `crate = \"my_braintrust\"`"
+        );
+        assert!(errors(r#"crate = "my bt""#)
+            .starts_with("`crate` must be the path of the `braintrust` crate, e.g. `crate = \"my_braintrust\"`: "));
+        assert!(errors(r#"crate = """#).starts_with("`crate` must be the path"));
+        assert!(errors(r#"crate = "a<b>""#).starts_with("`crate` must be the path"));
+        assert_eq!(
+            errors(r#"crate = "a", crate = "b""#),
+            "expected only a single `crate` argument"
+        );
         assert!(errors("skip(a), skip_all").starts_with("`skip_all` and `skip(...)` cannot"));
         assert!(errors("notrace_io, no_output").starts_with("`notrace_io` and `no_output`"));
         assert!(errors("input(a), skip(b)").starts_with("`input(...)` and `skip(...)`"));

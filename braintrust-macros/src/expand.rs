@@ -1,6 +1,7 @@
 //! Generating the traced function. Generation never parses arguments; the
-//! code it emits calls the runtime only through `::braintrust::...` paths and
-//! holds no behaviour of its own.
+//! code it emits calls the runtime only through paths under the `braintrust`
+//! crate (`::braintrust`, or the `crate = "..."` path) and holds no
+//! behaviour of its own.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
@@ -232,9 +233,10 @@ fn check_named_params(args: &TracedArgs, params: &[Ident], errors: &mut Errors) 
 /// without parameters (as the Python SDK logs it), none when the arguments
 /// were skipped.
 fn no_params_input(args: &TracedArgs, params: &[Ident]) -> TokenStream {
+    let krate = args.krate();
     if params.is_empty() && matches!(args.input_mode(), InputMode::AllExcept(_)) {
         quote!(::core::option::Option::Some(
-            ::braintrust::__private::input([])
+            #krate::__private::input([])
         ))
     } else {
         quote!(::core::option::Option::None)
@@ -260,18 +262,70 @@ fn is_never(sig: &Signature) -> bool {
     matches!(&sig.output, ReturnType::Type(_, t) if matches!(**t, Type::Never(_)))
 }
 
-/// `-> impl Future<...>` (the only way to see an opaque future is its signature).
-fn returns_impl_future(sig: &Signature) -> bool {
+/// A sync function whose signature says it returns a future. The macro sees
+/// only tokens, so this is read from how the return type is spelled.
+#[derive(Clone, Copy, PartialEq)]
+enum FutureReturn {
+    /// `-> impl Future<..>` (any `impl` with a bound whose last segment is
+    /// `Future`, e.g. `impl std::future::Future<Output = T> + Send`).
+    Opaque,
+    /// `-> Pin<Box<dyn Future<..> ..>>`, `BoxFuture<..>` or
+    /// `LocalBoxFuture<..>` (the `futures` aliases): the traced future is
+    /// boxed again (when tracing is on) to keep the declared type.
+    Boxed,
+}
+
+fn future_return(sig: &Signature) -> Option<FutureReturn> {
     let ReturnType::Type(_, ty) = &sig.output else {
-        return false;
+        return None;
     };
-    let Type::ImplTrait(it) = &**ty else {
-        return false;
-    };
-    it.bounds.iter().any(|b| match b {
+    match &**ty {
+        Type::ImplTrait(it) if has_future_bound(&it.bounds) => Some(FutureReturn::Opaque),
+        Type::Path(p) if p.qself.is_none() && is_boxed_future(&p.path) => Some(FutureReturn::Boxed),
+        _ => None,
+    }
+}
+
+fn has_future_bound<'a>(bounds: impl IntoIterator<Item = &'a TypeParamBound>) -> bool {
+    bounds.into_iter().any(|b| match b {
         TypeParamBound::Trait(t) => t.path.segments.last().is_some_and(|s| s.ident == "Future"),
         _ => false,
     })
+}
+
+/// The generic type arguments of a path's last segment, if it is `name<..>`.
+fn type_args<'a>(path: &'a syn::Path, name: &str) -> Option<Vec<&'a Type>> {
+    let last = path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    Some(
+        args.args
+            .iter()
+            .filter_map(|a| match a {
+                syn::GenericArgument::Type(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// `Pin<Box<dyn Future..>>`, `BoxFuture<.., T>`, `LocalBoxFuture<.., T>`.
+fn is_boxed_future(path: &syn::Path) -> bool {
+    let is_alias = |name| type_args(path, name).is_some_and(|args| args.len() == 1);
+    if is_alias("BoxFuture") || is_alias("LocalBoxFuture") {
+        return true;
+    }
+    let Some([Type::Path(inner)]) = type_args(path, "Pin").as_deref() else {
+        return false;
+    };
+    let Some([Type::TraitObject(dyn_future)]) = type_args(&inner.path, "Box").as_deref() else {
+        return false;
+    };
+    has_future_bound(&dyn_future.bounds)
 }
 
 /// "A fake return edge": an unreachable `return` of the declared type at the
@@ -346,6 +400,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     } = parts;
     let ident = &sig.ident;
     let fn_name = ident.unraw().to_string();
+    let krate = args.krate();
 
     // Locals of the generated code: `mixed_site`, so the body cannot see them.
     let span_var = Ident::new("__bt_span", Span::mixed_site());
@@ -360,10 +415,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         .name
         .clone()
         .unwrap_or_else(|| LitStr::new(&fn_name, ident.span()));
-    let variant = Ident::new(
-        args.span_type.map_or("Function", |(v, _)| v),
-        args.span_type.map_or(Span::call_site(), |(_, s)| s),
-    );
+    let span_type = span_type(args, &krate);
     // `context.caller_*` is the call site, as the Python SDK records it:
     // `#[track_caller]` hands the caller's location to `caller_location()`.
     // The body runs in a closure or an async block, so its own panics and
@@ -372,9 +424,9 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     let loc_var = Ident::new("__bt_loc", Span::mixed_site());
     let tracks_caller = can_track_caller(&sig, &outer_attrs);
     let location = if tracks_caller {
-        quote!(::braintrust::__private::caller_location())
+        quote!(#krate::__private::caller_location())
     } else {
-        quote_spanned!(ident.span()=> ::braintrust::__private::caller_location())
+        quote_spanned!(ident.span()=> #krate::__private::caller_location())
     };
     let outer_attrs = if tracks_caller && !has_attr(&outer_attrs, "track_caller") {
         let mut attrs = outer_attrs;
@@ -399,23 +451,23 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
     } else {
         let keys = captured.iter().map(|p| p.unraw().to_string());
         quote! {
-            ::core::option::Option::Some(::braintrust::__private::input([
-                #( (#keys, ::braintrust::__private::capture!(&#captured)), )*
+            ::core::option::Option::Some(#krate::__private::input([
+                #( (#keys, #krate::__private::capture!(&#captured)), )*
             ]))
         }
     };
     let metadata = match &args.metadata {
-        Some(expr) => quote_spanned!(expr.span()=> ::braintrust::__private::to_json(&(#expr))),
+        Some(expr) => quote_spanned!(expr.span()=> #krate::__private::to_json(&(#expr))),
         None => quote!(::core::option::Option::None),
     };
     // `None` when tracing is off: nothing is captured and there is no span
     // to drop. The capture runs in `start`, out of line.
     let span_init = quote! {
-        let #span_var = if ::braintrust::is_enabled() {
-            ::core::option::Option::Some(::braintrust::__private::start(
-                ::braintrust::__private::SpanMeta {
+        let #span_var = if #krate::is_enabled() {
+            ::core::option::Option::Some(#krate::__private::start(
+                #krate::__private::SpanMeta {
                     name: #name,
-                    span_type: ::braintrust::SpanType::#variant,
+                    span_type: #span_type,
                     function_name: #fn_name,
                     location: #location,
                 },
@@ -436,8 +488,8 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         quote!(output)
     };
     let on_ready = quote! {
-        |#s_var: &::braintrust::Span, #r_var| {
-            ::braintrust::__private::record_return!(#s_var, #r_var, #mode)
+        |#s_var: &#krate::Span, #r_var| {
+            #krate::__private::record_return!(#s_var, #r_var, #mode)
         }
     };
 
@@ -465,11 +517,11 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         let (sig, prelude) = desugar_async_sig(&sig);
         let parent_var = Ident::new("__bt_parent", Span::mixed_site());
         let span_init = quote! {
-            let #span_var = if ::braintrust::__private::enabled_with(&#parent_var) {
-                ::core::option::Option::Some(::braintrust::__private::start_in(
-                    ::braintrust::__private::SpanMeta {
+            let #span_var = if #krate::__private::enabled_with(&#parent_var) {
+                ::core::option::Option::Some(#krate::__private::start_in(
+                    #krate::__private::SpanMeta {
                         name: #name,
-                        span_type: ::braintrust::SpanType::#variant,
+                        span_type: #span_type,
                         function_name: #fn_name,
                         location: #loc_var,
                     },
@@ -481,7 +533,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
             };
         };
         let generated = quote! {
-            let #parent_var = ::braintrust::__private::call_parent();
+            let #parent_var = #krate::__private::call_parent();
             let #loc_var = #location;
             async move {
                 #prelude
@@ -489,7 +541,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
                 let #fut_var = async move { #edge #stmts };
                 match #span_var {
                     ::core::option::Option::None => #fut_var.await,
-                    #span_var => ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready).await,
+                    #span_var => #krate::__private::traced_future(#span_var, #fut_var, #on_ready).await,
                 }
             }
         };
@@ -506,7 +558,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
             let #fut_var = async move { #edge #stmts };
             match #span_var {
                 ::core::option::Option::None => #fut_var.await,
-                #span_var => ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready).await,
+                #span_var => #krate::__private::traced_future(#span_var, #fut_var, #on_ready).await,
             }
         };
         if is_never(&sig) {
@@ -530,7 +582,7 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         let head = &block.stmts[..block.stmts.len() - 1];
         let wrap = |a: &ExprAsync| {
             quote! {
-                ::braintrust::__private::traced_future(#tail_span_var, #a, #on_ready)
+                #krate::__private::traced_future(#tail_span_var, #a, #on_ready)
             }
         };
         let tail_tokens = match tail {
@@ -544,30 +596,44 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
         quote! {
             #span_init
             let #tail_span_var = ::core::clone::Clone::clone(&#span_var);
-            ::braintrust::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || {
+            #krate::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || {
                 #edge
                 #(#head)*
                 #tail_tokens
             })
         }
-    } else if returns_impl_future(&sig) {
+    } else if let Some(kind) = future_return(&sig) {
+        // A sync function returning a future some other way: the body runs
+        // in the span, then the span follows the future it returned.
+        let traced = quote! {
+            #krate::__private::traced_future(#span_var, #fut_var, #on_ready)
+        };
+        let tail = match kind {
+            FutureReturn::Opaque => traced,
+            FutureReturn::Boxed => quote! {
+                match #span_var {
+                    ::core::option::Option::None => #fut_var,
+                    #span_var => ::std::boxed::Box::pin(#traced),
+                }
+            },
+        };
         quote! {
             #span_init
-            let #fut_var = ::braintrust::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || { #edge #stmts });
-            ::braintrust::__private::traced_future(#span_var, #fut_var, #on_ready)
+            let #fut_var = #krate::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || { #edge #stmts });
+            #tail
         }
     } else if is_never(&sig) {
         quote! {
             #span_init
-            ::braintrust::__private::run_never(::core::option::Option::as_ref(&#span_var), move || { #stmts })
+            #krate::__private::run_never(::core::option::Option::as_ref(&#span_var), move || { #stmts })
         }
     } else {
         quote! {
             #span_init
             #[allow(clippy::let_unit_value)]
-            let #ret_var = ::braintrust::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || { #edge #stmts });
+            let #ret_var = #krate::__private::run_sync(::core::option::Option::as_ref(&#span_var), move || { #edge #stmts });
             if let ::core::option::Option::Some(#s_var) = #span_var {
-                ::braintrust::__private::finish(#s_var, &#ret_var, #on_ready);
+                #krate::__private::finish(#s_var, &#ret_var, #on_ready);
             }
             #ret_var
         }
@@ -580,6 +646,46 @@ fn gen_function(args: &TracedArgs, parts: FnParts, params: &[Ident]) -> TokenStr
             #generated
         }
     }
+}
+
+/// The `SpanType` of the span: `type = "..."` looked up in core's
+/// `SpanType::ALL` by a `const` spanned at the literal, so an unknown name is
+/// a compile error at the user's token with core's message, and the list of
+/// span types lives only in core.
+fn span_type(args: &TracedArgs, krate: &syn::Path) -> TokenStream {
+    match &args.span_type {
+        None => quote!(#krate::SpanType::Function),
+        Some(lit) => {
+            // Every token at the literal, so the compiler's error points there.
+            let krate = respan(krate.to_token_stream(), lit.span());
+            quote_spanned! {lit.span()=>
+                {
+                    const SPAN_TYPE: #krate::SpanType = match #krate::__private::span_type(#lit) {
+                        ::core::result::Result::Ok(t) => t,
+                        ::core::result::Result::Err(e) => ::core::panic!("{}", e.as_str()),
+                    };
+                    SPAN_TYPE
+                }
+            }
+        }
+    }
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                t = proc_macro2::TokenTree::Group(group);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
 }
 
 /// The value `output = expr` logs, given `v`, a reference to the return

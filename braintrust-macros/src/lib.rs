@@ -1,7 +1,7 @@
 //! `#[traced]`: trace a function into Braintrust.
 //!
 //! Use it through the facade crate (`use braintrust::traced;`); the code it
-//! generates calls only `::braintrust::...`. This crate parses (`attr`) and
+//! generates calls only `::braintrust::...` (or the `crate = "..."` path). This crate parses (`attr`) and
 //! generates (`expand`); everything that happens at run time lives in
 //! `braintrust_core::traced`, where it is tested as ordinary code.
 //!
@@ -25,10 +25,11 @@ mod expand;
 /// # What is logged
 ///
 /// - `span_attributes.name`: the function's name, or `name = "..."`.
-/// - `span_attributes.type`: `"function"`, or `type = "..."`, one of `llm`,
-///   `score`, `function`, `eval`, `task`, `tool`, `automation`, `facet`,
-///   `preprocessor`, `classifier`, `review`, `decision`, `question`, `log`
-///   (anything else is a compile error).
+/// - `span_attributes.type`: `"function"`, or `type = "..."`, the wire name
+///   of a `braintrust::SpanType` (`llm`, `score`, `tool`, ...;
+///   `SpanType::ALL` lists them). Anything else is a compile
+///   error at the string: "evaluation panicked: unknown span type "model";
+///   expected one of: llm, score, ...".
 /// - `input`: `{arg_name: value}` for every argument but `self` (`{}` when
 ///   there is none, as the Python SDK logs it). Values
 ///   that implement `serde::Serialize` are serialized, others are logged as
@@ -133,9 +134,29 @@ mod expand;
 /// another attribute macro below `#[traced]` stay `async fn` and take the
 /// parent at the first poll). A future dropped
 /// before it completes (by `tokio::select!`, a timeout, an aborted task)
-/// ends its span with `error = "cancelled"`. Sync functions that return an
-/// `async` block, `Box::pin(async ...)` (as `#[async_trait]` generates) or an
-/// `impl Future` trace the future they return.
+/// ends its span with `error = "cancelled"`.
+///
+/// A sync function is traced as returning a future (the span runs until
+/// the future completes and logs its output) when the macro can see it, from
+/// the tokens alone (it cannot see types), by these rules, in order:
+///
+/// 1. the body's last expression is an `async` block, or `Box::pin(async ...)`
+///    (as `#[async_trait]` generates), whatever the return type says;
+/// 2. the return type is `impl ... Future<..>` (a bound whose last path
+///    segment is `Future`, e.g. `impl std::future::Future<Output = T> + Send`);
+/// 3. the return type is `Pin<Box<dyn Future<..> ..>>`, or `BoxFuture<'a, T>`
+///    or `LocalBoxFuture<'a, T>` (the `futures` aliases, matched by their
+///    last path segment); the traced future is boxed again, only when
+///    tracing is on.
+///
+/// Anything else is a sync function whose return value is logged as it is:
+/// a future behind your own type alias or struct ends its span when the
+/// function returns, and is logged as `"<unserializable ...>"`. To trace
+/// the future then, end the body with `async move { inner.await }` (or
+/// `Box::pin(async move { inner.await })`), or spell the return type as one
+/// of the forms above. A type that is not a future but matches rule 3 by
+/// name (your own `BoxFuture<T>`) is a compile error at the macro (it needs
+/// `Future`): import it under another name.
 ///
 /// ```
 /// use braintrust::{current_span, traced, Event};
@@ -193,10 +214,28 @@ mod expand;
 /// assert!(c.add("x").is_err());
 /// ```
 ///
+/// # A renamed dependency
+///
+/// The generated code names the crate `::braintrust`. If your Cargo.toml
+/// renames it (`my_bt = { package = "braintrust", ... }`), or you use it
+/// through a crate that re-exports it, say where it is with
+/// `crate = "path"` (as serde's `#[serde(crate = "...")]`):
+///
+/// ```
+/// # extern crate braintrust as my_bt;
+/// use my_bt::traced;
+///
+/// #[traced(crate = "my_bt")]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+/// # assert_eq!(add(1, 2), 3);
+/// ```
+///
 /// # Mistakes are compile errors
 ///
 /// ```compile_fail
-/// #[braintrust::traced(type = "model")] // unknown span type `model`; expected one of: llm, ...
+/// #[braintrust::traced(type = "model")] // unknown span type "model"; expected one of: llm, ...
 /// fn f() {}
 /// ```
 ///
@@ -208,8 +247,9 @@ mod expand;
 /// Also rejected: unknown or repeated options, `skip_all` with `skip`,
 /// `input` with `skip`/`skip_all`, `notrace_io` with any of them or with
 /// `no_output`, `output = ...` with `no_output`/`notrace_io`, an `output`
-/// closure without exactly one argument, a `name` that is not a string literal, `const fn`, and items
-/// that are not functions.
+/// closure without exactly one argument, a `name`, `type` or `crate` that is
+/// not a string literal, a `crate` string that is not a path, `const fn`,
+/// and items that are not functions.
 ///
 /// # Without the macro
 ///

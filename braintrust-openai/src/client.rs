@@ -425,19 +425,6 @@ impl OpenAiClientBuilder {
     }
 }
 
-/// A reqwest error as text, with its source chain (reqwest's own `Display`
-/// leaves out the interesting part).
-pub(crate) fn reqwest_error_text(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 impl Inner {
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base_url, path.trim_start_matches('/'))
@@ -571,7 +558,7 @@ impl Inner {
             OpenAiError::Timeout(self.timeout.unwrap_or_default())
         } else {
             OpenAiError::Stream {
-                message: reqwest_error_text(&e),
+                message: braintrust_core::error_string(&e),
                 error: None,
             }
         }

@@ -171,7 +171,7 @@ impl Stream for EventStream {
                         OpenAiError::Timeout(this.idle.unwrap_or_default())
                     } else {
                         OpenAiError::Stream {
-                            message: crate::client::reqwest_error_text(&e),
+                            message: braintrust_core::error_string(&e),
                             error: None,
                         }
                     };

@@ -401,26 +401,25 @@ fn deep_merge(stored: &mut Map<String, Value>, update: Map<String, Value>) {
     }
 }
 
-/// The hex digits of an id (a UUID loses its dashes).
-fn hex_digits(id: &str) -> String {
-    id.chars().filter(|c| *c != '-').collect()
+/// The first `N` bytes of an id's hex digits (a UUID's without its dashes).
+fn id_bytes<const N: usize>(id: &str) -> Option<[u8; N]> {
+    let digits: String = id.chars().filter(|c| *c != '-').take(2 * N).collect();
+    let mut out = [0u8; N];
+    hex::decode_to_slice(digits, &mut out).ok()?;
+    Some(out)
 }
 
 fn trace_id(row: &Map<String, Value>) -> TraceId {
-    let hex = row
-        .get("root_span_id")
+    row.get("root_span_id")
         .and_then(Value::as_str)
-        .map(hex_digits)
-        .unwrap_or_default();
-    TraceId::from_hex(&hex).unwrap_or(TraceId::INVALID)
+        .and_then(id_bytes::<16>)
+        .map_or(TraceId::INVALID, TraceId::from_bytes)
 }
 
 /// A W3C span id from a Braintrust one: 16 hex digits as they are, the
 /// first 16 of a UUID (legacy ids) otherwise, so parents and children agree.
 fn span_id(id: &str) -> SpanId {
-    let hex = hex_digits(id);
-    let hex = if hex.len() > 16 { &hex[..16] } else { &hex };
-    SpanId::from_hex(hex).unwrap_or(SpanId::INVALID)
+    id_bytes::<8>(id).map_or(SpanId::INVALID, SpanId::from_bytes)
 }
 
 fn secs_to_time(v: Option<&Value>) -> Option<SystemTime> {
