@@ -409,15 +409,17 @@ fn extras(o: &Options, url: &str, report: &mut serde_json::Map<String, Value>) {
         );
     }
     if o.big_spans > 0 {
-        one(
-            "big_payload",
-            Child {
-                kind: "big",
-                spans: o.big_spans,
-                producers: 1,
-                queue_size: None,
-            },
-        );
+        for (key, kind) in [("big_payload", "big"), ("big_payload_shared", "big_shared")] {
+            one(
+                key,
+                Child {
+                    kind,
+                    spans: o.big_spans,
+                    producers: 1,
+                    queue_size: None,
+                },
+            );
+        }
     }
     if o.scale_spans > 0 {
         for producers in [1, 8] {
@@ -539,6 +541,18 @@ fn targets(r: &serde_json::Map<String, Value>) -> Value {
         check(
             "big payload peak_rss_mb",
             f(&["big_payload", "peak_rss_mb"]),
+            |v| v <= 57.0,
+            "<= 57",
+        ),
+        check(
+            "big payload (shared input) app_us_per_span",
+            f(&["big_payload_shared", "app_us_per_span"]),
+            |v| v <= 10.0,
+            "<= 10",
+        ),
+        check(
+            "big payload (shared input) peak_rss_mb",
+            f(&["big_payload_shared", "peak_rss_mb"]),
             |v| v <= 57.0,
             "<= 57",
         ),

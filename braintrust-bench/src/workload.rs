@@ -27,6 +27,9 @@ pub enum Variant {
     /// Flat spans with a 10 KB input and 50-key metadata, built per span
     /// by cloning a template (what a caller that keeps its value does).
     Big,
+    /// The same spans with the input shared, not copied
+    /// (`Event::input_shared`); the metadata is still cloned.
+    BigShared,
 }
 
 impl Variant {
@@ -36,6 +39,7 @@ impl Variant {
             Variant::Manual => "manual",
             Variant::Traced => "traced",
             Variant::Big => "big",
+            Variant::BigShared => "big_shared",
         }
     }
 
@@ -45,6 +49,7 @@ impl Variant {
             "manual" => Some(Variant::Manual),
             "traced" => Some(Variant::Traced),
             "big" => Some(Variant::Big),
+            "big_shared" => Some(Variant::BigShared),
             _ => None,
         }
     }
@@ -120,6 +125,21 @@ pub fn big_span(logger: &Logger, input: &Value, meta: &Value, i: u64) {
         SpanArgs::new()
             .name("big")
             .event(Event::new().input(input.clone()).metadata(meta.clone())),
+    );
+    let _ = s.log(Event::new().output(json!({ "ok": i })));
+    s.end();
+}
+
+/// One big span with the caller's input shared (no copy) and its
+/// metadata cloned.
+#[inline]
+pub fn big_shared_span(logger: &Logger, input: &std::sync::Arc<Value>, meta: &Value, i: u64) {
+    let s = logger.start_span(
+        SpanArgs::new().name("big").event(
+            Event::new()
+                .input_shared(input.clone())
+                .metadata(meta.clone()),
+        ),
     );
     let _ = s.log(Event::new().output(json!({ "ok": i })));
     s.end();
@@ -241,6 +261,13 @@ fn produce(spec: &RunSpec, logger: &Logger, share: std::ops::Range<u64>) -> f64 
                 big_span(logger, &input, &meta, i);
             }
         }
+        Variant::BigShared => {
+            let (input, meta) = big_payload();
+            let input = std::sync::Arc::new(input);
+            for i in share {
+                big_shared_span(logger, &input, &meta, i);
+            }
+        }
     }
     machine::thread_cpu_secs() - tcpu0
 }
@@ -249,7 +276,10 @@ fn produce(spec: &RunSpec, logger: &Logger, share: std::ops::Range<u64>) -> f64 
 /// span + flush (login, registration, `/version`), then the timed workload
 /// and `flush()`. A failed flush (rows lost) is a result, not an error.
 pub fn run(spec: &RunSpec, sink_url: &str) -> Result<RunResult, String> {
-    let per_unit = if spec.variant == Variant::Big { 1 } else { 3 };
+    let per_unit = match spec.variant {
+        Variant::Big | Variant::BigShared => 1,
+        Variant::Manual | Variant::Traced => 3,
+    };
     let units = spec.spans / per_unit;
     let made = units * per_unit;
     let producers = spec.producers.max(1) as u64;
@@ -522,7 +552,12 @@ mod tests {
 
     #[test]
     fn variants_round_trip() {
-        for v in [Variant::Manual, Variant::Traced, Variant::Big] {
+        for v in [
+            Variant::Manual,
+            Variant::Traced,
+            Variant::Big,
+            Variant::BigShared,
+        ] {
             assert_eq!(Variant::parse(v.as_str()), Some(v));
         }
         assert_eq!(Variant::parse("x"), None);
@@ -541,6 +576,7 @@ mod tests {
             (Variant::Manual, 1),
             (Variant::Traced, 1),
             (Variant::Big, 1),
+            (Variant::BigShared, 1),
             (Variant::Manual, 3),
         ] {
             let spec = RunSpec {

@@ -3,6 +3,8 @@
 //! Validation happens at the call, on the application thread, so a mistake is
 //! reported where it was made; a rejected event queues nothing.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 /// A logged value broke a rule of the protocol. Names the field and the rule.
@@ -89,7 +91,7 @@ pub fn json_f64(v: f64) -> Value {
 ///     "invalid `scores.quality`: score values must be between 0 and 1"
 /// );
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 #[must_use = "Event is a builder: pass it to Span::log"]
 pub struct Event {
     /// The set fields, each at most once, in [`Field`] order. Object fields
@@ -97,7 +99,59 @@ pub struct Event {
     /// list instead of one slot per field keeps an event small to move
     /// through the builder and to hold while it waits for the logger thread.
     pub(crate) fields: Vec<(Field, Value)>,
+    /// Values shared with the caller and serialized on the logger thread
+    /// ([`Event::input_shared`]): `input`, `output` or `expected`, each at
+    /// most once and never also in `fields`.
+    pub(crate) shared: Vec<(Field, Arc<dyn SharedJson>)>,
     pub(crate) invalid: Option<Box<ValidationError>>,
+}
+
+/// A value [`Event::input_shared`] and friends log: anything `Serialize`,
+/// serialized when its row is written.
+pub(crate) trait SharedJson: Send + Sync {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    fn to_json(&self) -> serde_json::Result<Value>;
+}
+
+impl<T: serde::Serialize + Send + Sync + ?Sized> SharedJson for T {
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
+    fn to_json(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(self)
+    }
+}
+
+/// A shared value as JSON; one that fails to serialize becomes a string
+/// that says so (the row is still written).
+pub(crate) fn shared_to_value(f: Field, v: &dyn SharedJson) -> Value {
+    v.to_json().unwrap_or_else(|e| {
+        Value::String(format!("ERROR: could not serialize `{}`: {e}", f.name()))
+    })
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields == other.fields
+            && self.invalid == other.invalid
+            && self.shared.len() == other.shared.len()
+            && self
+                .shared
+                .iter()
+                .zip(&other.shared)
+                .all(|((f, a), (g, b))| f == g && std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)))
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared: Vec<&str> = self.shared.iter().map(|(k, _)| k.name()).collect();
+        f.debug_struct("Event")
+            .field("fields", &self.fields)
+            .field("shared", &shared)
+            .field("invalid", &self.invalid)
+            .finish()
+    }
 }
 
 /// A field of an [`Event`], in the order rows are written.
@@ -168,6 +222,7 @@ impl Event {
 
     /// Sets a field, replacing what it held.
     pub(crate) fn put(&mut self, f: Field, v: Value) {
+        self.shared.retain(|(k, _)| *k != f);
         match self.position(f) {
             Ok(i) => self.fields[i].1 = v,
             Err(i) => self.insert_at(i, f, v),
@@ -227,6 +282,50 @@ impl Event {
     pub fn expected(mut self, v: impl Into<Value>) -> Self {
         self.put(Field::Expected, v.into());
         self
+    }
+
+    /// The span's input, shared with the caller instead of copied: the
+    /// value is serialized on the logger thread when its row is written.
+    /// For large values (documents, images, long conversations) the
+    /// application thread does no copy and no serialization. The value must
+    /// not change meaning later (it is read when the row is written), and
+    /// the queue's byte budget does not count it (the caller holds it).
+    /// A value that fails to serialize is logged as a string saying so.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use braintrust_core::Event;
+    /// #[derive(serde::Serialize)]
+    /// struct Doc { pages: Vec<String> }
+    /// let doc = Arc::new(Doc { pages: vec!["a long page".into(); 100] });
+    /// let e = Event::new().input_shared(doc.clone()).output("summary");
+    /// # let _ = e;
+    /// ```
+    pub fn input_shared<T: serde::Serialize + Send + Sync + 'static>(self, v: Arc<T>) -> Self {
+        self.with_shared(Field::Input, v)
+    }
+    /// The span's output, shared instead of copied (see [`Event::input_shared`]).
+    pub fn output_shared<T: serde::Serialize + Send + Sync + 'static>(self, v: Arc<T>) -> Self {
+        self.with_shared(Field::Output, v)
+    }
+    /// The expected output, shared instead of copied (see [`Event::input_shared`]).
+    pub fn expected_shared<T: serde::Serialize + Send + Sync + 'static>(self, v: Arc<T>) -> Self {
+        self.with_shared(Field::Expected, v)
+    }
+
+    fn with_shared(mut self, f: Field, v: Arc<dyn SharedJson>) -> Self {
+        self.set_shared(f, v);
+        self
+    }
+
+    fn set_shared(&mut self, f: Field, v: Arc<dyn SharedJson>) {
+        if let Ok(i) = self.position(f) {
+            self.fields.remove(i);
+        }
+        match self.shared.iter_mut().find(|(k, _)| *k == f) {
+            Some(slot) => slot.1 = v,
+            None => self.shared.push((f, v)),
+        }
     }
     /// An error. The protocol keeps `error` a string (spec §8), so any other
     /// JSON value (an object, a number) is sent as its compact JSON text;
@@ -493,7 +592,7 @@ impl Event {
 
     /// True when no field is set.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.fields.is_empty() && self.shared.is_empty()
     }
 
     /// Merges a later event into this one with the row-merge rules: values
@@ -515,6 +614,9 @@ impl Event {
                 (f, v) => self.put(f, v),
             }
         }
+        for (f, v) in later.shared {
+            self.set_shared(f, v);
+        }
     }
 
     /// Writes the set fields into a row (logger thread). Nested objects in
@@ -530,6 +632,9 @@ impl Event {
                     row.insert(f.name().into(), v);
                 }
             }
+        }
+        for (f, v) in self.shared {
+            row.insert(f.name().into(), shared_to_value(f, &*v));
         }
     }
 }

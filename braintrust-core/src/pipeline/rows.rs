@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::event::{deep_merge, Event, Field};
+use crate::event::{deep_merge, Event, Field, SharedJson};
 use crate::ids::Id;
 use crate::logger::ObjectInner;
 use crate::merge::Row;
@@ -268,6 +268,7 @@ impl IdFields {
 enum Slot<'a> {
     Value(&'a Value),
     Map(&'a Map<String, Value>),
+    Shared(&'a dyn SharedJson),
     Owned(Value),
 }
 
@@ -284,6 +285,7 @@ impl Slot<'_> {
         match self {
             Slot::Value(v) => serde_json::to_writer(&mut *b, v).is_ok(),
             Slot::Map(m) => serde_json::to_writer(&mut *b, m).is_ok(),
+            Slot::Shared(v) => v.write_json(b).is_ok(),
             Slot::Owned(v) => serde_json::to_writer(&mut *b, v).is_ok(),
         }
     }
@@ -330,6 +332,9 @@ impl<'a> Slots<'a> {
                 (f, Value::Object(m)) if f.is_object() => self.merge(f.name(), m),
                 (f, v) => self.put(f.name(), Slot::Value(v)),
             }
+        }
+        for (f, v) in &e.shared {
+            self.put(f.name(), Slot::Shared(&**v));
         }
     }
 }
