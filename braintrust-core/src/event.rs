@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 /// A logged value broke a rule of the protocol. Names the field and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,8 +98,10 @@ pub struct Event {
     /// The set fields, each at most once, in [`Field`] order. Object fields
     /// hold a `Value::Object`, `tags` a `Value::Array` of strings. A short
     /// list instead of one slot per field keeps an event small to move
-    /// through the builder and to hold while it waits for the logger thread.
-    pub(crate) fields: Vec<(Field, Value)>,
+    /// through the builder and to hold while it waits for the logger thread;
+    /// the first field is stored inline, so the common one-field event
+    /// (an input, an output) allocates nothing of its own.
+    pub(crate) fields: SmallVec<[(Field, Value); 1]>,
     /// Values shared with the caller and serialized on the logger thread
     /// ([`Event::input_shared`]): `input`, `output` or `expected`, each at
     /// most once and never also in `fields`.
@@ -230,7 +233,7 @@ impl Event {
     }
 
     /// Inserts a new field. Grows one slot at a time: most events set one
-    /// or two fields, and a `Vec`'s first growth would make room for four.
+    /// or two fields, and a vector's first growth would make room for four.
     fn insert_at(&mut self, i: usize, f: Field, v: Value) {
         self.fields.reserve_exact(1);
         self.fields.insert(i, (f, v));

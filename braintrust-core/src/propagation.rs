@@ -68,7 +68,7 @@ pub(crate) fn continue_from(
             let lineage = match (&c.row_id, &c.span_id, &c.root_span_id) {
                 (Some(_), Some(span), Some(root)) if c.has_row_ids() => Some(Lineage {
                     root_span_id: Id::parse(root),
-                    parents: Arc::new([Id::parse(span)]),
+                    parents: crate::span::Parents::from_elem(Id::parse(span), 1),
                     propagated: None,
                     w3c: None,
                 }),
@@ -118,7 +118,7 @@ pub(crate) fn continue_from(
                 object: Some(object),
                 lineage: Some(Lineage {
                     root_span_id: Id::parse(&tp.trace_id),
-                    parents: Arc::new([Id::parse(&tp.span_id)]),
+                    parents: crate::span::Parents::from_elem(Id::parse(&tp.span_id), 1),
                     propagated: None,
                     w3c: Some(Arc::new(InboundW3c {
                         flags: tp.flags,

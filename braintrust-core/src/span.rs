@@ -263,10 +263,13 @@ impl SpanArgs {
     }
 }
 
+/// A span's parents' span ids.
+pub(crate) type Parents = smallvec::SmallVec<[Id; 1]>;
+
 /// The tree position of a new span: trace id, parents and inherited bits.
 pub(crate) struct Lineage {
     pub root_span_id: Id,
-    pub parents: Arc<[Id]>,
+    pub parents: Parents,
     pub propagated: Option<Arc<Map<String, Value>>>,
     pub w3c: Option<Arc<InboundW3c>>,
 }
@@ -284,7 +287,8 @@ pub(crate) struct SpanCore {
     pub(crate) row_id: Id,
     pub(crate) span_id: Id,
     pub(crate) root_span_id: Id,
-    pub(crate) parents: Option<Arc<[Id]>>,
+    /// Empty for a root. One parent is stored inline (no allocation).
+    pub(crate) parents: Parents,
     pub(crate) propagated: Option<Arc<Map<String, Value>>>,
     pub(crate) w3c: Option<Arc<InboundW3c>>,
     /// The start time, so no end is written before it.
@@ -472,18 +476,14 @@ impl Span {
         let (root_span_id, parents, propagated, w3c) = match lineage {
             Some(l) => {
                 let mut parents = l.parents;
-                if !args.extra_parents.is_empty() {
-                    let mut all = parents.to_vec();
-                    for extra in &args.extra_parents {
-                        if let Some(c) = extra.core() {
-                            if !all.contains(&c.span_id) {
-                                all.push(c.span_id.clone());
-                            }
+                for extra in &args.extra_parents {
+                    if let Some(c) = extra.core() {
+                        if !parents.contains(&c.span_id) {
+                            parents.push(c.span_id.clone());
                         }
                     }
-                    parents = Arc::from(all);
                 }
-                (l.root_span_id, Some(parents), l.propagated, l.w3c)
+                (l.root_span_id, parents, l.propagated, l.w3c)
             }
             None => {
                 let root = if legacy {
@@ -491,7 +491,7 @@ impl Span {
                 } else {
                     Id::new_trace_id(false)
                 };
-                (root, None, None, None)
+                (root, Parents::new(), None, None)
             }
         };
         let propagated = match args.propagated_event {
@@ -573,7 +573,7 @@ impl Span {
     pub(crate) fn child_lineage(&self) -> Option<Lineage> {
         self.core.as_ref().map(|c| Lineage {
             root_span_id: c.root_span_id.clone(),
-            parents: Arc::new([c.span_id.clone()]),
+            parents: Parents::from_elem(c.span_id.clone(), 1),
             propagated: c.propagated.clone(),
             w3c: c.w3c.clone(),
         })
@@ -729,8 +729,7 @@ impl Span {
     pub fn span_parents(&self) -> Vec<String> {
         self.core
             .as_ref()
-            .and_then(|c| c.parents.as_ref())
-            .map(|p| p.iter().map(|i| i.to_string()).collect())
+            .map(|c| c.parents.iter().map(|i| i.to_string()).collect())
             .unwrap_or_default()
     }
 

@@ -162,9 +162,15 @@ pub(crate) fn span_row(core: &SpanCore, p: Pending) -> Option<Row> {
     );
     row.insert(
         "span_parents".into(),
-        match &core.parents {
-            None => Value::Null,
-            Some(ps) => Value::Array(ps.iter().map(|p| Value::String(p.to_string())).collect()),
+        if core.parents.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(
+                core.parents
+                    .iter()
+                    .map(|p| Value::String(p.to_string()))
+                    .collect(),
+            )
         },
     );
     let merged_into_first = p.event.is_some() || p.end.is_some();
@@ -386,18 +392,17 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
     key(b, "root_span_id");
     write_id(b, &core.root_span_id);
     key(b, "span_parents");
-    match &core.parents {
-        None => b.extend_from_slice(b"null"),
-        Some(ps) => {
-            b.push(b'[');
-            for (i, id) in ps.iter().enumerate() {
-                if i > 0 {
-                    b.push(b',');
-                }
-                write_id(b, id);
+    if core.parents.is_empty() {
+        b.extend_from_slice(b"null");
+    } else {
+        b.push(b'[');
+        for (i, id) in core.parents.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
             }
-            b.push(b']');
+            write_id(b, id);
         }
+        b.push(b']');
     }
     let mut slots = Slots::default();
     match &p.start {
