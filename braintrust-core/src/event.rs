@@ -105,8 +105,14 @@ pub struct Event {
     /// Values shared with the caller and serialized on the logger thread
     /// ([`Event::input_shared`]): `input`, `output` or `expected`, each at
     /// most once and never also in `fields`.
-    pub(crate) shared: Vec<(Field, Arc<dyn SharedJson>)>,
-    pub(crate) invalid: Option<Box<ValidationError>>,
+    /// The rarely set parts, boxed so a plain event stays small.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Default)]
+struct Extra {
+    shared: Vec<(Field, Arc<dyn SharedJson>)>,
+    invalid: Option<ValidationError>,
 }
 
 /// A value [`Event::input_shared`] and friends log: anything `Serialize`,
@@ -136,23 +142,23 @@ pub(crate) fn shared_to_value(f: Field, v: &dyn SharedJson) -> Value {
 impl PartialEq for Event {
     fn eq(&self, other: &Self) -> bool {
         self.fields == other.fields
-            && self.invalid == other.invalid
-            && self.shared.len() == other.shared.len()
+            && self.invalid() == other.invalid()
+            && self.shared().len() == other.shared().len()
             && self
-                .shared
+                .shared()
                 .iter()
-                .zip(&other.shared)
+                .zip(other.shared())
                 .all(|((f, a), (g, b))| f == g && std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)))
     }
 }
 
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shared: Vec<&str> = self.shared.iter().map(|(k, _)| k.name()).collect();
+        let shared: Vec<&str> = self.shared().iter().map(|(k, _)| k.name()).collect();
         f.debug_struct("Event")
             .field("fields", &self.fields)
             .field("shared", &shared)
-            .field("invalid", &self.invalid)
+            .field("invalid", &self.invalid())
             .finish()
     }
 }
@@ -203,8 +209,9 @@ impl Event {
     }
 
     fn reject(mut self, e: ValidationError) -> Self {
-        if self.invalid.is_none() {
-            self.invalid = Some(Box::new(e));
+        let extra = self.extra.get_or_insert_with(Box::default);
+        if extra.invalid.is_none() {
+            extra.invalid = Some(e);
         }
         self
     }
@@ -225,7 +232,9 @@ impl Event {
 
     /// Sets a field, replacing what it held.
     pub(crate) fn put(&mut self, f: Field, v: Value) {
-        self.shared.retain(|(k, _)| *k != f);
+        if let Some(x) = &mut self.extra {
+            x.shared.retain(|(k, _)| *k != f);
+        }
         match self.position(f) {
             Ok(i) => self.fields[i].1 = v,
             Err(i) => self.insert_at(i, f, v),
@@ -325,9 +334,10 @@ impl Event {
         if let Ok(i) = self.position(f) {
             self.fields.remove(i);
         }
-        match self.shared.iter_mut().find(|(k, _)| *k == f) {
+        let shared = &mut self.extra.get_or_insert_with(Box::default).shared;
+        match shared.iter_mut().find(|(k, _)| *k == f) {
             Some(slot) => slot.1 = v,
-            None => self.shared.push((f, v)),
+            None => shared.push((f, v)),
         }
     }
     /// An error. The protocol keeps `error` a string (spec §8), so any other
@@ -577,11 +587,20 @@ impl Event {
     }
 
     /// Returns the first rule this event broke, or the event itself.
-    pub fn validate(self) -> Result<Event, ValidationError> {
-        match self.invalid {
-            Some(e) => Err(*e),
+    pub fn validate(mut self) -> Result<Event, ValidationError> {
+        match self.extra.as_mut().and_then(|x| x.invalid.take()) {
+            Some(e) => Err(e),
             None => Ok(self),
         }
+    }
+
+    /// The values shared with the caller (see [`Event::input_shared`]).
+    pub(crate) fn shared(&self) -> &[(Field, Arc<dyn SharedJson>)] {
+        self.extra.as_ref().map_or(&[], |x| &x.shared)
+    }
+
+    fn invalid(&self) -> Option<&ValidationError> {
+        self.extra.as_ref().and_then(|x| x.invalid.as_ref())
     }
 
     /// Roughly the heap bytes the set fields hold: what the queue's byte
@@ -595,7 +614,7 @@ impl Event {
 
     /// True when no field is set.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.shared.is_empty()
+        self.fields.is_empty() && self.shared().is_empty()
     }
 
     /// Merges a later event into this one with the row-merge rules: values
@@ -617,7 +636,7 @@ impl Event {
                 (f, v) => self.put(f, v),
             }
         }
-        for (f, v) in later.shared {
+        for (f, v) in later.extra.map(|x| x.shared).unwrap_or_default() {
             self.set_shared(f, v);
         }
     }
@@ -636,7 +655,7 @@ impl Event {
                 }
             }
         }
-        for (f, v) in self.shared {
+        for (f, v) in self.extra.map(|x| x.shared).unwrap_or_default() {
             row.insert(f.name().into(), shared_to_value(f, &*v));
         }
     }

@@ -339,7 +339,7 @@ impl<'a> Slots<'a> {
                 (f, v) => self.put(f.name(), Slot::Value(v)),
             }
         }
-        for (f, v) in &e.shared {
+        for (f, v) in e.shared() {
             self.put(f.name(), Slot::Shared(&**v));
         }
     }
