@@ -784,3 +784,30 @@ fn a_flood_is_told_in_a_few_exact_lines() {
     );
     assert!(t.logged >= 200_000, "{}", out.stderr);
 }
+
+#[test]
+fn a_span_is_sent_promptly_without_a_flush() {
+    // Producers wake the logger thread only when it waits: each row below
+    // is logged while it waits, so each must wake it. Without the wake-up
+    // every row would wait for the 250 ms timer (~2.5 s for 20 rows).
+    let server = Faulty::start();
+    let (state, logger) = logger(config(&server.url()));
+    logger.log(Event::new().input("warm-up")).unwrap();
+    logger.flush().unwrap();
+    let t = Instant::now();
+    for i in 0..20u64 {
+        let before = state.stats().delivered_rows;
+        logger.log(Event::new().input(json!({ "i": i }))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state.stats().delivered_rows == before {
+            assert!(Instant::now() < deadline, "row {i} was not sent");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1_500),
+        "20 rows took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(server.delivered(), 21);
+}
