@@ -96,6 +96,11 @@ impl Prepared {
         self.ends.len()
     }
 
+    /// Bytes of row text.
+    pub(crate) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     pub(crate) fn row(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.text[start..self.ends[i]]

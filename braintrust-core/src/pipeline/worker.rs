@@ -110,6 +110,9 @@ fn chunk_limit(batch_size: usize, concurrency: usize) -> usize {
     batch_size.saturating_mul(concurrency).max(1_000)
 }
 
+/// Row text a chunk aims at once its rows' size is known.
+const CHUNK_BYTES: usize = 2 << 20;
+
 /// Chunks of at least twice this many entries are serialized by two threads.
 const SPLIT_AT: usize = 256;
 
@@ -437,13 +440,26 @@ impl Worker {
             policy: self.policy(),
             spent: Default::default(),
         };
-        let chunk = chunk_limit(
+        let chunk_limit_max = chunk_limit(
             self.p.config.batch_size,
             self.p.config.max_concurrent_requests,
         );
+        // The first chunk's rows are sized from the payload bytes waiting.
+        let chunk = {
+            let waiting = self.p.counters.payload_bytes.load(Ordering::Relaxed) as usize;
+            let entries = held.borrow().ops.len() + self.p.queue.len();
+            let row = (waiting / entries.max(1)).max(1);
+            (CHUNK_BYTES / row)
+                .max(self.p.config.batch_size)
+                .min(chunk_limit_max)
+                .max(1)
+        };
+        // Chunks hold about CHUNK_BYTES of row text once the rows' size is
+        // known, so large rows do not multiply the memory in flight.
+        let chunk = Cell::new(chunk);
         let take = || -> Vec<Op> {
             let mut h = held.borrow_mut();
-            let n = h.ops.len().min(chunk);
+            let n = h.ops.len().min(chunk.get());
             h.ops.drain(..n).collect()
         };
         // Pipelined: the next chunk is serialized on a blocking thread while
@@ -451,6 +467,16 @@ impl Worker {
         let mut next = Some(self.begin_prepare(take(), &ids, held));
         while let Some(preparing) = next.take() {
             let prepared = preparing.await;
+            if let Some(p) = prepared.as_ref().filter(|p| p.len() > 0) {
+                let row = (p.text_len() / p.len()).max(1);
+                // max then min, not clamp: never panics whatever the config.
+                chunk.set(
+                    (CHUNK_BYTES / row)
+                        .max(self.p.config.batch_size)
+                        .min(chunk_limit_max)
+                        .max(1),
+                );
+            }
             let ops = take();
             if !ops.is_empty() {
                 next = Some(self.begin_prepare(ops, &ids, held));
