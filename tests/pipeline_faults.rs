@@ -498,6 +498,29 @@ fn the_byte_budget_bounds_payload_memory_and_counts_what_it_drops() {
     assert_eq!(state.stats().dropped_queue_full, s.dropped_queue_full);
 }
 
+#[test]
+fn blocking_mode_waits_for_the_byte_budget_and_loses_nothing() {
+    let server = Faulty::start();
+    let (state, logger) = logger(
+        config(&server.url())
+            .queue_full(braintrust::QueueFullPolicy::Block)
+            .queue_max_bytes(50_000),
+    );
+    let big = "z".repeat(10_000);
+    for i in 0..200 {
+        logger
+            .log(Event::new().input(json!({"i": i, "text": big})))
+            .unwrap();
+        // What waits never passes the budget by more than one entry.
+        assert!(state.stats().queued_payload_bytes <= 50_000 + 12_000);
+    }
+    logger.flush().unwrap();
+    let s = state.stats();
+    assert_eq!(s.dropped_queue_full, 0, "{s:?}");
+    assert_accounted(s);
+    assert_eq!(server.delivered(), 200);
+}
+
 // ----- exit timing, in child processes (the exit_flush example) -----
 
 /// Children run one at a time, so their timings measure the child and not

@@ -205,11 +205,13 @@ impl Pipeline {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Counts payload bytes taken out of the queue (sent on or dropped).
+    /// Counts payload bytes taken out of the queue (sent on or dropped),
+    /// and wakes callers blocked on the byte budget.
     pub(crate) fn sub_payload_bytes(&self, n: usize) {
         self.counters
             .payload_bytes
             .fetch_sub(n as u64, Ordering::Relaxed);
+        self.wake_blocked();
     }
 
     /// True when what waits besides an entry of `bytes` (already counted)
