@@ -444,19 +444,22 @@ impl Worker {
             self.p.config.batch_size,
             self.p.config.max_concurrent_requests,
         );
-        // The first chunk's rows are sized from the payload bytes waiting.
-        let chunk = {
-            let waiting = self.p.counters.payload_bytes.load(Ordering::Relaxed) as usize;
-            let entries = held.borrow().ops.len() + self.p.queue.len();
-            let row = (waiting / entries.max(1)).max(1);
-            (CHUNK_BYTES / row)
+        // Chunks hold about CHUNK_BYTES of row text, so large rows do not
+        // multiply the memory in flight; `max` then `min`, not `clamp`,
+        // never panics whatever the configuration.
+        let entries_for = |row_bytes: usize| {
+            (CHUNK_BYTES / row_bytes.max(1))
                 .max(self.p.config.batch_size)
                 .min(chunk_limit_max)
                 .max(1)
         };
-        // Chunks hold about CHUNK_BYTES of row text once the rows' size is
-        // known, so large rows do not multiply the memory in flight.
-        let chunk = Cell::new(chunk);
+        // The first chunk's rows are sized from the payload bytes waiting,
+        // the next ones from the rows just written.
+        let chunk = Cell::new({
+            let waiting = self.p.counters.payload_bytes.load(Ordering::Relaxed) as usize;
+            let entries = held.borrow().ops.len() + self.p.queue.len();
+            entries_for(waiting / entries.max(1))
+        });
         let take = || -> Vec<Op> {
             let mut h = held.borrow_mut();
             let n = h.ops.len().min(chunk.get());
@@ -468,14 +471,7 @@ impl Worker {
         while let Some(preparing) = next.take() {
             let prepared = preparing.await;
             if let Some(p) = prepared.as_ref().filter(|p| p.len() > 0) {
-                let row = (p.text_len() / p.len()).max(1);
-                // max then min, not clamp: never panics whatever the config.
-                chunk.set(
-                    (CHUNK_BYTES / row)
-                        .max(self.p.config.batch_size)
-                        .min(chunk_limit_max)
-                        .max(1),
-                );
+                chunk.set(entries_for(p.text_len() / p.len()));
             }
             let ops = take();
             if !ops.is_empty() {
