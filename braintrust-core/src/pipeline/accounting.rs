@@ -343,16 +343,26 @@ impl Reporter {
     }
 
     /// After a queue drop (application thread: one atomic load when quiet).
-    pub(super) fn dropped(&self, counters: &Counters) {
+    /// `by_bytes`: the byte budget was the limit reached, not the entries.
+    pub(super) fn dropped(&self, counters: &Counters, by_bytes: bool) {
         if !self.drops.claim(self.period) {
             return;
         }
         let n = counters.dropped_queue_full.load(Ordering::Relaxed);
         if n <= 1 {
+            let limit = if by_bytes {
+                format!(
+                    "{} bytes of waiting payload, BRAINTRUST_QUEUE_MAX_BYTES",
+                    thousands(self.max_bytes as u64)
+                )
+            } else {
+                format!(
+                    "{} entries, BRAINTRUST_QUEUE_SIZE",
+                    thousands(self.capacity as u64)
+                )
+            };
             eprintln!(
-                "braintrust: the logging queue is full (capacity {} entries or {} payload bytes); dropping rows. Totals follow at most every {} s and at flush and exit; raise BRAINTRUST_QUEUE_SIZE (or BRAINTRUST_QUEUE_MAX_BYTES) or flush more often",
-                self.capacity,
-                thousands(self.max_bytes as u64),
+                "braintrust: the logging queue is full ({limit}); dropping rows. Totals follow at most every {} s and at flush and exit; raise that limit or flush more often",
                 self.period.as_secs()
             );
         } else {

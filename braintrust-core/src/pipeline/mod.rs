@@ -231,7 +231,8 @@ impl Pipeline {
         self.counters.logged.fetch_add(1, Ordering::Relaxed);
         let mut op = op;
         loop {
-            let pushed = if self.over_byte_budget(bytes) {
+            let by_bytes = self.over_byte_budget(bytes);
+            let pushed = if by_bytes {
                 Err(op)
             } else {
                 self.queue.push(op)
@@ -261,7 +262,7 @@ impl Pipeline {
                     self.counters
                         .dropped_queue_full
                         .fetch_add(1, Ordering::Relaxed);
-                    self.reporter.dropped(&self.counters);
+                    self.reporter.dropped(&self.counters, by_bytes);
                     return;
                 }
             }
