@@ -195,6 +195,9 @@ pub struct RunResult {
     pub sdk_dropped_queue_full: u64,
     /// `State::stats().delivered_rows` during the run.
     pub sdk_delivered_rows: u64,
+    /// `State::stats().rows_written_by_callers` during the run: rows the
+    /// application thread wrote itself because the logger thread was behind.
+    pub sdk_rows_written_by_callers: u64,
     /// `/logs3` request body bytes (SDK counter).
     pub bytes_sent: u64,
     /// `/logs3` requests (SDK counter).
@@ -335,6 +338,7 @@ pub fn run(spec: &RunSpec, sink_url: &str) -> Result<RunResult, String> {
         delivered_spans_per_s: delivered as f64 / e2e_s,
         sdk_dropped_queue_full: sdk1.dropped_queue_full - sdk0.dropped_queue_full,
         sdk_delivered_rows: sdk1.delivered_rows - sdk0.delivered_rows,
+        sdk_rows_written_by_callers: sdk1.rows_written_by_callers - sdk0.rows_written_by_callers,
         bytes_sent: sdk1.bytes_sent - sdk0.bytes_sent,
         logs3_requests: sdk1.requests - sdk0.requests,
         sink_bytes: sink1.logs3_bytes - sink0.logs3_bytes,

@@ -449,7 +449,16 @@ impl Config {
         self.num_retries = n;
         self
     }
-    /// Queue capacity in rows (at least 1).
+    /// Queue capacity in rows (at least 1; default 25,000,
+    /// `BRAINTRUST_QUEUE_SIZE`). Past half of it, each logging call first
+    /// writes the oldest waiting span's row itself instead of leaving it to
+    /// the logger thread ([`Stats::rows_written_by_callers`](crate::Stats::rows_written_by_callers)).
+    ///
+    /// ```
+    /// use braintrust_core::Config;
+    /// let c = Config::default().queue_size(100_000);
+    /// # let _ = c;
+    /// ```
     pub fn queue_size(mut self, n: usize) -> Self {
         self.queue_size = n.max(1);
         self

@@ -295,6 +295,10 @@ pub(crate) struct SpanCore {
     start: f64,
     handles: AtomicUsize,
     ended: AtomicBool,
+    /// An application thread wrote a row of this span (see
+    /// `pipeline::spill`): its later rows may meet that one in a round,
+    /// so they take the path that merges rows of one id.
+    pub(crate) spilled: AtomicBool,
     /// What was logged and not yet taken by the logger thread. Logging merges
     /// here, so a span queues at most one entry however often it logs before
     /// the logger thread catches up (spec §4.5 merge, done early and cheaply).
@@ -314,6 +318,23 @@ pub(crate) struct Pending {
     pub dropped: bool,
     /// Estimated payload bytes of these writes (the byte budget's share).
     pub bytes: usize,
+}
+
+impl Pending {
+    /// True when there is something to write.
+    pub(crate) fn has_writes(&self) -> bool {
+        self.start.is_some() || self.event.is_some() || self.end.is_some()
+    }
+
+    /// True when a value shared with the caller (`Event::input_shared`)
+    /// waits here: it is serialized on the logger thread only.
+    pub(crate) fn has_shared(&self) -> bool {
+        let start = self.start.as_ref().and_then(|s| s.event.as_ref());
+        [start, self.event.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|e| !e.shared().is_empty())
+    }
 }
 
 impl SpanCore {
@@ -552,6 +573,7 @@ impl Span {
             start,
             handles: AtomicUsize::new(1),
             ended: AtomicBool::new(false),
+            spilled: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
         });
         let bytes = event.as_ref().map_or(0, Event::approx_bytes);

@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     pub written_off: std::sync::Mutex<u64>,
     pub rejected_logs: AtomicU64,
     pub rejected_span_args: AtomicU64,
+    /// Rows application threads wrote themselves (see `spill`).
+    pub spilled: AtomicU64,
     /// Estimated payload bytes of the entries waiting in the queue.
     pub payload_bytes: AtomicU64,
     pub attachments_queued: AtomicU64,
@@ -77,6 +79,7 @@ impl Counters {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             rejected_logs: self.rejected_logs.load(Ordering::Relaxed),
             rejected_span_args: self.rejected_span_args.load(Ordering::Relaxed),
+            rows_written_by_callers: self.spilled.load(Ordering::Relaxed),
             queued_payload_bytes: self.payload_bytes.load(Ordering::Relaxed),
             attachments_uploaded: self.attachments_uploaded.load(Ordering::Acquire),
             attachments_failed: self.attachments_failed.load(Ordering::Acquire),
@@ -140,8 +143,15 @@ pub struct Stats {
     /// `rejected_logs`, outside the row invariant. Replaced arguments (an
     /// empty name, a bad start time) are not counted.
     pub rejected_span_args: u64,
+    /// Rows written by the logging (application) threads themselves rather
+    /// than by the logger thread: past half the queue's capacity, each new
+    /// entry first turns the oldest waiting span into its row text. Nonzero
+    /// means the logger thread fell behind and the application paid for
+    /// writing rows instead of losing them (backpressure without waiting).
+    pub rows_written_by_callers: u64,
     /// Estimated payload bytes (logged values) of the spans waiting in the
-    /// queue, which `BRAINTRUST_QUEUE_MAX_BYTES` bounds.
+    /// queue, and the text of the waiting rows application threads wrote,
+    /// which `BRAINTRUST_QUEUE_MAX_BYTES` bounds.
     pub queued_payload_bytes: u64,
     /// Attachments uploaded (their status set to `done`).
     pub attachments_uploaded: u64,

@@ -14,6 +14,7 @@ mod accounting;
 mod payloads;
 mod queue;
 mod rows;
+mod spill;
 mod transport;
 mod uploads;
 mod worker;
@@ -55,6 +56,8 @@ pub(crate) enum Op {
     Span(Arc<SpanCore>),
     /// A ready row without its container ids (`update_span`, feedback).
     Row(Arc<ObjectInner>, Box<Map<String, Value>>),
+    /// A span's row an application thread wrote (see [`spill`]).
+    Text(spill::Written),
 }
 
 impl Op {
@@ -98,6 +101,8 @@ pub(crate) struct Pipeline {
     config: Arc<Config>,
     api: Arc<Api>,
     queue: queue::BoundedQueue<Op>,
+    /// Queue length from which producers write the oldest rows themselves.
+    spill_at: usize,
     notify: tokio::sync::Notify,
     /// The worker waits for entries: the next producer wakes it. While it
     /// works, producers only push (no wake-up per entry).
@@ -122,6 +127,7 @@ impl Pipeline {
     pub(crate) fn new(config: Arc<Config>, api: Arc<Api>) -> Arc<Pipeline> {
         Arc::new(Pipeline {
             queue: queue::BoundedQueue::new(config.queue_size),
+            spill_at: spill::threshold(config.queue_size),
             reporter: Reporter::new(
                 config.drop_logging_period,
                 config.queue_size.max(1),
@@ -229,6 +235,10 @@ impl Pipeline {
             self.ensure_started();
         }
         self.counters.logged.fetch_add(1, Ordering::Relaxed);
+        // The logger thread is behind: write an older row here first.
+        if self.queue.len() >= self.spill_at && !self.is_worker_thread() {
+            self.spill_oldest();
+        }
         let mut op = op;
         loop {
             let by_bytes = self.over_byte_budget(bytes);
@@ -500,10 +510,7 @@ impl Pipeline {
 
     /// Takes every queued entry.
     fn drain_queue(&self) -> Vec<Op> {
-        let mut ops = Vec::with_capacity(self.queue.len());
-        while let Some(op) = self.queue.pop() {
-            ops.push(op);
-        }
+        let ops = self.queue.drain();
         if !ops.is_empty() {
             self.wake_blocked();
         }

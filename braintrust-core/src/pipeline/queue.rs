@@ -1,14 +1,26 @@
 //! The pipeline's queue: bounded by entries, allocated as it fills (in
 //! small segments), so a large `BRAINTRUST_QUEUE_SIZE` costs nothing until
 //! rows wait in it.
+//!
+//! Its oldest part may be a short list of entries moved to the front (see
+//! [`super::spill`]): they stay counted, and the worker takes them before
+//! the rest, so the order of one span's rows is kept.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_queue::SegQueue;
 
 pub(crate) struct BoundedQueue<T> {
     items: SegQueue<T>,
+    /// Entries taken from the head of `items` and rewritten; older than
+    /// everything in `items`. Its lock also orders a move against a drain.
+    front: Mutex<VecDeque<T>>,
+    /// Entries in `items` and `front` (and slots being reserved).
     len: AtomicUsize,
+    /// A drain waits for `front`: rewrites hold off, so it is not starved.
+    draining: AtomicBool,
     capacity: usize,
 }
 
@@ -16,7 +28,9 @@ impl<T> BoundedQueue<T> {
     pub(super) fn new(capacity: usize) -> Self {
         BoundedQueue {
             items: SegQueue::new(),
+            front: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
             capacity: capacity.max(1),
         }
     }
@@ -32,10 +46,52 @@ impl<T> BoundedQueue<T> {
         Ok(())
     }
 
+    /// Takes one entry, the front first (order does not matter to callers:
+    /// they give everything up).
     pub(super) fn pop(&self) -> Option<T> {
-        let item = self.items.pop()?;
+        let item = self.lock_front().pop_front().or_else(|| self.items.pop())?;
         self.len.fetch_sub(1, Ordering::AcqRel);
         Some(item)
+    }
+
+    /// Takes every entry, oldest first.
+    pub(super) fn drain(&self) -> Vec<T> {
+        self.draining.store(true, Ordering::Release);
+        let mut front = self.lock_front();
+        self.draining.store(false, Ordering::Release);
+        let mut all: Vec<T> = front.drain(..).collect();
+        while let Some(item) = self.items.pop() {
+            all.push(item);
+        }
+        drop(front);
+        self.len.fetch_sub(all.len(), Ordering::AcqRel);
+        all
+    }
+
+    /// Moves the oldest entry of the main part to the end of the front, as
+    /// `rewrite` makes it (`None`: it leaves the queue). Skipped, returning
+    /// false, while another thread moves one or a drain waits or runs.
+    pub(super) fn rewrite_oldest(&self, rewrite: impl FnOnce(T) -> Option<T>) -> bool {
+        if self.draining.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(mut front) = self.front.try_lock() else {
+            return false;
+        };
+        let Some(item) = self.items.pop() else {
+            return false;
+        };
+        match rewrite(item) {
+            Some(item) => front.push_back(item),
+            None => {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        true
+    }
+
+    fn lock_front(&self) -> MutexGuard<'_, VecDeque<T>> {
+        self.front.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn len(&self) -> usize {
@@ -75,5 +131,24 @@ mod tests {
         }
         assert_eq!((n, q.len(), q.is_empty()), (1_000, 0, true));
         assert!(q.push(1).is_ok());
+    }
+
+    #[test]
+    fn rewritten_entries_stay_counted_and_come_out_first() {
+        let q = BoundedQueue::new(4);
+        for i in 1..=4 {
+            q.push(i).unwrap();
+        }
+        // The oldest two are rewritten (x10): still four entries, still full.
+        assert!(q.rewrite_oldest(|i| Some(i * 10)));
+        assert!(q.rewrite_oldest(|i| Some(i * 10)));
+        assert!(q.is_full());
+        assert_eq!(q.push(5), Err(5));
+        // One leaves the queue instead.
+        assert!(q.rewrite_oldest(|_| None));
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.drain(), vec![10, 20, 4]);
+        assert!(q.is_empty());
+        assert!(!q.rewrite_oldest(Some));
     }
 }

@@ -15,6 +15,7 @@ use crate::event::{deep_merge, Event, Field, SharedJson};
 use crate::ids::Id;
 use crate::logger::ObjectInner;
 use crate::merge::Row;
+use crate::pipeline::spill::Written;
 use crate::pipeline::Op;
 use crate::span::{Pending, SpanCore, StartInfo};
 use crate::time::format_rfc3339;
@@ -69,6 +70,13 @@ impl RowsText {
             ids.object.id_fields(&ids.id, &mut row);
             self.push_row(&row, 1);
         }
+    }
+
+    /// Appends a row an application thread wrote, with its container's ids.
+    pub(crate) fn push_written(&mut self, w: &Written, ids: &IdFields) {
+        splice_ids(&w.text, &ids.text, &mut self.buf);
+        self.ends.push(self.buf.len());
+        self.weights.push(1);
     }
 
     pub(crate) fn finish(self) -> Prepared {
@@ -127,17 +135,69 @@ pub(crate) fn op_to_row(op: Op) -> Option<(Arc<ObjectInner>, Row)> {
             let row = span_row(&core, pending)?;
             Some((core.object.clone(), row))
         }
+        // Text this crate wrote from a row map parses back into it.
+        Op::Text(w) => {
+            let row = serde_json::from_str(&w.text).ok()?;
+            Some((w.object.clone(), row))
+        }
     }
 }
 
 /// A queue entry as row text, with its container ids when they are known
 /// (for the failed-payload directory).
 pub(crate) fn op_text(op: Op) -> Option<String> {
+    if let Op::Text(w) = &op {
+        let ids = w
+            .object
+            .resolved
+            .get()
+            .map(|r| IdFields::new(&w.object, &r.id));
+        let mut b = Vec::with_capacity(w.text.len() + 128);
+        splice_ids(
+            &w.text,
+            ids.as_ref().map_or("", |i| i.text.as_str()),
+            &mut b,
+        );
+        return String::from_utf8(b).ok();
+    }
     let (obj, mut row) = op_to_row(op)?;
     if let Some(r) = obj.resolved.get() {
         obj.id_fields(&r.id, &mut row);
     }
     serde_json::to_string(&row).ok()
+}
+
+/// Writes a span's row text without container id fields: what
+/// [`write_span_row`] writes, or the general path's row serialized. False
+/// when the span has no writes or its row could not be serialized.
+pub(crate) fn write_span_text(core: &SpanCore, p: Pending, b: &mut Vec<u8>) -> bool {
+    let start = b.len();
+    if write_span_row(core, &p, "", b) {
+        return true;
+    }
+    b.truncate(start);
+    let Some(row) = span_row(core, p) else {
+        return false;
+    };
+    if serde_json::to_writer(&mut *b, &row).is_ok() {
+        return true;
+    }
+    b.truncate(start);
+    false
+}
+
+/// Appends `ids` (`"k":"v",...`) to a row's text, before its closing brace:
+/// the bytes the writers give when the ids are known from the start.
+fn splice_ids(text: &str, ids: &str, b: &mut Vec<u8>) {
+    let body = text.strip_suffix('}').unwrap_or(text);
+    b.extend_from_slice(body.as_bytes());
+    if !ids.is_empty() {
+        if body.len() > 1 {
+            b.push(b',');
+        }
+        b.extend_from_slice(ids.as_bytes());
+    }
+    b.push(b'}');
 }
 
 /// `span_attributes.name` of a span started without a name: `file:line` of
@@ -582,9 +642,26 @@ mod tests {
             let p = core.take_pending();
             let mut fast = Vec::new();
             let ok = write_span_row(&core, &p, &ids.text, &mut fast);
+            // Written without ids (as an application thread does, see
+            // `spill`), then given them: the same bytes.
+            let mut early = Vec::new();
+            if write_span_row(&core, &p, "", &mut early) {
+                let mut spliced = Vec::new();
+                splice_ids(
+                    std::str::from_utf8(&early).unwrap(),
+                    &ids.text,
+                    &mut spliced,
+                );
+                assert_eq!(spliced, fast);
+            }
             let slow = span_row(&core, p).map(|mut row| {
+                let without = serde_json::to_string(&row).unwrap();
                 obj.id_fields(&ids.id, &mut row);
-                serde_json::to_string(&row).unwrap()
+                let slow = serde_json::to_string(&row).unwrap();
+                let mut spliced = Vec::new();
+                splice_ids(&without, &ids.text, &mut spliced);
+                assert_eq!(String::from_utf8(spliced).unwrap(), slow);
+                slow
             });
             match slow {
                 None => assert!(!ok, "a span without writes wrote a row"),

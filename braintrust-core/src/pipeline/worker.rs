@@ -387,10 +387,7 @@ impl Worker {
         // Containers of this round, resolved once each (login at most once).
         let mut containers: Vec<Arc<ObjectInner>> = Vec::new();
         for op in &held.borrow().ops {
-            let obj = match op {
-                Op::Span(core) => &core.object,
-                Op::Row(obj, _) => obj,
-            };
+            let obj = op_object(op);
             if !containers.iter().any(|o| Arc::ptr_eq(o, obj)) {
                 containers.push(obj.clone());
             }
@@ -413,7 +410,7 @@ impl Worker {
                         let mut h = held.borrow_mut();
                         let (mine, rest): (Vec<Op>, Vec<Op>) = std::mem::take(&mut h.ops)
                             .into_iter()
-                            .partition(|op| op_object(op).is_some_and(|o| Arc::ptr_eq(o, &obj)));
+                            .partition(|op| Arc::ptr_eq(op_object(op), &obj));
                         h.ops = rest;
                         mine
                     };
@@ -510,9 +507,13 @@ impl Worker {
         held: &'s RefCell<Held>,
     ) -> LocalBoxFuture<'s, Option<Prepared>> {
         let masking = self.p.masking_function();
-        let distinct = ops
-            .iter()
-            .all(|op| matches!(op, Op::Span(core) if matches!(core.row_id, Id::Uuid(_))));
+        let distinct = ops.iter().all(|op| match op {
+            Op::Span(core) => {
+                matches!(core.row_id, Id::Uuid(_)) && !core.spilled.load(Ordering::Acquire)
+            }
+            Op::Text(w) => !w.repeat,
+            Op::Row(..) => false,
+        });
         if !distinct || masking.is_some() {
             return Box::pin(self.prepare(ops, ids, held));
         }
@@ -881,28 +882,32 @@ impl Worker {
 }
 
 /// Serializes spans with generated row ids (distinct merge keys) straight
-/// to JSON text, with their containers' id fields.
+/// to JSON text, with their containers' id fields; rows already written
+/// get the id fields only.
 fn serialize_spans(ops: Vec<Op>, ids: &[(Arc<ObjectInner>, String)]) -> Prepared {
     let mut text = RowsText::with_capacity(ops.len());
     let mut fields: Vec<IdFields> = Vec::new();
     for op in ops {
-        let Op::Span(core) = op else { continue };
-        let pending = core.take_pending();
+        let object = op_object(&op);
         let Some(id) = ids
             .iter()
-            .find(|(o, _)| Arc::ptr_eq(o, &core.object))
+            .find(|(o, _)| Arc::ptr_eq(o, object))
             .map(|(_, id)| id.as_str())
         else {
             continue;
         };
-        let f = match fields.iter().position(|f| f.is_for(&core.object)) {
+        let f = match fields.iter().position(|f| f.is_for(object)) {
             Some(i) => &fields[i],
             None => {
-                fields.push(IdFields::new(&core.object, id));
+                fields.push(IdFields::new(object, id));
                 fields.last().expect("just pushed")
             }
         };
-        text.push_span(&core, pending, f);
+        match &op {
+            Op::Span(core) => text.push_span(core, core.take_pending(), f),
+            Op::Text(w) => text.push_written(w, f),
+            Op::Row(..) => {}
+        }
     }
     text.finish()
 }
@@ -933,10 +938,11 @@ pub(super) fn retry_policy(c: &crate::config::Config) -> RetryPolicy {
         .budget(c.retry_budget)
 }
 
-fn op_object(op: &Op) -> Option<&Arc<ObjectInner>> {
+fn op_object(op: &Op) -> &Arc<ObjectInner> {
     match op {
-        Op::Span(core) => Some(&core.object),
-        Op::Row(obj, _) => Some(obj),
+        Op::Span(core) => &core.object,
+        Op::Row(obj, _) => obj,
+        Op::Text(w) => &w.object,
     }
 }
 

@@ -1,0 +1,255 @@
+//! Past half the queue's capacity, each logging call first writes the
+//! oldest waiting span's row itself (backpressure without waiting; see the
+//! README's reliability section). These tests hold the logger thread back
+//! (`sync_flush`) so the queue fills deterministically, and check what a
+//! user sees: the same rows on the server as without it, every row
+//! accounted for, and `Stats::rows_written_by_callers`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use braintrust::{Event, SpanArgs, SpanType, State, Stats};
+use common::faulty::{Faulty, Mode};
+use common::setup;
+use serde_json::{json, Value};
+
+fn assert_accounted(s: Stats) {
+    assert_eq!(
+        s.logged,
+        s.dropped_queue_full + s.delivered_rows + s.failed_rows + s.undelivered_rows + s.pending,
+        "{s:?}"
+    );
+}
+
+/// Spans of every kind the writers handle: trees, every field, a
+/// propagated event, a default name, a shared input, a caller's row id.
+fn log_spans(logger: &braintrust::Logger) {
+    for t in 0..4 {
+        let root = logger.start_span(
+            SpanArgs::new()
+                .name(format!("root {t}"))
+                .event(Event::new().input(json!({"t": t}))),
+        );
+        let child = root.start_span(
+            SpanArgs::new()
+                .name(format!("child {t}"))
+                .span_type(SpanType::Llm),
+        );
+        child
+            .log(
+                Event::new()
+                    .output(json!({"text": "é \"quoted\"\n"}))
+                    .metadata(json!({"model": "m", "nested": {"k": [1, 2]}}))
+                    .metric("tokens", 12.0)
+                    .score("accuracy", 0.5)
+                    .tags(["a", "b"]),
+            )
+            .unwrap();
+        child.end();
+        root.log(Event::new().output("done")).unwrap();
+        root.end();
+    }
+    let propagated = logger.start_span(
+        SpanArgs::new()
+            .name("propagated")
+            .propagated_event(json!({"metadata": {"tenant": "acme"}})),
+    );
+    propagated.end();
+    logger.start_span(SpanArgs::new()).end();
+    let shared = logger.start_span(SpanArgs::new().name("shared"));
+    shared
+        .log(Event::new().input_shared(Arc::new(json!({"big": "value"}))))
+        .unwrap();
+    shared.end();
+    let own_id = logger.start_span(SpanArgs::new().name("own id").id("my-row-1"));
+    own_id.log(Event::new().output(1)).unwrap();
+    own_id.end();
+}
+
+/// The stored rows by name, without what differs between runs (ids, times,
+/// line numbers), and with their parent's name.
+fn rows_by_name(rows: &[Value]) -> BTreeMap<String, Value> {
+    let name_of_span: BTreeMap<String, String> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["span_id"].as_str().unwrap().to_string(),
+                r["span_attributes"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let mut r = r.as_object().unwrap().clone();
+            let parent = r["span_parents"]
+                .as_array()
+                .and_then(|p| p.first())
+                .and_then(Value::as_str)
+                .map(|p| name_of_span[p].clone());
+            assert!(r["metrics"]["start"].is_number(), "{r:?}");
+            assert!(r["metrics"]["end"].is_number(), "{r:?}");
+            assert!(r["project_id"].is_string(), "{r:?}");
+            for volatile in [
+                "project_id",
+                "id",
+                "span_id",
+                "root_span_id",
+                "span_parents",
+                "created",
+                "_xact_id",
+                "_pagination_key",
+            ] {
+                r.remove(volatile);
+            }
+            for m in ["start", "end"] {
+                r["metrics"].as_object_mut().unwrap().remove(m);
+            }
+            r["span_attributes"]
+                .as_object_mut()
+                .unwrap()
+                .remove("exec_counter");
+            r["context"]
+                .as_object_mut()
+                .unwrap()
+                .remove("caller_lineno");
+            r.insert("parent".into(), json!(parent));
+            let name = r["span_attributes"]["name"].as_str().unwrap().to_string();
+            (name, Value::Object(r))
+        })
+        .collect()
+}
+
+#[test]
+fn rows_written_by_the_logging_thread_arrive_as_the_logger_thread_writes_them() {
+    // Without backpressure: a queue far larger than what is logged.
+    let (plain_server, plain_state, plain) = setup("bp", |c| c.sync_flush(true));
+    log_spans(&plain);
+    plain.flush().unwrap();
+    assert_eq!(plain_state.stats().rows_written_by_callers, 0);
+    // With it: 16 entries, so past 8 each new entry writes an older row.
+    let (server, state, logger) = setup("bp", |c| c.sync_flush(true).queue_size(16));
+    log_spans(&logger);
+    let s = state.stats();
+    assert_eq!(s.dropped_queue_full, 0, "{s:?}");
+    // 12 spans, all queued: the 4 past the threshold each wrote one older row.
+    assert_eq!((s.logged, s.pending), (12, 12), "{s:?}");
+    assert_eq!(s.rows_written_by_callers, 4, "{s:?}");
+    assert!(s.queued_payload_bytes > 0, "{s:?}");
+    logger.flush().unwrap();
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!((s.delivered_rows, s.pending), (12, 0), "{s:?}");
+    // The written rows' text is counted until it leaves the queue.
+    assert_eq!(s.queued_payload_bytes, 0, "{s:?}");
+    let want = rows_by_name(&plain_server.rows());
+    let got = rows_by_name(&server.rows());
+    assert_eq!(want.len(), 12);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_span_written_before_it_ends_is_merged_with_its_later_writes() {
+    // Six entries: past three, each new entry writes the oldest's row.
+    let (server, state, logger) = setup("bp-open", |c| c.sync_flush(true).queue_size(6));
+    let open = logger.start_span(
+        SpanArgs::new()
+            .name("open")
+            .event(Event::new().input("question")),
+    );
+    for i in 0..3 {
+        logger.log(Event::new().input(json!({"i": i}))).unwrap();
+    }
+    // The open span's start was written as text; its later writes queue
+    // anew (and the next entry writes the first `log`'s row).
+    assert_eq!(state.stats().rows_written_by_callers, 1);
+    open.log(Event::new().output("answer")).unwrap();
+    assert_eq!(state.stats().rows_written_by_callers, 2);
+    open.log(Event::new().metadata(json!({"step": 2}))).unwrap();
+    open.end();
+    logger.flush().unwrap();
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!((s.logged, s.delivered_rows, s.pending), (5, 5, 0), "{s:?}");
+    let row = common::row_named(&server, "open");
+    assert_eq!(row["input"], "question");
+    assert_eq!(row["output"], "answer");
+    assert_eq!(row["metadata"]["step"], 2);
+    assert!(row["metrics"]["end"].is_number(), "{row}");
+    // Both writes were in one round: merged before sending (one row for the
+    // id in the request), as rows of one id always are.
+    let id = row["id"].as_str().unwrap();
+    let sent: usize = common::logs3_bodies(&server)
+        .iter()
+        .flat_map(|b| b["rows"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["id"] == id)
+        .count();
+    assert_eq!(sent, 1);
+    assert_eq!(server.rows().len(), 4);
+}
+
+#[test]
+fn with_a_masking_function_rows_are_written_on_the_logger_thread_only() {
+    let (server, state, logger) = setup("bp-mask", |c| c.sync_flush(true).queue_size(4));
+    state.set_masking_function(Some(Arc::new(|v: Value| {
+        Ok(if v.is_string() { json!("***") } else { v })
+    })));
+    for i in 0..4 {
+        logger
+            .log(Event::new().input(format!("secret {i}")))
+            .unwrap();
+    }
+    assert_eq!(state.stats().rows_written_by_callers, 0);
+    logger.flush().unwrap();
+    let rows = server.rows();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["input"] == "***"), "{rows:?}");
+}
+
+#[test]
+fn written_rows_given_up_at_a_deadline_are_dumped_with_their_container_ids() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::new(
+        braintrust::Config::default()
+            .api_key("test-key")
+            .app_url(server.url())
+            .sync_flush(true)
+            .queue_size(10)
+            .failed_payloads_dir(dir.path())
+            .lifecycle(braintrust::LifecyclePolicy::Manual),
+    )
+    .unwrap();
+    let logger = braintrust::init_logger(
+        braintrust::LoggerOptions::new()
+            .project("bp-dump")
+            .state(state.clone()),
+    )
+    .unwrap();
+    for i in 0..10 {
+        logger.log(Event::new().input(json!({"i": i}))).unwrap();
+    }
+    assert_eq!(state.stats().rows_written_by_callers, 5);
+    let err = state
+        .flush_with_timeout(Duration::from_millis(300))
+        .unwrap_err();
+    assert!(matches!(err, braintrust::Error::Timeout { .. }), "{err}");
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!((s.undelivered_rows, s.dumped_rows), (10, 10), "{s:?}");
+    let mut inputs = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for row in v["rows"].as_array().unwrap() {
+            assert!(row["project_id"].is_string(), "{row}");
+            assert_eq!(row["log_id"], "g", "{row}");
+            inputs.push(row["input"]["i"].as_i64().unwrap());
+        }
+    }
+    inputs.sort();
+    assert_eq!(inputs, (0..10).collect::<Vec<_>>());
+}
