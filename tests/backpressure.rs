@@ -1,4 +1,4 @@
-//! Past half the queue's capacity, each logging call first writes the
+//! Past a quarter of the queue's capacity, each logging call first writes the
 //! oldest waiting span's row itself (backpressure without waiting; see the
 //! README's reliability section). These tests hold the logger thread back
 //! (`sync_flush`) so the queue fills deterministically, and check what a
@@ -129,14 +129,14 @@ fn rows_written_by_the_logging_thread_arrive_as_the_logger_thread_writes_them() 
     log_spans(&plain);
     plain.flush().unwrap();
     assert_eq!(plain_state.stats().rows_written_by_callers, 0);
-    // With it: 16 entries, so past 8 each new entry writes an older row.
+    // With it: 16 entries, so past 4 each new entry writes an older row.
     let (server, state, logger) = setup("bp", |c| c.sync_flush(true).queue_size(16));
     log_spans(&logger);
     let s = state.stats();
     assert_eq!(s.dropped_queue_full, 0, "{s:?}");
-    // 12 spans, all queued: the 4 past the threshold each wrote one older row.
+    // 12 spans, all queued: the 8 past the threshold each wrote one older row.
     assert_eq!((s.logged, s.pending), (12, 12), "{s:?}");
-    assert_eq!(s.rows_written_by_callers, 4, "{s:?}");
+    assert_eq!(s.rows_written_by_callers, 8, "{s:?}");
     assert!(s.queued_payload_bytes > 0, "{s:?}");
     logger.flush().unwrap();
     let s = state.stats();
@@ -152,8 +152,8 @@ fn rows_written_by_the_logging_thread_arrive_as_the_logger_thread_writes_them() 
 
 #[test]
 fn a_span_written_before_it_ends_is_merged_with_its_later_writes() {
-    // Six entries: past three, each new entry writes the oldest's row.
-    let (server, state, logger) = setup("bp-open", |c| c.sync_flush(true).queue_size(6));
+    // Twelve entries: past three, each new entry writes the oldest's row.
+    let (server, state, logger) = setup("bp-open", |c| c.sync_flush(true).queue_size(12));
     let open = logger.start_span(
         SpanArgs::new()
             .name("open")
@@ -232,7 +232,8 @@ fn written_rows_given_up_at_a_deadline_are_dumped_with_their_container_ids() {
     for i in 0..10 {
         logger.log(Event::new().input(json!({"i": i}))).unwrap();
     }
-    assert_eq!(state.stats().rows_written_by_callers, 5);
+    // Past 2 of 10, each of the last 8 wrote an older row.
+    assert_eq!(state.stats().rows_written_by_callers, 8);
     let err = state
         .flush_with_timeout(Duration::from_millis(300))
         .unwrap_err();
@@ -252,4 +253,70 @@ fn written_rows_given_up_at_a_deadline_are_dumped_with_their_container_ids() {
     }
     inputs.sort();
     assert_eq!(inputs, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn producers_writing_rows_while_the_logger_thread_drains_lose_and_mix_nothing() {
+    // Blocking mode, so nothing may be dropped; a small queue, so producers
+    // write rows (past 50) while the logger thread drains concurrently, and
+    // roots stay open while their first rows are written.
+    let (server, state, logger) = setup("bp-threads", |c| {
+        c.queue_size(200)
+            .queue_full(braintrust::QueueFullPolicy::Block)
+    });
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let logger = logger.clone();
+            std::thread::spawn(move || {
+                let mut root = logger.start_span(SpanArgs::new().name(format!("root {t}/0")));
+                for i in 0..500 {
+                    if i % 50 == 49 {
+                        root.log(Event::new().output(json!({"children": 50})))
+                            .unwrap();
+                        root.end();
+                        root = logger.start_span(SpanArgs::new().name(format!("root {t}/{i}")));
+                    }
+                    let child = root.start_span(
+                        SpanArgs::new()
+                            .name(format!("child {t}/{i}"))
+                            .event(Event::new().input(json!({"t": t, "i": i}))),
+                    );
+                    child.log(Event::new().output(i)).unwrap();
+                    child.end();
+                }
+                root.log(Event::new().output(json!({"children": 50})))
+                    .unwrap();
+                root.end();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    logger.flush().unwrap();
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!((s.dropped_queue_full, s.failed_rows, s.pending), (0, 0, 0));
+    // Four producers outrun one logger thread here (about 3 of 4 rows).
+    assert!(s.rows_written_by_callers > 0, "{s:?}");
+    let rows = server.rows();
+    // 500 children and 11 roots per thread, each one complete.
+    assert_eq!(rows.len(), 4 * 511);
+    for r in &rows {
+        assert!(
+            r["output"].is_number() || r["output"]["children"] == 50,
+            "{r}"
+        );
+        assert!(r["metrics"]["end"].is_number(), "{r}");
+    }
+    let children = rows.iter().filter(|r| {
+        r["span_attributes"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("child")
+    });
+    for r in children {
+        assert_eq!(r["input"]["i"], r["output"], "{r}");
+        assert_eq!(r["span_parents"].as_array().unwrap().len(), 1, "{r}");
+    }
 }

@@ -450,7 +450,7 @@ impl Config {
         self
     }
     /// Queue capacity in rows (at least 1; default 25,000,
-    /// `BRAINTRUST_QUEUE_SIZE`). Past half of it, each logging call first
+    /// `BRAINTRUST_QUEUE_SIZE`). Past a quarter of it, each logging call first
     /// writes the oldest waiting span's row itself instead of leaving it to
     /// the logger thread ([`Stats::rows_written_by_callers`](crate::Stats::rows_written_by_callers)).
     ///

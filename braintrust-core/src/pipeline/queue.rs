@@ -19,8 +19,11 @@ pub(crate) struct BoundedQueue<T> {
     front: Mutex<VecDeque<T>>,
     /// Entries in `items` and `front` (and slots being reserved).
     len: AtomicUsize,
-    /// A drain waits for `front`: rewrites hold off, so it is not starved.
+    /// A drain is waiting or running: no new rewrite starts.
     draining: AtomicBool,
+    /// Entries taken out for a rewrite and not yet put back: a drain waits
+    /// for them, so nothing queued before it is missed.
+    in_hand: AtomicUsize,
     capacity: usize,
 }
 
@@ -31,6 +34,7 @@ impl<T> BoundedQueue<T> {
             front: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            in_hand: AtomicUsize::new(0),
             capacity: capacity.max(1),
         }
     }
@@ -56,9 +60,13 @@ impl<T> BoundedQueue<T> {
 
     /// Takes every entry, oldest first.
     pub(super) fn drain(&self) -> Vec<T> {
-        self.draining.store(true, Ordering::Release);
+        self.draining.store(true, Ordering::SeqCst);
+        // A rewrite takes about a microsecond; its thread may be descheduled.
+        while self.in_hand.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
+        }
         let mut front = self.lock_front();
-        self.draining.store(false, Ordering::Release);
+        self.draining.store(false, Ordering::SeqCst);
         let mut all: Vec<T> = front.drain(..).collect();
         while let Some(item) = self.items.pop() {
             all.push(item);
@@ -68,24 +76,33 @@ impl<T> BoundedQueue<T> {
         all
     }
 
-    /// Moves the oldest entry of the main part to the end of the front, as
-    /// `rewrite` makes it (`None`: it leaves the queue). Skipped, returning
-    /// false, while another thread moves one or a drain waits or runs.
-    pub(super) fn rewrite_oldest(&self, rewrite: impl FnOnce(T) -> Option<T>) -> bool {
-        if self.draining.load(Ordering::Acquire) {
+    /// Takes the oldest entry of the main part for `rewrite`, which puts
+    /// what it makes of it at the end of the front with `put` (it stays
+    /// counted), or drops it (it leaves the queue). Skipped, returning false,
+    /// while a drain waits or runs, or when the main part is empty.
+    pub(super) fn rewrite_oldest(&self, rewrite: impl FnOnce(T, &mut dyn FnMut(T))) -> bool {
+        // Seen here, a drain is not kept waiting by rewrites that start
+        // after it (with many producers there would always be one).
+        if self.draining.load(Ordering::Relaxed) {
             return false;
         }
-        let Ok(mut front) = self.front.try_lock() else {
+        // Paired with `drain` (both SeqCst): either the drain sees this
+        // rewrite in hand and waits for it, or this sees the drain.
+        self.in_hand.fetch_add(1, Ordering::SeqCst);
+        let _in_hand = InHand(&self.in_hand);
+        if self.draining.load(Ordering::SeqCst) {
             return false;
-        };
+        }
         let Some(item) = self.items.pop() else {
             return false;
         };
-        match rewrite(item) {
-            Some(item) => front.push_back(item),
-            None => {
-                self.len.fetch_sub(1, Ordering::AcqRel);
-            }
+        let mut put = false;
+        rewrite(item, &mut |item| {
+            self.lock_front().push_back(item);
+            put = true;
+        });
+        if !put {
+            self.len.fetch_sub(1, Ordering::AcqRel);
         }
         true
     }
@@ -104,6 +121,15 @@ impl<T> BoundedQueue<T> {
 
     pub(super) fn is_full(&self) -> bool {
         self.len() >= self.capacity
+    }
+}
+
+/// A rewrite in hand, ended when dropped (also by a panic).
+struct InHand<'a>(&'a AtomicUsize);
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -140,15 +166,16 @@ mod tests {
             q.push(i).unwrap();
         }
         // The oldest two are rewritten (x10): still four entries, still full.
-        assert!(q.rewrite_oldest(|i| Some(i * 10)));
-        assert!(q.rewrite_oldest(|i| Some(i * 10)));
+        let times_ten = |i: i32, put: &mut dyn FnMut(i32)| put(i * 10);
+        assert!(q.rewrite_oldest(times_ten));
+        assert!(q.rewrite_oldest(times_ten));
         assert!(q.is_full());
         assert_eq!(q.push(5), Err(5));
         // One leaves the queue instead.
-        assert!(q.rewrite_oldest(|_| None));
+        assert!(q.rewrite_oldest(|_, _| {}));
         assert_eq!(q.len(), 3);
         assert_eq!(q.drain(), vec![10, 20, 4]);
         assert!(q.is_empty());
-        assert!(!q.rewrite_oldest(Some));
+        assert!(!q.rewrite_oldest(times_ten));
     }
 }

@@ -1,7 +1,7 @@
 //! Backpressure without waiting: when the logger thread falls behind, the
 //! application thread writes rows itself.
 //!
-//! Past half the queue's capacity, each entry an application thread queues
+//! Past a quarter of the queue's capacity, each entry an application thread queues
 //! first turns the oldest waiting span into its row text (the work the
 //! logger thread would do), in place at the queue's front. So a burst slows
 //! its producer by about the cost of writing its rows instead of being
@@ -54,43 +54,42 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The queue length from which producers write rows: half the capacity.
+/// The queue length from which producers write rows: a quarter of the
+/// capacity. Lower thresholds delivered more of a one-producer burst of a
+/// million spans in the benchmark (the producer starts helping before the
+/// logger thread is far behind); see BENCHMARKS.md.
 pub(super) fn threshold(capacity: usize) -> usize {
-    (capacity / 2).max(1)
+    (capacity / 4).max(1)
 }
 
 impl Pipeline {
     /// Writes the oldest waiting span's row on this (application) thread,
-    /// when the queue is past the threshold. Skipped while another thread
-    /// does the same or the logger thread takes the queue.
+    /// when the queue is past the threshold. Skipped while the logger thread
+    /// takes the queue.
     pub(super) fn spill_oldest(&self) {
         if self.masking_function().is_some() {
             return;
         }
-        self.queue.rewrite_oldest(|op| match op {
-            Op::Span(core) => self.write_or_keep(core),
-            other => Some(other),
+        self.queue.rewrite_oldest(|op, put| match op {
+            Op::Span(core) => self.write_or_keep(core, put),
+            other => put(other),
         });
     }
 
-    /// The span's row text, or the span itself when it is not written here
-    /// (`None`: the row could not be written; counted as failed). This
-    /// runs under the queue front's lock, and the span's writes are taken
-    /// under its own: a later write of the span queues behind this row.
-    fn write_or_keep(&self, core: Arc<SpanCore>) -> Option<Op> {
+    /// Puts the span's row text, or the span itself when it is not written
+    /// here; nothing when the row could not be written (counted as failed).
+    /// The row is put while the span's lock is held, so a later write of the
+    /// span queues behind it.
+    fn write_or_keep(&self, core: Arc<SpanCore>, put: &mut dyn FnMut(Op)) {
         if !matches!(core.row_id, Id::Uuid(_)) {
-            return Some(Op::Span(core));
+            return put(Op::Span(core));
         }
-        let (taken, repeat) = {
-            let mut pending = core.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if !pending.has_writes() || pending.has_shared() {
-                drop(pending);
-                return Some(Op::Span(core));
-            }
-            // Flagged before the span can queue again.
-            let repeat = core.spilled.swap(true, Ordering::AcqRel);
-            (std::mem::take(&mut *pending), repeat)
-        };
+        let mut pending = core.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.has_writes() || pending.has_shared() {
+            drop(pending);
+            return put(Op::Span(core));
+        }
+        let taken = std::mem::take(&mut *pending);
         let bytes = taken.bytes;
         let text = SCRATCH.with(|s| {
             let mut buf = s.borrow_mut();
@@ -111,17 +110,20 @@ impl Pipeline {
             self.sub_payload_bytes(bytes);
         }
         let Some(text) = text else {
+            drop(pending);
             self.counters.failed.fetch_add(1, Ordering::AcqRel);
             self.reporter
                 .failed(&self.counters, 1, "a row could not be serialized");
-            return None;
+            return;
         };
         self.add_payload_bytes(text.len());
         self.counters.spilled.fetch_add(1, Ordering::Relaxed);
-        Some(Op::Text(Written {
+        let repeat = core.spilled.swap(true, Ordering::AcqRel);
+        put(Op::Text(Written {
             object: core.object.clone(),
             text,
             repeat,
-        }))
+        }));
+        drop(pending);
     }
 }
