@@ -55,10 +55,22 @@ fn civil_time(secs: f64) -> (i64, i64, i64, i64, i64, i64, i64) {
 
 /// RFC 3339 UTC with microseconds, as Python writes `created`.
 pub(crate) fn format_rfc3339(secs: f64) -> String {
+    let mut out = Vec::with_capacity(32);
+    write_rfc3339(secs, &mut out);
+    // Only ASCII digits and separators are written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`format_rfc3339`]'s text to `out` (the row writer's form: no
+/// allocation).
+pub(crate) fn write_rfc3339(secs: f64, out: &mut Vec<u8>) {
     let (y, m, d, hh, mm, ss, us) = civil_time(secs);
     if !(0..=9999).contains(&y) {
         // Outside what four digits hold: the general formatter (a wider year).
-        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}+00:00");
+        out.extend_from_slice(
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{us:06}+00:00").as_bytes(),
+        );
+        return;
     }
     // Digits written by hand: this runs once per span row.
     let mut b = *b"0000-00-00T00:00:00.000000+00:00";
@@ -75,7 +87,7 @@ pub(crate) fn format_rfc3339(secs: f64) -> String {
     put(14, 2, mm);
     put(17, 2, ss);
     put(20, 6, us);
-    String::from_utf8_lossy(&b).into_owned()
+    out.extend_from_slice(&b);
 }
 
 #[cfg(test)]

@@ -18,16 +18,22 @@ use crate::merge::Row;
 use crate::pipeline::spill::Written;
 use crate::pipeline::Op;
 use crate::span::{Pending, SpanCore, StartInfo};
-use crate::time::format_rfc3339;
+use crate::time::{format_rfc3339, write_rfc3339};
 
-/// The rows of a round serialized back to back in one buffer (no
-/// allocation per row): row `i` is `text[ends[i - 1]..ends[i]]`.
+/// The rows of a round serialized back to back, in one buffer per thread
+/// that wrote them (no allocation per row, no copy to join them).
 pub(crate) struct Prepared {
-    text: String,
-    ends: Vec<usize>,
+    parts: Vec<Part>,
     /// How many logged rows (queue entries) each row stands for: more than
     /// one when the general path merged several writes of one id.
     weights: Vec<u32>,
+}
+
+/// One buffer of rows: row `first + i` is `text[ends[i - 1]..ends[i]]`.
+struct Part {
+    first: usize,
+    text: String,
+    ends: Vec<usize>,
 }
 
 /// Builds a [`Prepared`]: rows serialized one after the other.
@@ -84,39 +90,58 @@ impl RowsText {
         let text = String::from_utf8(self.buf)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Prepared {
-            text,
-            ends: self.ends,
+            parts: vec![Part {
+                first: 0,
+                text,
+                ends: self.ends,
+            }],
             weights: self.weights,
         }
     }
 }
 
 impl Prepared {
-    /// Appends the rows of `other` after these.
+    /// Appends the rows of `other` after these (its buffers are moved, not
+    /// copied).
     pub(crate) fn append(&mut self, other: Prepared) {
-        let base = self.text.len();
-        self.text.push_str(&other.text);
-        self.ends.extend(other.ends.into_iter().map(|e| e + base));
+        let base = self.len();
+        self.parts.extend(other.parts.into_iter().map(|p| Part {
+            first: p.first + base,
+            ..p
+        }));
         self.weights.extend(other.weights);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.weights.len()
     }
 
     /// Bytes of row text.
     pub(crate) fn text_len(&self) -> usize {
-        self.text.len()
+        self.parts.iter().map(|p| p.text.len()).sum()
     }
 
     pub(crate) fn row(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        // A round has one or two parts: the last one starting at or before `i`.
+        let part = self
+            .parts
+            .iter()
+            .rev()
+            .find(|p| p.first <= i)
+            .expect("the first part starts at row 0");
+        let j = i - part.first;
+        let start = if j == 0 { 0 } else { part.ends[j - 1] };
+        &part.text[start..part.ends[j]]
     }
 
     pub(crate) fn sizes(&self) -> Vec<usize> {
-        (0..self.len())
-            .map(|i| self.ends[i] - if i == 0 { 0 } else { self.ends[i - 1] })
+        self.parts
+            .iter()
+            .flat_map(|p| {
+                p.ends
+                    .iter()
+                    .scan(0, |prev, &end| Some(end - std::mem::replace(prev, end)))
+            })
             .collect()
     }
 
@@ -480,7 +505,10 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
                 b.extend_from_slice(b"false");
             }
             key(b, "created");
-            write_str(b, &format_rfc3339(start.start));
+            // Digits and separators only: no escaping needed.
+            b.push(b'"');
+            write_rfc3339(start.start, b);
+            b.push(b'"');
             key(b, "metrics");
             if events
                 .iter()
@@ -683,6 +711,33 @@ mod tests {
             args,
             Location::caller(),
         )
+    }
+
+    #[test]
+    fn appended_rows_are_read_in_order_without_copying() {
+        let rows = |texts: &[&str]| {
+            let mut t = RowsText::with_capacity(texts.len());
+            for (i, text) in texts.iter().enumerate() {
+                let mut row = Map::new();
+                row.insert("r".into(), Value::String((*text).into()));
+                t.push_row(&row, i as u32 + 1);
+            }
+            t.finish()
+        };
+        let mut p = rows(&["a", "bb"]);
+        p.append(rows(&[]));
+        p.append(rows(&["ccc"]));
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            (0..3).map(|i| p.row(i)).collect::<Vec<_>>(),
+            [r#"{"r":"a"}"#, r#"{"r":"bb"}"#, r#"{"r":"ccc"}"#]
+        );
+        assert_eq!(p.sizes(), [9, 10, 11]);
+        assert_eq!(p.text_len(), 30);
+        assert_eq!((p.weight(0), p.weight(1), p.weight(2)), (1, 2, 1));
+        let mut empty_first = rows(&[]);
+        empty_first.append(rows(&["x"]));
+        assert_eq!((empty_first.len(), empty_first.row(0)), (1, r#"{"r":"x"}"#));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (spec §4.7), and payload files for what fails.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
@@ -73,9 +74,11 @@ impl<'a> Transport<'a> {
         settle: &'s dyn Fn(&[usize], Settle),
     ) -> LocalBoxFuture<'s, ()> {
         Box::pin(async move {
-            // Shared, not copied, by every attempt.
-            let wire = bytes::Bytes::from(body_of(rows, &idx));
-            let body = text_of(&wire);
+            // Shared, not copied, by every attempt; read as text without
+            // checking it again (it was built from `&str`s).
+            let text = Arc::new(body_of(rows, &idx));
+            let wire = bytes::Bytes::from_owner(BodyText(text.clone()));
+            let body = text.as_str();
             if let Some(dir) = &self.config.all_payloads_dir {
                 payloads::write(dir, body);
             }
@@ -350,9 +353,13 @@ fn body_of(rows: &Prepared, idx: &[usize]) -> String {
     crate::merge::logs3_body(&texts)
 }
 
-/// A body's text: it was built from `&str`s, so it is always UTF-8.
-fn text_of(body: &bytes::Bytes) -> &str {
-    std::str::from_utf8(body).unwrap_or_default()
+/// A request body's text as the bytes `reqwest` sends.
+struct BodyText(Arc<String>);
+
+impl AsRef<[u8]> for BodyText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 fn overflow_ref(key: &str, size: usize) -> String {
