@@ -376,64 +376,55 @@ fn parent_main(o: &Options) {
     println!("{}", Value::Object(report));
 }
 
-/// The figures measured once each: queue limit lifted, the burst, big
-/// payloads, 1 vs 8 producers, memory, allocations, the floor.
+/// The other figures: queue limit lifted, the burst, big payloads, 1 vs 8
+/// producers (each `--runs` times, interleaved, medians per field: their
+/// spread is large on a small machine), then memory, allocations and the
+/// floor (once each).
 fn extras(o: &Options, url: &str, report: &mut serde_json::Map<String, Value>) {
-    let mut one = |key: &str, c: Child<'_>| {
-        let r = spawn_child(&c, o, url);
-        if r.get("app_us_per_span").is_some() {
-            say(o, key, &r);
-        } else if !o.quiet {
-            eprintln!("{key:<22} {r}");
-        }
-        report.insert(key.into(), r);
+    let child = |kind, spans, producers, queue_size| Child {
+        kind,
+        spans,
+        producers,
+        queue_size,
     };
-    one(
-        "manual_queue_lifted",
-        Child {
-            kind: "manual",
-            spans: o.spans,
-            producers: 1,
-            queue_size: Some(10_000_000),
-        },
-    );
+    let mut timed: Vec<(String, Child<'_>)> = vec![(
+        "manual_queue_lifted".into(),
+        child("manual", o.spans, 1, Some(10_000_000)),
+    )];
     if o.burst_spans > 0 {
-        one(
-            "burst",
-            Child {
-                kind: "manual",
-                spans: o.burst_spans,
-                producers: 1,
-                queue_size: None,
-            },
-        );
+        timed.push(("burst".into(), child("manual", o.burst_spans, 1, None)));
     }
     if o.big_spans > 0 {
         for (key, kind) in [("big_payload", "big"), ("big_payload_shared", "big_shared")] {
-            one(
-                key,
-                Child {
-                    kind,
-                    spans: o.big_spans,
-                    producers: 1,
-                    queue_size: None,
-                },
-            );
+            timed.push((key.into(), child(kind, o.big_spans, 1, None)));
         }
     }
     if o.scale_spans > 0 {
         for producers in [1, 8] {
-            one(
-                &format!("producers_{producers}"),
-                Child {
-                    kind: "manual",
-                    spans: o.scale_spans,
-                    producers,
-                    queue_size: None,
-                },
-            );
+            timed.push((
+                format!("producers_{producers}"),
+                child("manual", o.scale_spans, producers, None),
+            ));
         }
     }
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); timed.len()];
+    for run in 0..o.runs {
+        for ((key, c), rs) in timed.iter().zip(runs.iter_mut()) {
+            let r = spawn_child(c, o, url);
+            say(o, &format!("run {}/{} {key}", run + 1, o.runs), &r);
+            rs.push(r);
+        }
+    }
+    for ((key, _), rs) in timed.iter().zip(&runs) {
+        report.insert(key.clone(), summarize(rs));
+    }
+    let mut one = |key: &str, c: Child<'_>| {
+        let r = spawn_child(&c, o, url);
+        if !o.quiet {
+            eprintln!("{key:<22} {r}");
+        }
+        report.insert(key.into(), r);
+    };
     one(
         "memory",
         Child {
