@@ -4,7 +4,7 @@
 //! flushes, and abandons what it holds when a deadline passes.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -120,8 +120,9 @@ const SPLIT_AT: usize = 256;
 /// what gets counted (and written to the failed-payload directory).
 #[derive(Default)]
 struct Held {
-    /// Entries not yet turned into rows.
-    ops: Vec<Op>,
+    /// Entries not yet turned into rows, taken from the front chunk by
+    /// chunk (a `Vec` would shift the rest at each chunk of a large round).
+    ops: VecDeque<Op>,
     /// Rows on another thread: being masked or serialized (counted, never
     /// written: they are not at hand, and masked rows not masked yet).
     elsewhere: u64,
@@ -283,7 +284,7 @@ impl Worker {
                 return None;
             }
             let held = RefCell::new(Held {
-                ops,
+                ops: ops.into(),
                 epoch,
                 ..Held::default()
             });
@@ -396,7 +397,7 @@ impl Worker {
             Ok(l) => Some(l),
             Err(f) => {
                 let ops = std::mem::take(&mut held.borrow_mut().ops);
-                self.fail_held(held, ops, &f.cause);
+                self.fail_held(held, ops.into(), &f.cause);
                 None
             }
         };
@@ -411,7 +412,7 @@ impl Worker {
                         let (mine, rest): (Vec<Op>, Vec<Op>) = std::mem::take(&mut h.ops)
                             .into_iter()
                             .partition(|op| Arc::ptr_eq(op_object(op), &obj));
-                        h.ops = rest;
+                        h.ops = rest.into();
                         mine
                     };
                     self.fail_held(held, ops, &f.cause);
@@ -423,7 +424,7 @@ impl Worker {
             Ok(h) => h,
             Err(e) => {
                 let ops = std::mem::take(&mut held.borrow_mut().ops);
-                self.fail_held(held, ops, &e.to_string());
+                self.fail_held(held, ops.into(), &e.to_string());
                 return;
             }
         };
