@@ -24,9 +24,26 @@ fn assert_accounted(s: Stats) {
     );
 }
 
-/// Spans of every kind the writers handle: trees, every field, a
-/// propagated event, a default name, a shared input, a caller's row id.
+/// Spans of every kind the writers handle: a propagated event (the general
+/// writer), a default name, a shared input and a caller's row id (both left
+/// to the logger thread) first, so they are the oldest when the queue fills;
+/// then trees with every field.
 fn log_spans(logger: &braintrust::Logger) {
+    let propagated = logger.start_span(
+        SpanArgs::new()
+            .name("propagated")
+            .propagated_event(json!({"metadata": {"tenant": "acme"}})),
+    );
+    propagated.end();
+    logger.start_span(SpanArgs::new()).end();
+    let shared = logger.start_span(SpanArgs::new().name("shared"));
+    shared
+        .log(Event::new().input_shared(Arc::new(json!({"big": "value"}))))
+        .unwrap();
+    shared.end();
+    let own_id = logger.start_span(SpanArgs::new().name("own id").id("my-row-1"));
+    own_id.log(Event::new().output(1)).unwrap();
+    own_id.end();
     for t in 0..4 {
         let root = logger.start_span(
             SpanArgs::new()
@@ -52,21 +69,6 @@ fn log_spans(logger: &braintrust::Logger) {
         root.log(Event::new().output("done")).unwrap();
         root.end();
     }
-    let propagated = logger.start_span(
-        SpanArgs::new()
-            .name("propagated")
-            .propagated_event(json!({"metadata": {"tenant": "acme"}})),
-    );
-    propagated.end();
-    logger.start_span(SpanArgs::new()).end();
-    let shared = logger.start_span(SpanArgs::new().name("shared"));
-    shared
-        .log(Event::new().input_shared(Arc::new(json!({"big": "value"}))))
-        .unwrap();
-    shared.end();
-    let own_id = logger.start_span(SpanArgs::new().name("own id").id("my-row-1"));
-    own_id.log(Event::new().output(1)).unwrap();
-    own_id.end();
 }
 
 /// The stored rows by name, without what differs between runs (ids, times,
@@ -134,9 +136,11 @@ fn rows_written_by_the_logging_thread_arrive_as_the_logger_thread_writes_them() 
     log_spans(&logger);
     let s = state.stats();
     assert_eq!(s.dropped_queue_full, 0, "{s:?}");
-    // 12 spans, all queued: the 8 past the threshold each wrote one older row.
+    // 12 spans, all queued: the 8 past the threshold each took the oldest
+    // waiting one, and wrote its row unless it holds a shared value or a
+    // caller's row id (2 of them).
     assert_eq!((s.logged, s.pending), (12, 12), "{s:?}");
-    assert_eq!(s.rows_written_by_callers, 8, "{s:?}");
+    assert_eq!(s.rows_written_by_callers, 6, "{s:?}");
     assert!(s.queued_payload_bytes > 0, "{s:?}");
     logger.flush().unwrap();
     let s = state.stats();
@@ -319,4 +323,79 @@ fn producers_writing_rows_while_the_logger_thread_drains_lose_and_mix_nothing() 
         assert_eq!(r["input"]["i"], r["output"], "{r}");
         assert_eq!(r["span_parents"].as_array().unwrap().len(), 1, "{r}");
     }
+}
+
+#[test]
+fn an_update_queued_after_a_written_row_is_applied_after_it() {
+    // Eight entries: past two, each new entry takes the oldest.
+    let (server, state, logger) = setup("bp-update", |c| c.sync_flush(true).queue_size(8));
+    let span = logger.start_span(
+        SpanArgs::new()
+            .name("updated")
+            .event(Event::new().input("q")),
+    );
+    let id = span.id();
+    span.end();
+    logger
+        .update_span(&id, Event::new().output("late answer").tags(["fixed"]))
+        .unwrap();
+    for i in 0..3 {
+        logger.log(Event::new().input(json!({"i": i}))).unwrap();
+    }
+    // The span's row was written as text, the update taken after it.
+    assert_eq!(state.stats().rows_written_by_callers, 2);
+    logger.flush().unwrap();
+    let row = server.row(&id).unwrap();
+    assert_eq!(row["input"], "q");
+    assert_eq!(row["output"], "late answer", "{row}");
+    assert_eq!(row["tags"], json!(["fixed"]), "{row}");
+    assert!(row["metrics"]["end"].is_number(), "{row}");
+    assert_accounted(state.stats());
+}
+
+#[test]
+fn a_masking_function_set_after_rows_were_written_masks_them_too() {
+    let (server, state, logger) = setup("bp-mask-late", |c| c.sync_flush(true).queue_size(8));
+    for i in 0..6 {
+        logger
+            .log(Event::new().input(format!("secret {i}")))
+            .unwrap();
+    }
+    assert_eq!(state.stats().rows_written_by_callers, 4);
+    state.set_masking_function(Some(Arc::new(|v: Value| {
+        Ok(if v.is_string() { json!("***") } else { v })
+    })));
+    logger.flush().unwrap();
+    let rows = server.rows();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["input"] == "***"), "{rows:?}");
+}
+
+#[test]
+fn a_written_row_too_deep_to_read_back_is_counted_as_failed() {
+    let (server, state, logger) = setup("bp-deep", |c| c.sync_flush(true).queue_size(8));
+    // Nested deeper than the JSON parser reads back (128 levels).
+    let mut deep = json!("bottom");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    logger.log(Event::new().input(deep)).unwrap();
+    for i in 0..3 {
+        logger.log(Event::new().input(json!({"i": i}))).unwrap();
+    }
+    assert_eq!(state.stats().rows_written_by_callers, 2);
+    // The masking function sends the round down the path that reads rows back.
+    state.set_masking_function(Some(Arc::new(Ok)));
+    match logger.flush() {
+        Err(braintrust::Error::RowsLost(l)) => assert_eq!(l.failed, 1, "{l}"),
+        other => panic!("{other:?}"),
+    }
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!(
+        (s.logged, s.failed_rows, s.delivered_rows),
+        (4, 1, 3),
+        "{s:?}"
+    );
+    assert_eq!(server.rows().len(), 3);
 }

@@ -522,14 +522,14 @@ impl Pipeline {
         let dump = self.config.failed_payloads_dir.is_some();
         let mut n = 0;
         let mut texts = Vec::new();
-        while let Some(op) = self.queue.pop() {
+        for op in self.queue.drain() {
             n += 1;
             if dump {
                 if let Some(text) = rows::op_text(op) {
                     texts.push(text);
                 }
             } else {
-                drop(rows::op_to_row(op));
+                rows::discard(op);
             }
         }
         self.wake_blocked();

@@ -168,6 +168,14 @@ pub(crate) fn op_to_row(op: Op) -> Option<(Arc<ObjectInner>, Row)> {
     }
 }
 
+/// Lets go of a queue entry that will not be sent or written anywhere,
+/// releasing what it counted against the byte budget.
+pub(crate) fn discard(op: Op) {
+    if let Op::Span(core) = op {
+        drop(core.take_pending());
+    }
+}
+
 /// A queue entry as row text, with its container ids when they are known
 /// (for the failed-payload directory).
 pub(crate) fn op_text(op: Op) -> Option<String> {

@@ -91,21 +91,14 @@ impl Pipeline {
         }
         let taken = std::mem::take(&mut *pending);
         let bytes = taken.bytes;
-        let text = SCRATCH.with(|s| {
-            let mut buf = s.borrow_mut();
-            buf.clear();
-            let ok = rows::write_span_text(&core, taken, &mut buf);
-            // The writers emit UTF-8 only; the check is one fast pass.
-            let text = ok.then(|| match std::str::from_utf8(&buf) {
-                Ok(t) => Box::<str>::from(t),
-                Err(_) => String::from_utf8_lossy(&buf).into_owned().into_boxed_str(),
-            });
-            // A large row does not keep its buffer's size on this thread.
-            if buf.capacity() > SCRATCH_KEEP {
-                *buf = Vec::new();
-            }
-            text
-        });
+        // The scratch buffer is lent out and given back; it may be gone when
+        // a thread's last span ends in its thread-local destructors (then a
+        // fresh one is used).
+        let mut buf = SCRATCH
+            .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
+            .unwrap_or_default();
+        let text = write_text(&core, taken, &mut buf);
+        let _ = SCRATCH.try_with(|s| *s.borrow_mut() = buf);
         if bytes > 0 {
             self.sub_payload_bytes(bytes);
         }
@@ -126,4 +119,20 @@ impl Pipeline {
         }));
         drop(pending);
     }
+}
+
+/// The span's row text (`None`: it could not be serialized).
+fn write_text(core: &SpanCore, taken: crate::span::Pending, buf: &mut Vec<u8>) -> Option<Box<str>> {
+    buf.clear();
+    let ok = rows::write_span_text(core, taken, buf);
+    // The writers emit UTF-8 only; the check is one fast pass.
+    let text = ok.then(|| match std::str::from_utf8(buf) {
+        Ok(t) => Box::<str>::from(t),
+        Err(_) => String::from_utf8_lossy(buf).into_owned().into_boxed_str(),
+    });
+    // A large row does not keep its buffer's size on this thread.
+    if buf.capacity() > SCRATCH_KEEP {
+        *buf = Vec::new();
+    }
+    text
 }

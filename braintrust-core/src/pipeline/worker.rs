@@ -359,7 +359,7 @@ impl Worker {
                     if dump {
                         rows::op_text(op)
                     } else {
-                        drop(rows::op_to_row(op));
+                        rows::discard(op);
                         None
                     }
                 })
@@ -574,14 +574,30 @@ impl Worker {
                 .map(|(_, id)| id.as_str())
         };
         let masking = self.p.masking_function();
-        let logged = ops.len() as u64;
+        let mut logged = ops.len() as u64;
         let mut rows_in: Vec<Row> = Vec::with_capacity(ops.len());
         for op in ops {
-            if let Some((obj, mut row)) = rows::op_to_row(op) {
-                if let Some(id) = id_of(&obj) {
-                    obj.id_fields(id, &mut row);
-                    rows_in.push(row);
+            // Text written by an application thread is read back to be merged
+            // or masked; text it cannot read (nesting deeper than the parser
+            // takes) is a row lost, not a row that never was.
+            let unreadable = matches!(&op, Op::Text(_));
+            match rows::op_to_row(op) {
+                Some((obj, mut row)) => {
+                    if let Some(id) = id_of(&obj) {
+                        obj.id_fields(id, &mut row);
+                        rows_in.push(row);
+                    }
                 }
+                None if unreadable => {
+                    logged -= 1;
+                    self.p.counters.failed.fetch_add(1, Ordering::AcqRel);
+                    self.p.reporter.failed(
+                        &self.p.counters,
+                        1,
+                        "a row written by the application thread could not be read back to merge or mask it (nested deeper than 128 levels)",
+                    );
+                }
+                None => {}
             }
         }
         let mut weights: HashMap<Vec<u8>, u32> = HashMap::new();
@@ -703,7 +719,7 @@ impl Worker {
             if dump {
                 texts.extend(rows::op_text(op));
             } else {
-                drop(rows::op_to_row(op));
+                rows::discard(op);
             }
         }
         let c = &self.p.counters;
