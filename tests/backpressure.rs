@@ -399,3 +399,36 @@ fn a_written_row_too_deep_to_read_back_is_counted_as_failed() {
     );
     assert_eq!(server.rows().len(), 3);
 }
+
+#[test]
+fn a_span_ending_in_its_threads_exit_is_queued_without_a_panic() {
+    use std::cell::RefCell;
+    thread_local! {
+        static HELD: RefCell<Option<braintrust::Span>> = const { RefCell::new(None) };
+    }
+    // Twelve entries: past three, each new entry takes the oldest.
+    let (server, state, logger) = setup("bp-exit", |c| c.sync_flush(true).queue_size(12));
+    for i in 0..4 {
+        logger.log(Event::new().input(json!({"i": i}))).unwrap();
+    }
+    let l = logger.clone();
+    std::thread::spawn(move || {
+        // Registered first, so destroyed after the SDK's own thread-locals
+        // this thread uses when it writes rows below: the span ends while
+        // they are gone, and its end queues anew (its start was written
+        // by the third log), which writes another row on the way out.
+        HELD.with(|h| *h.borrow_mut() = Some(l.start_span(SpanArgs::new().name("held"))));
+        for i in 0..3 {
+            l.log(Event::new().input(format!("written here {i}")))
+                .unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    logger.flush().unwrap();
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!((s.logged, s.rows_written_by_callers), (9, 6), "{s:?}");
+    let held = common::row_named(&server, "held");
+    assert!(held["metrics"]["end"].is_number(), "{held}");
+}

@@ -236,7 +236,9 @@ impl Pipeline {
         }
         self.counters.logged.fetch_add(1, Ordering::Relaxed);
         // The logger thread is behind: write an older row here first.
-        if self.queue.len() >= self.spill_at && !self.is_worker_thread() {
+        // (`on_worker_thread` reads a thread-local safely even while the
+        // thread's locals are torn down, where a span may end.)
+        if self.queue.len() >= self.spill_at && !on_worker_thread() {
             self.spill_oldest();
         }
         let mut op = op;
