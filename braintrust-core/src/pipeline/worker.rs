@@ -580,7 +580,7 @@ impl Worker {
             // Text written by an application thread is read back to be merged
             // or masked; text it cannot read (nesting deeper than the parser
             // takes) is a row lost, not a row that never was.
-            let unreadable = matches!(&op, Op::Text(_));
+            let is_text = matches!(&op, Op::Text(_));
             match rows::op_to_row(op) {
                 Some((obj, mut row)) => {
                     if let Some(id) = id_of(&obj) {
@@ -588,7 +588,7 @@ impl Worker {
                         rows_in.push(row);
                     }
                 }
-                None if unreadable => {
+                None if is_text => {
                     logged -= 1;
                     self.p.counters.failed.fetch_add(1, Ordering::AcqRel);
                     self.p.reporter.failed(
