@@ -1,4 +1,5 @@
-//! Large values logged without a copy (`Event::input_shared` and friends):
+//! Large values logged without a copy (`Event::input_shared`,
+//! `Event::metadata_shared` and friends):
 //! the server stores the same rows as for owned values, on the fast row
 //! writer and on the general one (masking), and a value that cannot be
 //! serialized still leaves its row intact.
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use braintrust::{Event, SpanArgs};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 #[derive(serde::Serialize)]
 struct Doc {
@@ -103,4 +104,100 @@ fn a_value_that_fails_to_serialize_leaves_its_row_intact() {
             .is_some_and(|s| s.starts_with("ERROR: could not serialize `input`")),
         "{row}"
     );
+}
+
+/// Logs the same metadata shared on some spans and copied on twins of
+/// them, with other metadata before, after and in the same event, and
+/// checks each pair of rows has the same metadata.
+fn check_metadata(masked: bool) {
+    let (server, state, logger) = common::setup("shared-meta", |c| c);
+    if masked {
+        state.set_masking_function(Some(Arc::new(|v: Value| Ok(v))));
+    }
+    let ctx: Map<String, Value> = (0..50)
+        .map(|k| (format!("key_{k}"), json!(format!("value {k}"))))
+        .chain([("nested".to_string(), json!({"a": 1, "b": {"c": 2}}))])
+        .collect();
+    let ctx = Arc::new(ctx);
+    let later = json!({"nested": {"b": {"d": 3}}, "key_0": "replaced", "added": true});
+    // Each case logs its metadata one way (`shared`) or the other, in the
+    // same order: (start event, later writes).
+    type Write = fn(bool, &Arc<Map<String, Value>>, &Value) -> Event;
+    let cases: [(&str, Write, &[Write]); 4] = [
+        ("alone", |sh, ctx, _| meta(Event::new(), sh, ctx), &[]),
+        (
+            "then-owned",
+            |sh, ctx, _| meta(Event::new().input("q"), sh, ctx),
+            &[|_, _, later| Event::new().metadata(later.clone())],
+        ),
+        (
+            "after-owned",
+            |_, _, later| Event::new().metadata(later.clone()),
+            &[|sh, ctx, _| meta(Event::new(), sh, ctx)],
+        ),
+        (
+            "same-event",
+            |sh, ctx, _| meta(Event::new(), sh, ctx).metadata_entry("request", 7),
+            &[
+                |sh, ctx, _| meta(Event::new().output("o"), sh, ctx),
+                |_, _, later| Event::new().metadata(later.clone()),
+            ],
+        ),
+    ];
+    for (name, first, writes) in cases {
+        for sh in [true, false] {
+            let span = logger.start_span(
+                SpanArgs::new()
+                    .name(format!("{name}-{sh}"))
+                    .event(first(sh, &ctx, &later)),
+            );
+            for w in writes {
+                span.log(w(sh, &ctx, &later)).unwrap();
+            }
+            span.end();
+        }
+    }
+    logger.flush().unwrap();
+    for (name, _, _) in cases {
+        let shared = common::row_named(&server, &format!("{name}-true"));
+        let owned = common::row_named(&server, &format!("{name}-false"));
+        assert_eq!(
+            shared["metadata"], owned["metadata"],
+            "{name} (masked: {masked})"
+        );
+        assert_eq!(shared["metadata"]["key_49"], json!("value 49"), "{name}");
+        for k in ["input", "output"] {
+            assert_eq!(shared[k], owned[k], "{name}: {k}");
+        }
+    }
+    let merged = common::row_named(&server, "then-owned-true");
+    assert_eq!(
+        merged["metadata"]["nested"],
+        json!({"a": 1, "b": {"c": 2, "d": 3}})
+    );
+    assert_eq!(merged["metadata"]["key_0"], json!("replaced"));
+    assert_eq!(
+        common::row_named(&server, "same-event-true")["metadata"]["request"],
+        json!(7)
+    );
+    // The caller's map is untouched by the merges.
+    assert_eq!(ctx["key_0"], json!("value 0"));
+}
+
+fn meta(e: Event, shared: bool, ctx: &Arc<Map<String, Value>>) -> Event {
+    if shared {
+        e.metadata_shared(ctx.clone())
+    } else {
+        e.metadata(Value::Object((**ctx).clone()))
+    }
+}
+
+#[test]
+fn shared_metadata_merges_as_copied_metadata_does() {
+    check_metadata(false);
+}
+
+#[test]
+fn shared_metadata_merges_as_copied_metadata_does_through_masking() {
+    check_metadata(true);
 }

@@ -102,15 +102,16 @@ pub struct Event {
     /// the first field is stored inline, so the common one-field event
     /// (an input, an output) allocates nothing of its own.
     pub(crate) fields: SmallVec<[(Field, Value); 1]>,
-    /// Values shared with the caller and serialized on the logger thread
-    /// ([`Event::input_shared`]): `input`, `output` or `expected`, each at
-    /// most once and never also in `fields`.
     /// The rarely set parts, boxed so a plain event stays small.
     extra: Option<Box<Extra>>,
 }
 
 #[derive(Clone, Default)]
 struct Extra {
+    /// Values shared with the caller and serialized on the logger thread
+    /// ([`Event::input_shared`], [`Event::metadata_shared`]): `input`,
+    /// `output`, `expected` or `metadata`, each at most once and never also
+    /// in `fields`.
     shared: Vec<(Field, Arc<dyn SharedJson>)>,
     invalid: Option<ValidationError>,
 }
@@ -120,20 +121,29 @@ struct Extra {
 pub(crate) trait SharedJson: Send + Sync {
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
     fn to_json(&self) -> serde_json::Result<Value>;
+    /// The value as a JSON object, when it is one already
+    /// ([`Event::metadata_shared`]): merged without serializing it.
+    fn as_map(&self) -> Option<&Map<String, Value>>;
 }
 
-impl<T: serde::Serialize + Send + Sync + ?Sized> SharedJson for T {
+impl<T: serde::Serialize + Send + Sync + 'static> SharedJson for T {
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, self)
     }
     fn to_json(&self) -> serde_json::Result<Value> {
         serde_json::to_value(self)
     }
+    fn as_map(&self) -> Option<&Map<String, Value>> {
+        (self as &dyn std::any::Any).downcast_ref()
+    }
 }
 
 /// A shared value as JSON; one that fails to serialize becomes a string
 /// that says so (the row is still written).
 pub(crate) fn shared_to_value(f: Field, v: &dyn SharedJson) -> Value {
+    if let Some(m) = v.as_map() {
+        return Value::Object(m.clone());
+    }
     v.to_json().unwrap_or_else(|e| {
         Value::String(format!("ERROR: could not serialize `{}`: {e}", f.name()))
     })
@@ -250,6 +260,7 @@ impl Event {
 
     /// The object of an object field, created empty when unset.
     fn map_mut(&mut self, f: Field) -> &mut Map<String, Value> {
+        self.unshare(f);
         let i = match self.position(f) {
             Ok(i) => i,
             Err(i) => {
@@ -325,9 +336,57 @@ impl Event {
         self.with_shared(Field::Expected, v)
     }
 
+    /// Metadata shared with the caller instead of copied: the same
+    /// dictionary logged on many spans (a request's context, a model's
+    /// settings) is held once. It is written into the row on the logger
+    /// thread and merged with the span's other metadata exactly as
+    /// [`Event::metadata`] would. Like [`Event::input_shared`], it must not
+    /// change meaning later, and the queue's byte budget does not count it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use braintrust_core::Event;
+    /// use serde_json::{json, Map, Value};
+    /// let context: Map<String, Value> = (0..50)
+    ///     .map(|k| (format!("key_{k}"), json!(k)))
+    ///     .collect();
+    /// let context = Arc::new(context);
+    /// let e = Event::new().metadata_shared(context.clone()).metadata_entry("request", 7);
+    /// # let _ = e;
+    /// ```
+    pub fn metadata_shared(mut self, m: Arc<Map<String, Value>>) -> Self {
+        if self.get(Field::Metadata).is_some() || self.shared_of(Field::Metadata).is_some() {
+            // Added to metadata already set, as `metadata` adds: a copy.
+            self.map_mut(Field::Metadata)
+                .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            return self;
+        }
+        self.with_shared(Field::Metadata, m)
+    }
+
     fn with_shared(mut self, f: Field, v: Arc<dyn SharedJson>) -> Self {
         self.set_shared(f, v);
         self
+    }
+
+    fn shared_of(&self, f: Field) -> Option<&Arc<dyn SharedJson>> {
+        self.shared().iter().find(|(k, _)| *k == f).map(|(_, v)| v)
+    }
+
+    /// Turns a shared value of `f` into a field of its own (a copy), so
+    /// it can be changed in place: `metadata` after `metadata_shared`, or a
+    /// merge of two writes of one span before the logger thread takes them.
+    fn unshare(&mut self, f: Field) {
+        let Some(x) = &mut self.extra else { return };
+        let Some(i) = x.shared.iter().position(|(k, _)| *k == f) else {
+            return;
+        };
+        let (_, v) = x.shared.remove(i);
+        let value = shared_to_value(f, &*v);
+        let at = self
+            .position(f)
+            .expect_err("a field is never both set and shared");
+        self.insert_at(at, f, value);
     }
 
     fn set_shared(&mut self, f: Field, v: Arc<dyn SharedJson>) {
@@ -368,6 +427,7 @@ impl Event {
     pub fn metadata(mut self, v: impl Into<Value>) -> Self {
         match v.into() {
             Value::Object(m) => {
+                self.unshare(Field::Metadata);
                 match self.position(Field::Metadata) {
                     Ok(_) => self.map_mut(Field::Metadata).extend(m),
                     Err(_) => self.put(Field::Metadata, Value::Object(m)),
@@ -620,7 +680,11 @@ impl Event {
     /// Merges a later event into this one with the row-merge rules: values
     /// replace, objects deep-merge, tags union.
     pub(crate) fn merge_from(&mut self, later: Event) {
-        for (f, v) in later.fields {
+        let (fields, shared) = (later.fields, later.extra.map(|x| x.shared));
+        for (f, v) in fields {
+            if f.is_object() {
+                self.unshare(f);
+            }
             match (f, v) {
                 (Field::Tags, Value::Array(tags)) => {
                     let list = self.tag_list();
@@ -636,8 +700,13 @@ impl Event {
                 (f, v) => self.put(f, v),
             }
         }
-        for (f, v) in later.extra.map(|x| x.shared).unwrap_or_default() {
-            self.set_shared(f, v);
+        for (f, v) in shared.unwrap_or_default() {
+            match v.as_map() {
+                Some(m) if self.get(f).is_some() || self.shared_of(f).is_some() => {
+                    deep_merge(self.map_mut(f), m.clone());
+                }
+                _ => self.set_shared(f, v),
+            }
         }
     }
 
@@ -656,7 +725,12 @@ impl Event {
             }
         }
         for (f, v) in self.extra.map(|x| x.shared).unwrap_or_default() {
-            row.insert(f.name().into(), shared_to_value(f, &*v));
+            match (row.get_mut(f.name()), v.as_map()) {
+                (Some(Value::Object(existing)), Some(m)) => deep_merge(existing, m.clone()),
+                _ => {
+                    row.insert(f.name().into(), shared_to_value(f, &*v));
+                }
+            }
         }
     }
 }
@@ -836,5 +910,64 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(error_string(&e), "outer\n\nCaused by:\n    0: inner");
+    }
+
+    /// Two writes of one span merged before the logger thread takes them
+    /// give the row the two written one after the other give, whichever of
+    /// them shares its metadata.
+    #[test]
+    fn shared_metadata_merges_like_copied_metadata() {
+        let ctx: Map<String, Value> =
+            serde_json::from_value(json!({"a": {"x": 1}, "k": 1})).unwrap();
+        let ctx = Arc::new(ctx);
+        let later = json!({"a": {"y": 2}, "k": 2});
+        let row_of = |events: Vec<Event>| {
+            let mut row = Map::new();
+            for e in events {
+                e.write_into(&mut row);
+            }
+            Value::Object(row)
+        };
+        let pairs = [
+            (
+                Event::new().metadata_shared(ctx.clone()),
+                Event::new().metadata(later.clone()),
+            ),
+            (
+                Event::new().metadata(later.clone()),
+                Event::new().metadata_shared(ctx.clone()),
+            ),
+            (
+                Event::new().metadata_shared(ctx.clone()),
+                Event::new().metadata_shared(ctx.clone()),
+            ),
+            (
+                Event::new().metadata_shared(ctx.clone()),
+                Event::new().input("only input"),
+            ),
+        ];
+        for (first, second) in pairs {
+            let sequential = row_of(vec![first.clone(), second.clone()]);
+            let mut merged = first;
+            merged.merge_from(second);
+            assert_eq!(row_of(vec![merged]), sequential);
+        }
+        // Within one event, `metadata` adds to shared metadata (a copy).
+        let e = Event::new()
+            .metadata_shared(ctx.clone())
+            .metadata(json!({"k": 3}));
+        assert!(e.shared().is_empty());
+        assert_eq!(
+            e.get(Field::Metadata),
+            Some(&json!({"a": {"x": 1}, "k": 3}))
+        );
+        let e = Event::new()
+            .metadata_entry("z", 0)
+            .metadata_shared(ctx.clone());
+        assert_eq!(
+            e.get(Field::Metadata),
+            Some(&json!({"z": 0, "a": {"x": 1}, "k": 1}))
+        );
+        assert_eq!(ctx["k"], json!(1));
     }
 }

@@ -438,7 +438,10 @@ impl<'a> Slots<'a> {
             }
         }
         for (f, v) in e.shared() {
-            self.put(f.name(), Slot::Shared(&**v));
+            match v.as_map() {
+                Some(m) => self.merge(f.name(), m),
+                None => self.put(f.name(), Slot::Shared(&**v)),
+            }
         }
     }
 }
