@@ -1,4 +1,5 @@
-//! Past a quarter of the queue's capacity, each logging call first writes the
+//! Past a quarter of the queue's capacity (entries or payload bytes), each
+//! logging call first writes the
 //! oldest waiting span's row itself (backpressure without waiting; see the
 //! README's reliability section). These tests hold the logger thread back
 //! (`sync_flush`) so the queue fills deterministically, and check what a
@@ -192,6 +193,38 @@ fn a_span_written_before_it_ends_is_merged_with_its_later_writes() {
         .count();
     assert_eq!(sent, 1);
     assert_eq!(server.rows().len(), 4);
+}
+
+#[test]
+fn large_values_start_backpressure_by_bytes_long_before_the_entry_limit() {
+    // 25,000 entries (far off), 40,000 payload bytes: past 10,000 bytes
+    // waiting, each new entry writes the oldest's row.
+    let (server, state, logger) = setup("bp-bytes", |c| {
+        c.sync_flush(true)
+            .queue_size(25_000)
+            .queue_max_bytes(40_000)
+    });
+    let page = "p".repeat(4_000);
+    for i in 0..8 {
+        let s = logger.start_span(
+            SpanArgs::new()
+                .name(format!("big {i}"))
+                .event(Event::new().input(json!({"page": page, "i": i}))),
+        );
+        s.end();
+    }
+    let s = state.stats();
+    assert_eq!((s.logged, s.dropped_queue_full), (8, 0), "{s:?}");
+    assert!(s.rows_written_by_callers >= 4, "{s:?}");
+    logger.flush().unwrap();
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!((s.delivered_rows, s.queued_payload_bytes), (8, 0), "{s:?}");
+    for i in 0..8 {
+        let row = common::row_named(&server, &format!("big {i}"));
+        assert_eq!(row["input"], json!({"page": page, "i": i}));
+        assert!(row["metrics"]["end"].is_number(), "{row}");
+    }
 }
 
 #[test]

@@ -466,8 +466,10 @@ impl Config {
     /// Payload bytes the queue may hold (default 64 MiB,
     /// `BRAINTRUST_QUEUE_MAX_BYTES`): the logged values of the spans waiting
     /// for the logger thread, estimated as they are logged. Past it the
-    /// queue is full, as past [`queue_size`](Config::queue_size) entries.
-    /// One entry is always taken when nothing else waits, however large.
+    /// queue is full, as past [`queue_size`](Config::queue_size) entries;
+    /// past a quarter of it, logging calls write the oldest waiting rows
+    /// themselves, as past a quarter of the entries. One entry is always
+    /// taken when nothing else waits, however large.
     ///
     /// ```
     /// use braintrust_core::Config;

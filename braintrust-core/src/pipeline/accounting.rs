@@ -144,7 +144,8 @@ pub struct Stats {
     /// empty name, a bad start time) are not counted.
     pub rejected_span_args: u64,
     /// Rows written by the logging (application) threads themselves rather
-    /// than by the logger thread: past a quarter of the queue's capacity, each new
+    /// than by the logger thread: past a quarter of the queue's capacity (in
+    /// entries or payload bytes), each new
     /// entry first turns the oldest waiting span into its row text. Nonzero
     /// means the logger thread fell behind and the application paid for
     /// writing rows instead of losing them (backpressure without waiting).

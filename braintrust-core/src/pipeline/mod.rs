@@ -103,6 +103,8 @@ pub(crate) struct Pipeline {
     queue: queue::BoundedQueue<Op>,
     /// Queue length from which producers write the oldest rows themselves.
     spill_at: usize,
+    /// Waiting payload bytes from which they do.
+    spill_at_bytes: u64,
     notify: tokio::sync::Notify,
     /// The worker waits for entries: the next producer wakes it. While it
     /// works, producers only push (no wake-up per entry).
@@ -128,6 +130,7 @@ impl Pipeline {
         Arc::new(Pipeline {
             queue: queue::BoundedQueue::new(config.queue_size),
             spill_at: spill::threshold(config.queue_size),
+            spill_at_bytes: spill::threshold(config.queue_max_bytes) as u64,
             reporter: Reporter::new(
                 config.drop_logging_period,
                 config.queue_size.max(1),
@@ -220,6 +223,14 @@ impl Pipeline {
         self.wake_blocked();
     }
 
+    /// True when the logger thread is behind: past a quarter of the queue,
+    /// in entries or in payload bytes (large values fill the byte budget
+    /// long before the entry limit).
+    fn behind(&self) -> bool {
+        self.queue.len() >= self.spill_at
+            || self.counters.payload_bytes.load(Ordering::Relaxed) >= self.spill_at_bytes
+    }
+
     /// True when what waits besides an entry of `bytes` (already counted)
     /// is over the byte budget.
     fn over_byte_budget(&self, bytes: usize) -> bool {
@@ -238,7 +249,7 @@ impl Pipeline {
         // The logger thread is behind: write an older row here first.
         // (`on_worker_thread` reads a thread-local safely even while the
         // thread's locals are torn down, where a span may end.)
-        if self.queue.len() >= self.spill_at && !on_worker_thread() {
+        if self.behind() && !on_worker_thread() {
             self.spill_oldest();
         }
         let mut op = op;

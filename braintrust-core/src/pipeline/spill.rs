@@ -1,7 +1,8 @@
 //! Backpressure without waiting: when the logger thread falls behind, the
 //! application thread writes rows itself.
 //!
-//! Past a quarter of the queue's capacity, each entry an application thread queues
+//! Past a quarter of the queue's capacity, in entries or in payload bytes (large
+//! values fill the byte budget first), each entry an application thread queues
 //! first turns the oldest waiting span into its row text (the work the
 //! logger thread would do), in place at the queue's front. So a burst slows
 //! its producer by about the cost of writing its rows instead of being
@@ -12,7 +13,8 @@
 //! queue is full.
 //!
 //! Not written here, kept as entries: spans whose values are shared with the
-//! caller (`Event::input_shared`: serialized on the logger thread only),
+//! caller (`Event::input_shared`, `Event::metadata_shared`: serialized on the
+//! logger thread only),
 //! spans with a caller-chosen row id (merged with other rows of that id),
 //! ready rows, and everything while a masking function is set (it runs on
 //! the logger thread only).
@@ -54,10 +56,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The queue length from which producers write rows: a quarter of the
-/// capacity. Lower thresholds delivered more of a one-producer burst of a
-/// million spans in the benchmark (the producer starts helping before the
-/// logger thread is far behind); see BENCHMARKS.md.
+/// The queue length (or payload bytes) from which producers write rows: a
+/// quarter of the capacity (or byte budget). Lower thresholds delivered
+/// more of a one-producer burst of a million spans in the benchmark (the
+/// producer starts helping before the logger thread is far behind); see
+/// BENCHMARKS.md.
 pub(super) fn threshold(capacity: usize) -> usize {
     (capacity / 4).max(1)
 }
