@@ -145,7 +145,10 @@ fn child_main(kind: &str, o: &Options) {
     let sink = || o.sink.as_deref().unwrap_or_else(|| usage());
     let line = match kind {
         "disabled" => serde_json::to_value(workload::disabled_overhead(o.disabled_calls, 5)),
-        "floor" => Ok(json!({ "ns_per_span": workload::floor_ns_per_span(o.spans) })),
+        "floor" => Ok(json!({
+            "ns_per_span": workload::floor_ns_per_span(o.spans),
+            "big_clone_us_per_span": workload::big_clone_us_per_span(6_000),
+        })),
         "memory" => match workload::memory(sink(), o.spans) {
             Ok(r) => serde_json::to_value(r),
             Err(e) => fail(kind, &e),
