@@ -21,9 +21,7 @@ pub(crate) const DEFAULT_QUEUE_MAX_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueFullPolicy {
     /// Drop the newest row, count it and report it on stderr (the default:
-    /// logging never blocks the application). Before dropping, the call
-    /// yields the CPU once and tries again, so a logger thread starved by
-    /// busy producers gets a turn; it does not wait.
+    /// logging never blocks the application).
     Drop,
     /// Block the caller until the flusher has made room (the old Python
     /// `BRAINTRUST_QUEUE_DROP_WHEN_FULL=false` behaviour).

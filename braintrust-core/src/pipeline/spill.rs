@@ -1,16 +1,17 @@
 //! Backpressure without waiting: when the logger thread falls behind, the
 //! application thread writes rows itself.
 //!
-//! Past a quarter of the queue's capacity, in entries or in payload bytes (large
-//! values fill the byte budget first), each entry an application thread queues
-//! first turns the oldest waiting span into its row text (the work the
-//! logger thread would do), in place at the queue's front. So a burst slows
-//! its producer by about the cost of writing its rows instead of being
-//! dropped; a waiting row takes its text (~600 bytes for a small span), not
-//! the span's objects; and the span's memory is freed by the thread that
-//! allocated it, which the allocator does far more cheaply than the logger
-//! thread. Nothing waits, and rows are still dropped (counted, told) when the
-//! queue is full.
+//! Past a quarter of the queue's capacity, in entries or in payload bytes
+//! (large values fill the byte budget first), each entry an application
+//! thread queues first turns the oldest waiting span into its row text (the
+//! work the logger thread would do), in place at the queue's front, and then
+//! yields the CPU once (`Pipeline::enqueue`). So a burst slows its producer
+//! by the cost of writing its rows and by the turns it gives the logger
+//! thread, instead of being dropped; a waiting row takes its text (~600
+//! bytes for a small span), not the span's objects; and the span's memory is
+//! freed by the thread that allocated it, which the allocator does far more
+//! cheaply than the logger thread. Nothing waits, and rows are still dropped
+//! (counted, told) when the queue is full.
 //!
 //! Not written here, kept as entries: spans whose values are shared with the
 //! caller (`Event::input_shared`, `Event::metadata_shared`: serialized on the
