@@ -59,6 +59,16 @@ fn check(masked: bool) {
     c.log(Event::new().output_shared(Arc::new(vec![1, 2])))
         .unwrap();
     c.end();
+    // A shared map replaces an input as any value does (only object fields
+    // such as metadata merge).
+    let map: Map<String, Value> = [("b".to_string(), json!(2))].into_iter().collect();
+    let d = logger.start_span(
+        SpanArgs::new()
+            .name("map input")
+            .event(Event::new().input(json!({"a": 1}))),
+    );
+    d.log(Event::new().input_shared(Arc::new(map))).unwrap();
+    d.end();
     logger.flush().unwrap();
     let row = |n| common::row_named(&server, n);
     for k in ["input", "output", "expected"] {
@@ -70,6 +80,11 @@ fn check(masked: bool) {
     );
     assert_eq!(row("replaced")["input"], json!("plain"));
     assert_eq!(row("replaced")["output"], json!([1, 2]));
+    assert_eq!(
+        row("map input")["input"],
+        json!({"b": 2}),
+        "masked: {masked}"
+    );
     // Held by the caller, not counted against the byte budget.
     assert_eq!(state.stats().queued_payload_bytes, 0);
 }
@@ -200,4 +215,27 @@ fn shared_metadata_merges_as_copied_metadata_does() {
 #[test]
 fn shared_metadata_merges_as_copied_metadata_does_through_masking() {
     check_metadata(true);
+}
+
+#[test]
+fn a_copy_made_to_merge_shared_metadata_counts_against_the_byte_budget() {
+    // The logger thread is held back, so both writes meet in the span.
+    let (server, state, logger) = common::setup("shared-meta-bytes", |c| c.sync_flush(true));
+    let ctx: Map<String, Value> = (0..100)
+        .map(|k| (format!("key_{k}"), json!("v".repeat(100))))
+        .collect();
+    let ctx = Arc::new(ctx);
+    let span = logger.start_span(SpanArgs::new().name("merged"));
+    span.log(Event::new().metadata_shared(ctx.clone())).unwrap();
+    let shared_only = state.stats().queued_payload_bytes;
+    span.log(Event::new().metadata(json!({"k": 1}))).unwrap();
+    let merged = state.stats().queued_payload_bytes;
+    // At least the copied values' text (100 x 100 bytes).
+    assert!(merged >= shared_only + 10_000, "{shared_only} -> {merged}");
+    span.end();
+    logger.flush().unwrap();
+    assert_eq!(state.stats().queued_payload_bytes, 0);
+    let row = common::row_named(&server, "merged");
+    assert_eq!(row["metadata"]["k"], json!(1));
+    assert_eq!(row["metadata"]["key_99"], json!("v".repeat(100)));
 }

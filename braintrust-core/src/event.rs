@@ -138,6 +138,17 @@ impl<T: serde::Serialize + Send + Sync + 'static> SharedJson for T {
     }
 }
 
+/// The shared value of an object field (`metadata_shared`) as the object it
+/// is; `None` for any other field, whose values replace rather than merge
+/// even when they are maps.
+pub(crate) fn shared_object(f: Field, v: &dyn SharedJson) -> Option<&Map<String, Value>> {
+    if f.is_object() {
+        v.as_map()
+    } else {
+        None
+    }
+}
+
 /// A shared value as JSON; one that fails to serialize becomes a string
 /// that says so (the row is still written).
 pub(crate) fn shared_to_value(f: Field, v: &dyn SharedJson) -> Value {
@@ -342,6 +353,10 @@ impl Event {
     /// thread and merged with the span's other metadata exactly as
     /// [`Event::metadata`] would. Like [`Event::input_shared`], it must not
     /// change meaning later, and the queue's byte budget does not count it.
+    /// Merging needs a copy: adding keys to it in the same event
+    /// (`metadata`, `metadata_entry`), or logging more metadata on the span
+    /// before the logger thread has taken this write, merges into a copy of
+    /// the map (counted against the byte budget); your map is never changed.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -351,7 +366,7 @@ impl Event {
     ///     .map(|k| (format!("key_{k}"), json!(k)))
     ///     .collect();
     /// let context = Arc::new(context);
-    /// let e = Event::new().metadata_shared(context.clone()).metadata_entry("request", 7);
+    /// let e = Event::new().metadata_shared(context.clone()).output("ok");
     /// # let _ = e;
     /// ```
     pub fn metadata_shared(mut self, m: Arc<Map<String, Value>>) -> Self {
@@ -373,20 +388,29 @@ impl Event {
         self.shared().iter().find(|(k, _)| *k == f).map(|(_, v)| v)
     }
 
-    /// Turns a shared value of `f` into a field of its own (a copy), so
+    /// Turns a shared object of `f` into a field of its own (a copy), so
     /// it can be changed in place: `metadata` after `metadata_shared`, or a
     /// merge of two writes of one span before the logger thread takes them.
-    fn unshare(&mut self, f: Field) {
-        let Some(x) = &mut self.extra else { return };
-        let Some(i) = x.shared.iter().position(|(k, _)| *k == f) else {
-            return;
+    /// Returns the copy's estimated bytes (0 when nothing was copied), for
+    /// the queue's byte budget. Shared values of other fields are replaced,
+    /// never changed in place, so they are left alone.
+    fn unshare(&mut self, f: Field) -> usize {
+        let Some(x) = &mut self.extra else { return 0 };
+        let Some(i) = x
+            .shared
+            .iter()
+            .position(|(k, v)| *k == f && shared_object(f, &**v).is_some())
+        else {
+            return 0;
         };
         let (_, v) = x.shared.remove(i);
         let value = shared_to_value(f, &*v);
+        let bytes = std::mem::size_of::<(Field, Value)>() + approx_json_bytes(&value, 0);
         let at = self
             .position(f)
             .expect_err("a field is never both set and shared");
         self.insert_at(at, f, value);
+        bytes
     }
 
     fn set_shared(&mut self, f: Field, v: Arc<dyn SharedJson>) {
@@ -678,12 +702,14 @@ impl Event {
     }
 
     /// Merges a later event into this one with the row-merge rules: values
-    /// replace, objects deep-merge, tags union.
-    pub(crate) fn merge_from(&mut self, later: Event) {
+    /// replace, objects deep-merge, tags union. Returns the estimated bytes
+    /// of shared objects copied to merge them (see `unshare`).
+    pub(crate) fn merge_from(&mut self, later: Event) -> usize {
         let (fields, shared) = (later.fields, later.extra.map(|x| x.shared));
+        let mut copied = 0;
         for (f, v) in fields {
             if f.is_object() {
-                self.unshare(f);
+                copied += self.unshare(f);
             }
             match (f, v) {
                 (Field::Tags, Value::Array(tags)) => {
@@ -701,13 +727,20 @@ impl Event {
             }
         }
         for (f, v) in shared.unwrap_or_default() {
-            match v.as_map() {
+            match shared_object(f, &*v) {
                 Some(m) if self.get(f).is_some() || self.shared_of(f).is_some() => {
-                    deep_merge(self.map_mut(f), m.clone());
+                    copied += self.unshare(f);
+                    let m = Value::Object(m.clone());
+                    copied += std::mem::size_of::<(Field, Value)>() + approx_json_bytes(&m, 0);
+                    let Value::Object(m) = m else {
+                        unreachable!("built as an object above")
+                    };
+                    deep_merge(self.map_mut(f), m);
                 }
                 _ => self.set_shared(f, v),
             }
         }
+        copied
     }
 
     /// Writes the set fields into a row (logger thread). Nested objects in
@@ -725,7 +758,7 @@ impl Event {
             }
         }
         for (f, v) in self.extra.map(|x| x.shared).unwrap_or_default() {
-            match (row.get_mut(f.name()), v.as_map()) {
+            match (row.get_mut(f.name()), shared_object(f, &*v)) {
                 (Some(Value::Object(existing)), Some(m)) => deep_merge(existing, m.clone()),
                 _ => {
                     row.insert(f.name().into(), shared_to_value(f, &*v));
@@ -945,6 +978,15 @@ mod tests {
                 Event::new().metadata_shared(ctx.clone()),
                 Event::new().input("only input"),
             ),
+            // A shared map is merged only where maps merge: an input is replaced.
+            (
+                Event::new().input(later.clone()),
+                Event::new().input_shared(ctx.clone()),
+            ),
+            (
+                Event::new().input_shared(ctx.clone()),
+                Event::new().input(later.clone()),
+            ),
         ];
         for (first, second) in pairs {
             let sequential = row_of(vec![first.clone(), second.clone()]);
@@ -952,6 +994,15 @@ mod tests {
             merged.merge_from(second);
             assert_eq!(row_of(vec![merged]), sequential);
         }
+        let mut e = Event::new().input(later.clone());
+        e.merge_from(Event::new().input_shared(ctx.clone()));
+        assert_eq!(row_of(vec![e])["input"], json!({"a": {"x": 1}, "k": 1}));
+        // Merging copies a shared map and says how much it copied (the byte
+        // budget counts it); replacing copies nothing.
+        let mut e = Event::new().metadata_shared(ctx.clone());
+        assert!(e.merge_from(Event::new().metadata(json!({"k": 2}))) > 0);
+        let mut e = Event::new().input_shared(ctx.clone());
+        assert_eq!(e.merge_from(Event::new().input("x")), 0);
         // Within one event, `metadata` adds to shared metadata (a copy).
         let e = Event::new()
             .metadata_shared(ctx.clone())

@@ -338,22 +338,23 @@ impl Pending {
 }
 
 impl SpanCore {
-    /// Applies `f` (writing about `bytes` of payload) to the unsent writes
-    /// and queues the span if it is not queued yet.
-    pub(crate) fn update(self: &Arc<Self>, bytes: usize, f: impl FnOnce(&mut Pending)) {
-        let enqueue = {
+    /// Applies `f` (writing about `bytes` of payload, plus the bytes `f`
+    /// returns: copies it made to merge) to the unsent writes and queues the
+    /// span if it is not queued yet.
+    pub(crate) fn update(self: &Arc<Self>, bytes: usize, f: impl FnOnce(&mut Pending) -> usize) {
+        let (enqueue, bytes) = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.dropped {
                 return;
             }
-            f(&mut p);
+            let bytes = bytes + f(&mut p);
             // Counted under the lock, so a concurrent take never subtracts
             // bytes not yet added.
             if bytes > 0 {
                 p.bytes += bytes;
                 self.object.state.pipeline().add_payload_bytes(bytes);
             }
-            !std::mem::replace(&mut p.queued, true)
+            (!std::mem::replace(&mut p.queued, true), bytes)
         };
         if enqueue {
             self.object.state.enqueue_span(self, bytes);
@@ -451,7 +452,10 @@ fn end_core(c: &Arc<SpanCore>, at: f64) -> bool {
     // A span never ends before it started (e.g. with a start time in the
     // future): the row would read as never ended.
     let at = at.max(c.start);
-    c.update(0, |p| p.end = Some(at));
+    c.update(0, |p| {
+        p.end = Some(at);
+        0
+    });
     true
 }
 
@@ -587,7 +591,10 @@ impl Span {
             instrumentation: args.instrumentation,
             event,
         };
-        core.update(bytes, |p| p.start = Some(info));
+        core.update(bytes, |p| {
+            p.start = Some(info);
+            0
+        });
         Span { core: Some(core) }
     }
 
@@ -616,7 +623,10 @@ impl Span {
             if !event.is_empty() {
                 c.update(event.approx_bytes(), |p| match &mut p.event {
                     Some(e) => e.merge_from(event),
-                    None => p.event = Some(event),
+                    None => {
+                        p.event = Some(event);
+                        0
+                    }
                 });
             }
         }

@@ -251,9 +251,10 @@ impl Pipeline {
         // thread's locals are torn down, where a span may end.)
         if self.behind() && !on_worker_thread() {
             self.spill_oldest();
-            // Then give the CPU away once: when producers saturate the
-            // cores, the logger thread gets a turn to drain. No wait: with
-            // nothing else to run, the call returns at once (~0.5 µs).
+            // Then give the CPU away once, written or not (masking, shared
+            // values): when producers saturate the cores, the logger thread
+            // gets a turn to drain. No wait: with nothing else to run, the
+            // call returns at once (~0.5 µs).
             std::thread::yield_now();
         }
         let mut op = op;

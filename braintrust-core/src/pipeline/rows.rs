@@ -438,7 +438,7 @@ impl<'a> Slots<'a> {
             }
         }
         for (f, v) in e.shared() {
-            match v.as_map() {
+            match crate::event::shared_object(*f, &**v) {
                 Some(m) => self.merge(f.name(), m),
                 None => self.put(f.name(), Slot::Shared(&**v)),
             }
