@@ -730,12 +730,8 @@ impl Event {
             match shared_object(f, &*v) {
                 Some(m) if self.get(f).is_some() || self.shared_of(f).is_some() => {
                     copied += self.unshare(f);
-                    let m = Value::Object(m.clone());
-                    copied += std::mem::size_of::<(Field, Value)>() + approx_json_bytes(&m, 0);
-                    let Value::Object(m) = m else {
-                        unreachable!("built as an object above")
-                    };
-                    deep_merge(self.map_mut(f), m);
+                    copied += std::mem::size_of::<(Field, Value)>() + approx_map_bytes(m, 0);
+                    deep_merge(self.map_mut(f), m.clone());
                 }
                 _ => self.set_shared(f, v),
             }
@@ -821,8 +817,6 @@ fn check_span_attributes(m: &Map<String, Value>) -> Result<(), ValidationError> 
 /// a depth of 64 a value counts as 64 bytes, so the walk is bounded.
 fn approx_json_bytes(v: &Value, depth: usize) -> usize {
     const VALUE: usize = std::mem::size_of::<Value>();
-    // An index-map entry besides its key and value: the hash and index.
-    const ENTRY: usize = 16;
     if depth > 64 {
         return 64;
     }
@@ -833,17 +827,24 @@ fn approx_json_bytes(v: &Value, depth: usize) -> usize {
             .iter()
             .map(|x| VALUE + approx_json_bytes(x, depth + 1))
             .sum(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, x)| {
-                std::mem::size_of::<String>()
-                    + k.len()
-                    + VALUE
-                    + ENTRY
-                    + approx_json_bytes(x, depth + 1)
-            })
-            .sum(),
+        Value::Object(m) => approx_map_bytes(m, depth),
     }
+}
+
+/// [`approx_json_bytes`] of an object's entries.
+fn approx_map_bytes(m: &Map<String, Value>, depth: usize) -> usize {
+    const VALUE: usize = std::mem::size_of::<Value>();
+    // An index-map entry besides its key and value: the hash and index.
+    const ENTRY: usize = 16;
+    m.iter()
+        .map(|(k, x)| {
+            std::mem::size_of::<String>()
+                + k.len()
+                + VALUE
+                + ENTRY
+                + approx_json_bytes(x, depth + 1)
+        })
+        .sum()
 }
 
 /// Deep-merges `update` into `target`: objects merge recursively, anything
