@@ -77,7 +77,8 @@ impl IdSet {
         }
     }
 
-    fn len(&mut self) -> usize {
+    /// Deduplicates what arrived since the last call and counts.
+    fn distinct(&mut self) -> usize {
         self.seen.extend(self.fresh.drain(..));
         self.fresh.shrink_to(1 << 20);
         self.seen.len() + self.other.len()
@@ -96,7 +97,11 @@ struct Shared {
 impl Shared {
     fn stats(&self) -> SinkStats {
         SinkStats {
-            distinct_ids: self.ids.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            distinct_ids: self
+                .ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .distinct() as u64,
             rows: self.rows.load(Ordering::Relaxed),
             logs3_requests: self.requests.load(Ordering::Relaxed),
             logs3_bytes: self.bytes.load(Ordering::Relaxed),

@@ -369,12 +369,10 @@ impl Event {
     /// let e = Event::new().metadata_shared(context.clone()).output("ok");
     /// # let _ = e;
     /// ```
-    pub fn metadata_shared(mut self, m: Arc<Map<String, Value>>) -> Self {
+    pub fn metadata_shared(self, m: Arc<Map<String, Value>>) -> Self {
         if self.get(Field::Metadata).is_some() || self.shared_of(Field::Metadata).is_some() {
             // Added to metadata already set, as `metadata` adds: a copy.
-            self.map_mut(Field::Metadata)
-                .extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
-            return self;
+            return self.metadata(Value::Object((*m).clone()));
         }
         self.with_shared(Field::Metadata, m)
     }
