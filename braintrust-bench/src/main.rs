@@ -211,6 +211,9 @@ fn spawn_child(c: &Child<'_>, o: &Options, sink_url: &str) -> Value {
     if let Some(q) = c.queue_size {
         args.extend(["--queue-size".to_string(), q.to_string()]);
     }
+    // The parent only serves the sink while a child runs, so its CPU time
+    // over the run is the sink's: what the SDK's figures share the cores with.
+    let sink_cpu0 = machine::process_cpu_secs();
     let out = Command::new(exe)
         .args(&args)
         .stdin(Stdio::null())
@@ -240,7 +243,29 @@ fn spawn_child(c: &Child<'_>, o: &Options, sink_url: &str) -> Value {
             );
             std::process::exit(1)
         });
-    serde_json::from_str(line).expect("child result is JSON")
+    let mut result: Value = serde_json::from_str(line).expect("child result is JSON");
+    add_cpu_budget(&mut result, machine::process_cpu_secs() - sink_cpu0);
+    result
+}
+
+/// Adds the run's CPU budget to a timed child's result: the sink's CPU per
+/// span (warm-up included), the SDK process's plus the sink's, and that sum
+/// spread over the cores. The last is a floor under the wall time per span
+/// while the pipeline keeps pace with the producer on a machine the sink
+/// shares: the application thread's figure can only beat it by leaving
+/// work queued for after the loop.
+fn add_cpu_budget(result: &mut Value, sink_cpu_s: f64) {
+    let (Some(spans), Some(process)) = (
+        result["spans"].as_f64().filter(|s| *s > 0.0),
+        result["process_cpu_us_per_span"].as_f64(),
+    ) else {
+        return;
+    };
+    let sink = sink_cpu_s * 1e6 / spans;
+    let cores = Machine::detect().cores as f64;
+    result["sink_cpu_us_per_span"] = json!(sink);
+    result["total_cpu_us_per_span"] = json!(process + sink);
+    result["cpu_floor_us_per_span"] = json!((process + sink) / cores);
 }
 
 /// Medians of every numeric field of the runs, plus the spread of the main ones.
@@ -289,9 +314,11 @@ fn say(o: &Options, label: &str, r: &Value) {
         return;
     }
     eprintln!(
-        "{label:<22} app {:>7.3} µs/span (cpu {:>7.3}), e2e {:>7.3} s, delivered {}/{}, {:>9.0} spans/s, {} req, {:.1} MB peak RSS, load {:.2}",
+        "{label:<22} app {:>7.3} µs/span (cpu {:>7.3}; sdk+sink cpu {:>7.3}, per core {:>7.3}), e2e {:>7.3} s, delivered {}/{}, {:>9.0} spans/s, {} req, {:.1} MB peak RSS, load {:.2}",
         r["app_us_per_span"].as_f64().unwrap_or(0.0),
         r["app_cpu_us_per_span"].as_f64().unwrap_or(0.0),
+        r["total_cpu_us_per_span"].as_f64().unwrap_or(0.0),
+        r["cpu_floor_us_per_span"].as_f64().unwrap_or(0.0),
         r["e2e_s"].as_f64().unwrap_or(0.0),
         r["delivered"],
         r["spans"],
