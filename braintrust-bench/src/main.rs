@@ -250,10 +250,11 @@ fn spawn_child(c: &Child<'_>, o: &Options, sink_url: &str) -> Value {
 
 /// Adds the run's CPU budget to a timed child's result: the sink's CPU per
 /// span (warm-up included), the SDK process's plus the sink's, and that sum
-/// spread over the cores. The last is a floor under the wall time per span
-/// while the pipeline keeps pace with the producer on a machine the sink
-/// shares: the application thread's figure can only beat it by leaving
-/// work queued for after the loop.
+/// spread over the cores. The last is a floor under `e2e_s` per span (all
+/// of that work is done by the end of the final flush, on cores the SDK
+/// shares with the sink), so `cores / total` caps the delivered spans/s;
+/// the application thread's time per span can only go below it by leaving
+/// work queued for after its loop.
 fn add_cpu_budget(result: &mut Value, sink_cpu_s: f64) {
     let (Some(spans), Some(process)) = (
         result["spans"].as_f64().filter(|s| *s > 0.0),
