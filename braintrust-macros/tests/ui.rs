@@ -3,7 +3,7 @@
 //! with committed `.stderr`). One trybuild run, so one build.
 //!
 //! Regenerate the `.stderr` files after an intended change with
-//! `TRYBUILD=overwrite cargo test --test ui`.
+//! `TRYBUILD=overwrite cargo test -p braintrust-macros --test ui`.
 
 #[test]
 fn ui() {
