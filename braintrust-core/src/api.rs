@@ -156,7 +156,7 @@ impl Api {
             code => {
                 return Err(Error::Http {
                     context: format!("POST {shown}"),
-                    message: format!("[{code}] {}", truncate(&body, 300)),
+                    message: format!("[{code}] {}", truncate(&cfg.redact_key(&body), 300)),
                     status: Some(code),
                 })
             }
@@ -303,7 +303,11 @@ impl Api {
         if !status.is_success() {
             return Err(Error::Http {
                 context,
-                message: format!("[{}] {}", status.as_u16(), truncate(&text, 500)),
+                message: format!(
+                    "[{}] {}",
+                    status.as_u16(),
+                    truncate(&self.config.redact_key(&text), 500)
+                ),
                 status: Some(status.as_u16()),
             });
         }

@@ -550,6 +550,16 @@ impl Config {
     pub(crate) fn effective_timeout(&self) -> Duration {
         self.http.timeout.unwrap_or(self.http_timeout)
     }
+
+    /// `text` (a server's answer quoted in a message) with the API key
+    /// masked wherever it occurs: a backend or proxy may echo the request's
+    /// `authorization` header in an error body.
+    pub(crate) fn redact_key(&self, text: &str) -> String {
+        match self.api_key.as_deref() {
+            Some(k) if !k.is_empty() && text.contains(k) => text.replace(k, &mask_key(k)),
+            _ => text.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

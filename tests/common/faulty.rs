@@ -1,11 +1,13 @@
-//! A small Braintrust backend on loopback whose login and `/logs3` can be
-//! told to misbehave: hang, reset the connection, answer an error status (a
-//! number of times, or always), ask for `Retry-After`, or refuse bodies over
-//! a size; and that can be stopped and restarted on the same port. It counts
+//! A small Braintrust backend on loopback whose endpoints (login, `/logs3`,
+//! `/version`, project registration, the attachment calls) can each be told
+//! to misbehave: hang, reset the connection, answer an error status (a
+//! number of times, or always), ask for `Retry-After`, refuse bodies over a
+//! size, or quote the request's `authorization` header in an error body;
+//! and that can be stopped and restarted on the same port. It counts
 //! requests, every row it accepted and the distinct row ids among them, so
 //! tests check what a user would: which rows arrived, and how many times.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -38,6 +40,9 @@ pub enum Mode {
     /// For the next `n` requests: store the rows, then reset the connection
     /// (the answer is lost, so the client retries: at-least-once).
     ResetAfterStoring(usize),
+    /// Answer this status with a body quoting the request's `authorization`
+    /// header, as some proxies do.
+    EchoAuth(u16),
 }
 
 #[derive(Default)]
@@ -46,6 +51,9 @@ struct Inner {
     logs3: Option<Mode>,
     login_calls: usize,
     logs3_calls: usize,
+    /// The other endpoints' modes and calls, by [`Faulty::route`] name.
+    routes: HashMap<&'static str, Mode>,
+    route_calls: HashMap<&'static str, usize>,
     largest_body: usize,
     ids: HashSet<String>,
     rows: usize,
@@ -131,9 +139,12 @@ impl Faulty {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = Router::new()
             .route("/api/apikey/login", post(login))
-            .route("/version", get(|| async { Json(json!({})) }))
+            .route("/version", get(version))
             .route("/v1/project", post(project))
             .route("/logs3", post(logs3))
+            .route("/attachment", post(attachment))
+            .route("/attachment/status", post(attachment_status))
+            .route("/put", put(upload))
             .with_state(self.shared.clone());
         let accepting = self.runtime.spawn(async move {
             loop {
@@ -179,6 +190,20 @@ impl Faulty {
     pub fn logs3_calls(&self) -> usize {
         self.shared.lock().logs3_calls
     }
+    /// Sets the mode of another endpoint: `version`, `project`,
+    /// `attachment` (signed upload URL), `put` (the upload) or `status`.
+    pub fn route(&self, name: &'static str, mode: Mode) {
+        self.shared.lock().routes.insert(name, mode);
+    }
+    /// Requests another endpoint received (see [`Faulty::route`]).
+    pub fn calls(&self, name: &'static str) -> usize {
+        self.shared
+            .lock()
+            .route_calls
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
     pub fn largest_body(&self) -> usize {
         self.shared.lock().largest_body
     }
@@ -205,6 +230,7 @@ async fn misbehave(
     mode: &mut Option<Mode>,
     body_len: usize,
     reset: &ResetHandle,
+    headers: &HeaderMap,
 ) -> Option<Response> {
     let m = mode.clone()?;
     match m {
@@ -236,16 +262,33 @@ async fn misbehave(
         Mode::TooLargeOver(limit) => {
             (body_len > limit).then(|| (StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response())
         }
+        Mode::EchoAuth(code) => {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            Some(
+                (
+                    StatusCode::from_u16(code).unwrap(),
+                    format!("rejected request with authorization: {auth}"),
+                )
+                    .into_response(),
+            )
+        }
     }
 }
 
-async fn login(State(s): State<Shared>, Extension(reset): Extension<ResetHandle>) -> Response {
+async fn login(
+    State(s): State<Shared>,
+    Extension(reset): Extension<ResetHandle>,
+    headers: HeaderMap,
+) -> Response {
     let mut mode = {
         let mut g = s.lock();
         g.login_calls += 1;
         g.login.clone()
     };
-    if let Some(r) = misbehave(&mut mode, 0, &reset).await {
+    if let Some(r) = misbehave(&mut mode, 0, &reset, &headers).await {
         s.lock().login = mode;
         return r;
     }
@@ -253,14 +296,71 @@ async fn login(State(s): State<Shared>, Extension(reset): Extension<ResetHandle>
     Json(json!({"org_info": [{"id": "org", "name": "org", "api_url": s.url}]})).into_response()
 }
 
-async fn project(body: Bytes) -> Response {
-    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-    Json(json!({"id": "p-1", "name": v["name"]})).into_response()
+type Parts = (State<Shared>, Extension<ResetHandle>, HeaderMap);
+
+async fn version(s: State<Shared>, r: Extension<ResetHandle>, h: HeaderMap) -> Response {
+    other("version", (s, r, h), Bytes::new()).await
+}
+async fn project(s: State<Shared>, r: Extension<ResetHandle>, h: HeaderMap, b: Bytes) -> Response {
+    other("project", (s, r, h), b).await
+}
+async fn attachment(
+    s: State<Shared>,
+    r: Extension<ResetHandle>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    other("attachment", (s, r, h), b).await
+}
+async fn attachment_status(
+    s: State<Shared>,
+    r: Extension<ResetHandle>,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    other("status", (s, r, h), b).await
+}
+async fn upload(s: State<Shared>, r: Extension<ResetHandle>, h: HeaderMap, b: Bytes) -> Response {
+    other("put", (s, r, h), b).await
+}
+
+/// The endpoints besides login and `/logs3`: the mode set for `route`,
+/// else a normal answer.
+async fn other(
+    route: &'static str,
+    (State(s), Extension(reset), headers): Parts,
+    body: Bytes,
+) -> Response {
+    let mut mode = {
+        let mut g = s.lock();
+        *g.route_calls.entry(route).or_default() += 1;
+        g.routes.get(route).cloned()
+    };
+    let bad = misbehave(&mut mode, body.len(), &reset, &headers).await;
+    match mode {
+        Some(m) => s.lock().routes.insert(route, m),
+        None => s.lock().routes.remove(route),
+    };
+    if let Some(r) = bad {
+        return r;
+    }
+    match route {
+        "project" => {
+            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+            Json(json!({"id": "p-1", "name": v["name"]})).into_response()
+        }
+        "attachment" => {
+            Json(json!({"signedUrl": format!("{}/put", s.url), "headers": {}})).into_response()
+        }
+        "put" => StatusCode::OK.into_response(),
+        _ => Json(json!({})).into_response(),
+    }
 }
 
 async fn logs3(
     State(s): State<Shared>,
     Extension(reset): Extension<ResetHandle>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut mode = {
@@ -269,7 +369,7 @@ async fn logs3(
         g.largest_body = g.largest_body.max(body.len());
         g.logs3.clone()
     };
-    let bad = misbehave(&mut mode, body.len(), &reset).await;
+    let bad = misbehave(&mut mode, body.len(), &reset, &headers).await;
     s.lock().logs3 = mode;
     if let Some(r) = bad {
         return r;

@@ -322,6 +322,9 @@ pub(crate) struct Reporter {
     failures: Throttle,
     attachment_failures: Throttle,
     masking: Throttle,
+    /// Rows logged after the logger was shut down, and how many were told.
+    after_stop: Throttle,
+    after_stop_rows: AtomicU64,
     /// Fields the masking function failed on, and how many were told.
     mask_failures: AtomicU64,
     mask_told: AtomicU64,
@@ -344,6 +347,8 @@ impl Reporter {
             failures: Throttle::default(),
             attachment_failures: Throttle::default(),
             masking: Throttle::default(),
+            after_stop: Throttle::default(),
+            after_stop_rows: AtomicU64::new(0),
             mask_failures: AtomicU64::new(0),
             mask_told: AtomicU64::new(0),
             failures_told: AtomicU64::new(0),
@@ -418,6 +423,19 @@ impl Reporter {
         let total = counters.attachments_failed.load(Ordering::Acquire);
         eprintln!(
             "braintrust: failed to upload {} attachment(s) in all; last error: {cause}",
+            thousands(total)
+        );
+    }
+
+    /// After rows were logged once the logger had been shut down: they
+    /// are counted undelivered, the first at once, then one line per period.
+    pub(super) fn after_shutdown(&self, rows: u64) {
+        let total = self.after_stop_rows.fetch_add(rows, Ordering::AcqRel) + rows;
+        if !self.after_stop.claim(self.period) {
+            return;
+        }
+        eprintln!(
+            "braintrust: {} row(s) logged after shutdown() are not sent; counted as undelivered",
             thousands(total)
         );
     }

@@ -114,6 +114,9 @@ pub(crate) struct Pipeline {
     ctrl: OnceLock<tokio::sync::mpsc::UnboundedSender<Cmd>>,
     worker_thread: OnceLock<std::thread::ThreadId>,
     worker_alive: AtomicBool,
+    /// Set by `stop` (shutdown): rows queued from then on are never sent,
+    /// so they are counted undelivered at once instead of waiting forever.
+    stopped: AtomicBool,
     masking: RwLock<Option<MaskingFunction>>,
     observer: RwLock<Option<RowObserver>>,
     counters: Counters,
@@ -145,6 +148,7 @@ impl Pipeline {
             ctrl: OnceLock::new(),
             worker_thread: OnceLock::new(),
             worker_alive: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             masking: RwLock::new(None),
             observer: RwLock::new(None),
             counters: Counters::default(),
@@ -246,6 +250,9 @@ impl Pipeline {
             self.ensure_started();
         }
         self.counters.logged.fetch_add(1, Ordering::Relaxed);
+        if self.stopped.load(Ordering::SeqCst) {
+            return self.give_up_after_stop(vec![op]);
+        }
         // The logger thread is behind: write an older row here first.
         // (`on_worker_thread` reads a thread-local safely even while the
         // thread's locals are torn down, where a span may end.)
@@ -268,6 +275,11 @@ impl Pipeline {
             match pushed {
                 Ok(()) => {
                     self.wake_worker();
+                    // Stopped meanwhile: the worker's last drain may have
+                    // run before this push (paired SeqCst with `stop`).
+                    if self.stopped.load(Ordering::SeqCst) {
+                        self.give_up_after_stop(self.drain_queue());
+                    }
                     return;
                 }
                 Err(back) => {
@@ -344,6 +356,10 @@ impl Pipeline {
     }
 
     pub(crate) fn login(self: &Arc<Self>) -> Result<LoginInfo, Error> {
+        // Known: no need to wait behind a round the logger thread is in.
+        if let Some(l) = self.api.login_info() {
+            return Ok(l);
+        }
         self.call(|done| Cmd::Login { done })
     }
 
@@ -594,11 +610,35 @@ impl Pipeline {
         );
     }
 
-    /// Stops the worker (after the caller's final flush).
+    /// Stops the worker (after the caller's final flush). What is queued
+    /// then or later is counted undelivered (the worker gives up what it
+    /// finds when it stops; `enqueue` what comes after).
     pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         if let Some(ctrl) = self.ctrl.get() {
             let _ = ctrl.send(Cmd::Shutdown);
         }
+    }
+
+    /// Rows queued after `stop`: counted undelivered, written to the
+    /// failed-payload directory when set, and said on stderr (throttled).
+    fn give_up_after_stop(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        let n = ops.len() as u64;
+        let dump = self.config.failed_payloads_dir.is_some();
+        let mut texts = Vec::new();
+        for op in ops {
+            if dump {
+                texts.extend(rows::op_text(op));
+            } else {
+                rows::discard(op);
+            }
+        }
+        self.counters.undelivered.fetch_add(n, Ordering::AcqRel);
+        self.dump_undelivered(&texts, None);
+        self.reporter.after_shutdown(n);
     }
 
     #[cfg(test)]

@@ -228,7 +228,7 @@ impl<'a> Transport<'a> {
         let text = resp.text().await.unwrap_or_default();
         let msg = format!(
             "POST {shown} answered {status} for a {size}-byte body: {}",
-            truncate(text.trim(), 300)
+            truncate(self.config.redact_key(text.trim()).as_str(), 300)
         );
         classify(status, msg, wait)
     }

@@ -250,14 +250,23 @@ impl From<Error> for Failure {
 }
 
 /// Runs `op` under the backend's retry policy (transient errors only).
-async fn with_retries<T, F, Fut>(p: &Pipeline, mut op: F) -> Result<T, Error>
+/// Each attempt of a JSON call is cut by the request timeout or the retry
+/// budget, whichever comes first, like every other call of the backend;
+/// a `PUT` (`cut: false`) keeps its own timeout, sized for its body.
+async fn with_retries<T, F, Fut>(p: &Pipeline, cut: bool, mut op: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
 {
     let mut retry = super::worker::retry_policy(&p.config).start();
     loop {
-        match op().await {
+        let attempt = if cut {
+            let deadline = retry.budget_deadline();
+            super::worker::attempt_within(&p.config, deadline, "attachment upload", op()).await
+        } else {
+            op().await
+        };
+        match attempt {
             Ok(v) => return Ok(v),
             Err(f) if f.error.is_transient() => match retry.next_delay(f.retry_after) {
                 Some(d) => tokio::time::sleep(d).await,
@@ -271,7 +280,7 @@ where
 /// Uploads one attachment and records the outcome (status on the server,
 /// in the attachment, in the counters).
 async fn upload(p: &Arc<Pipeline>, a: &Attachment) {
-    let login = match with_retries(p, || async { Ok(p.api.ensure_login().await?) }).await {
+    let login = match with_retries(p, true, || async { Ok(p.api.ensure_login().await?) }).await {
         Ok(l) => l,
         Err(e) => return fail(p, a, format!("could not log in: {e}")),
     };
@@ -281,7 +290,7 @@ async fn upload(p: &Arc<Pipeline>, a: &Attachment) {
         Err(e) => json!({"upload_status": "error", "error_message": e}),
     };
     let body = json!({"key": a.key(), "org_id": login.org_id, "status": status});
-    let reported = with_retries(p, || async {
+    let reported = with_retries(p, true, || async {
         p.api
             .api_json(
                 &login,
@@ -326,7 +335,7 @@ async fn transfer(p: &Pipeline, login: &LoginInfo, a: &Attachment) -> Result<(),
         "content_type": a.content_type(),
         "org_id": login.org_id,
     });
-    let signed = with_retries(p, || async {
+    let signed = with_retries(p, true, || async {
         p.api
             .api_json(
                 login,
@@ -368,7 +377,7 @@ async fn transfer(p: &Pipeline, login: &LoginInfo, a: &Attachment) -> Result<(),
         .map(|u| format!("{}{}", u.origin().ascii_serialization(), u.path()))
         .unwrap_or_else(|_| "the signed URL".into());
     let context = format!("PUT {shown}");
-    with_retries(p, || async {
+    with_retries(p, false, || async {
         let (body, len) = a.body().await.map_err(|message| Error::Http {
             context: context.clone(),
             message,

@@ -103,6 +103,26 @@ pub(super) fn start(p: &Arc<Pipeline>) {
     });
 }
 
+/// One attempt of a call to the backend, cut by the request timeout or
+/// `budget_deadline`, whichever comes first; a cut attempt is a transient
+/// failure (`what` names the call in its message).
+pub(super) async fn attempt_within<T, E: From<Error>>(
+    config: &crate::config::Config,
+    budget_deadline: Instant,
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let deadline = (Instant::now() + config.effective_timeout()).min(budget_deadline);
+    match tokio::time::timeout_at(deadline.into(), op).await {
+        Ok(r) => r,
+        Err(_) => Err(E::from(Error::Http {
+            context: what.to_string(),
+            message: "no answer in time".into(),
+            status: None,
+        })),
+    }
+}
+
 /// Most entries one round serializes at once: enough for every concurrent
 /// request to carry a full batch, and at least 1,000. It bounds the worker's
 /// working set during a burst; the round goes on until the queue is empty.
@@ -204,7 +224,13 @@ impl Worker {
             };
             p.worker_idle.store(false, Ordering::Relaxed);
             match woke {
-                Woke::Cmd(None | Some(Cmd::Shutdown)) => break,
+                Woke::Cmd(None | Some(Cmd::Shutdown)) => {
+                    // Rows queued after the final flush are never sent:
+                    // counted undelivered (and written), not left pending.
+                    let queued = self.p.drain_queue();
+                    self.p.give_up_after_stop(queued);
+                    break;
+                }
                 Woke::Cmd(Some(Cmd::Flush { done, deadline })) => {
                     let r = match self.deliver_all(deadline, true).await {
                         None => Ok(()),
@@ -221,7 +247,12 @@ impl Worker {
                     let _ = done.send(r);
                 }
                 Woke::Cmd(Some(Cmd::Login { done })) => {
-                    let _ = done.send(self.p.api.ensure_login().await);
+                    // One attempt, cut by the retry budget like every call.
+                    let deadline = self.policy().start().budget_deadline();
+                    let r = self
+                        .within(deadline, "log in to Braintrust", self.p.api.ensure_login())
+                        .await;
+                    let _ = done.send(r);
                 }
                 Woke::Nothing => {}
                 Woke::Entries => {
@@ -419,7 +450,10 @@ impl Worker {
                 }
             }
         }
-        let limits = self.limits(&login).await;
+        // A `/version` that did not answer within the retry budget spent
+        // the round's budget: the batches then fail at once with that cause
+        // (as after a batch spent it), so the round lasts one budget.
+        let (limits, spent) = self.limits(&login).await;
         let http = match self.p.api.http() {
             Ok(h) => h,
             Err(e) => {
@@ -436,7 +470,7 @@ impl Worker {
             config: &self.p.config,
             counters: &self.p.counters,
             policy: self.policy(),
-            spent: Default::default(),
+            spent: std::cell::RefCell::new(spent),
         };
         let chunk_limit_max = chunk_limit(
             self.p.config.batch_size,
@@ -798,7 +832,12 @@ impl Worker {
         let policy = self.policy();
         let mut retry = policy.start();
         loop {
-            match self.p.api.resolve(obj).await {
+            let attempt = self.within(
+                retry.budget_deadline(),
+                "register the project or experiment",
+                self.p.api.resolve(obj),
+            );
+            match attempt.await {
                 Ok(r) => return Ok(r.id),
                 Err(e) if e.is_transient() => match retry.next_delay(None) {
                     Some(d) => tokio::time::sleep(d).await,
@@ -809,6 +848,17 @@ impl Worker {
         }
     }
 
+    /// One attempt, cut by the request timeout or `budget_deadline`,
+    /// whichever comes first (see [`attempt_within`]).
+    async fn within<T>(
+        &self,
+        budget_deadline: Instant,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        attempt_within(&self.p.config, budget_deadline, what, op).await
+    }
+
     async fn with_retries<T, F, Fut>(&self, mut op: F, what: &str) -> Result<T, ResolveFailure>
     where
         F: FnMut() -> Fut,
@@ -816,16 +866,7 @@ impl Worker {
     {
         let mut retry = self.policy().start();
         loop {
-            let deadline =
-                (Instant::now() + self.p.config.effective_timeout()).min(retry.budget_deadline());
-            let r = match tokio::time::timeout_at(deadline.into(), op()).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Http {
-                    context: what.to_string(),
-                    message: "no answer in time".into(),
-                    status: None,
-                }),
-            };
+            let r = self.within(retry.budget_deadline(), what, op()).await;
             match r {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() => match retry.next_delay(None) {
@@ -851,19 +892,34 @@ impl Worker {
         }
     }
 
-    /// The payload limit: the server's (from `/version`), else the configured one.
-    async fn limits(&self, login: &LoginInfo) -> Limits {
+    /// The payload limit: the server's (from `/version`), else the configured
+    /// one; and, when `/version` did not answer within the request timeout
+    /// and the retry budget (whichever is shorter), the cause, which spends
+    /// the round's budget.
+    async fn limits(&self, login: &LoginInfo) -> (Limits, Option<String>) {
         if let Some(l) = self.limits.get() {
-            return l;
+            return (l, None);
         }
         let configured = self.p.config.max_request_size;
+        let wait = self
+            .p
+            .config
+            .effective_timeout()
+            .min(self.policy().total_budget());
         let version = tokio::time::timeout(
-            self.p.config.effective_timeout(),
+            wait,
             self.p
                 .api
                 .api_json(login, reqwest::Method::GET, "version", None),
         )
         .await;
+        let hung = version.is_err().then(|| {
+            format!(
+                "GET {}: no answer within {:.1} s",
+                crate::config::redact_url(&crate::api::join_url(&login.api_url, "version")),
+                wait.as_secs_f64()
+            )
+        });
         let answered = matches!(version, Ok(Ok(_)));
         let server = match version {
             Ok(Ok(v)) => v
@@ -890,11 +946,14 @@ impl Worker {
                 overflow: false,
             },
         };
-        // A failed lookup is retried next round; a good answer is kept.
-        if answered {
+        // A good answer is kept. A failed lookup is retried next round, but
+        // not one that went unanswered: asking again would make every round
+        // spend its budget here even when `/logs3` answers, so the
+        // configured limit (without overflow) holds from then on.
+        if answered || hung.is_some() {
             self.limits.set(Some(l));
         }
-        l
+        (l, hung)
     }
 }
 
