@@ -142,7 +142,7 @@ impl Api {
                     masked_key: mask_key(&key),
                     status: status.as_u16(),
                     // A server that echoes the key must not put it in our error.
-                    body: truncate(&body.replace(key.as_str(), &mask_key(&key)), 500),
+                    body: truncate(&cfg.redact_key(&body), 500),
                 })
             }
             404 => {

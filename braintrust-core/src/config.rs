@@ -199,7 +199,7 @@ pub(crate) fn mask_key(key: &str) -> String {
 
 /// `url` with any `user:password@` replaced by `***@`, for `Debug` output and
 /// error messages (a proxy or self-hosted URL may carry credentials).
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let authority_end = url[start..]
         .find(['/', '?', '#'])
@@ -328,6 +328,16 @@ fn warn_bad_env(name: &str, value: &str, what: &str) {
 
 impl Config {
     /// Defaults, then every documented environment variable that is set.
+    /// A builder method called afterwards wins over the variable.
+    ///
+    /// ```
+    /// use braintrust_core::Config;
+    /// std::env::set_var("BRAINTRUST_DEFAULT_BATCH_SIZE", "250");
+    /// let c = Config::from_env();
+    /// assert!(format!("{c:?}").contains("batch_size: 250"));
+    /// let c = c.batch_size(10);
+    /// assert!(format!("{c:?}").contains("batch_size: 10,"));
+    /// ```
     pub fn from_env() -> Self {
         let mut c = Config {
             api_key: env_str("BRAINTRUST_API_KEY")
@@ -457,7 +467,9 @@ impl Config {
     /// ```
     /// use braintrust_core::Config;
     /// let c = Config::default().queue_size(100_000);
-    /// # let _ = c;
+    /// assert!(format!("{c:?}").contains("queue_size: 100000"));
+    /// // At least 1.
+    /// assert!(format!("{:?}", c.queue_size(0)).contains("queue_size: 1,"));
     /// ```
     pub fn queue_size(mut self, n: usize) -> Self {
         self.queue_size = n.max(1);
@@ -473,8 +485,9 @@ impl Config {
     ///
     /// ```
     /// use braintrust_core::Config;
+    /// assert!(format!("{:?}", Config::default()).contains("queue_max_bytes: 67108864"));
     /// let c = Config::default().queue_max_bytes(16 << 20);
-    /// # let _ = c;
+    /// assert!(format!("{c:?}").contains("queue_max_bytes: 16777216"));
     /// ```
     pub fn queue_max_bytes(mut self, n: usize) -> Self {
         self.queue_max_bytes = n.max(1);
@@ -564,6 +577,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn echoed_keys_are_masked() {
+        let key = "sk-0123456789abcdefghij";
+        let body = format!("bad gateway for Bearer {key} ({key})");
+        let cfg = super::Config::default().api_key(key);
+        assert_eq!(
+            cfg.redact_key(&body),
+            "bad gateway for Bearer sk-…ij (sk-…ij)"
+        );
+        assert_eq!(
+            super::Config::default().api_key("").redact_key("as is"),
+            "as is"
+        );
+        assert_eq!(super::Config::default().redact_key("as is"), "as is");
+    }
+
     use super::*;
 
     #[test]

@@ -74,6 +74,15 @@ impl Error {
     /// True for failures worth retrying: no answer (timeout, connection
     /// refused or reset), 408, 429 and 5xx. Everything else (an invalid key,
     /// a wrong URL, a rejected request) is permanent.
+    ///
+    /// ```
+    /// use braintrust_core::Error;
+    /// let http = |status| Error::Http { context: "POST /logs3".into(), message: "x".into(), status };
+    /// assert!(http(None).is_transient());
+    /// assert!(http(Some(503)).is_transient());
+    /// assert!(!http(Some(400)).is_transient());
+    /// assert!(!Error::NoApiKey.is_transient());
+    /// ```
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Http { status: None, .. } => true,

@@ -860,6 +860,23 @@ pub(crate) fn deep_merge(target: &mut Map<String, Value>, update: Map<String, Va
 
 /// Formats a Rust error as the span's `error` string: its `Display`, then each
 /// `source()` on its own line, following the JS SDK's `message\n\nstack` form.
+///
+/// ```
+/// use braintrust_core::error_string;
+/// // No source: the `Display` alone.
+/// assert_eq!(error_string(&std::io::Error::other("disk full")), "disk full");
+/// // With a source chain: one numbered line per cause.
+/// #[derive(Debug)]
+/// struct Wrap(std::io::Error);
+/// impl std::fmt::Display for Wrap {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("save failed") }
+/// }
+/// impl std::error::Error for Wrap {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> { Some(&self.0) }
+/// }
+/// let e = Wrap(std::io::Error::other("disk full"));
+/// assert_eq!(error_string(&e), "save failed\n\nCaused by:\n    0: disk full");
+/// ```
 pub fn error_string(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
     let mut source = err.source();

@@ -77,6 +77,7 @@ pub use w3c::{Carrier, TraceContext, TraceParent};
 /// release without notice.
 #[doc(hidden)]
 pub mod __internal {
+    pub use crate::config::redact_url;
     pub use crate::diagnostics::report_left_out;
     pub use crate::event::json_f64;
     pub use crate::export::INVALID_ENCODING_MESSAGE;

@@ -42,8 +42,9 @@ pub(crate) const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// ```
 /// use std::time::Duration;
 /// use braintrust_core::{Config, LifecyclePolicy};
+/// assert_eq!(format!("{:?}", LifecyclePolicy::default()), "FlushAtExit");
 /// let config = Config::default().lifecycle(LifecyclePolicy::FlushAtExitWithin(Duration::from_secs(5)));
-/// # let _ = config;
+/// assert!(format!("{config:?}").contains("lifecycle: FlushAtExitWithin(5s)"));
 /// ```
 #[derive(Clone, Default)]
 pub enum LifecyclePolicy {

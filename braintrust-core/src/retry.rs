@@ -9,7 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 ///
 /// ```
 /// use std::time::Duration;
-/// use braintrust_core::__internal::retry::RetryPolicy;
+/// use braintrust_core::RetryPolicy;
+/// // The defaults: 500 ms doubling per retry, capped at 10 s.
+/// assert_eq!(RetryPolicy::new().backoff(0), Duration::from_millis(500));
+/// assert_eq!(RetryPolicy::new().backoff(1), Duration::from_secs(1));
+/// assert_eq!(RetryPolicy::new().backoff(10), Duration::from_secs(10));
 /// let policy = RetryPolicy::new()
 ///     .max_attempts(3)
 ///     .base_delay(Duration::from_millis(100))

@@ -67,6 +67,12 @@ impl SpanType {
     ];
 
     /// The wire name, e.g. `"llm"`.
+    ///
+    /// ```
+    /// use braintrust_core::SpanType;
+    /// assert_eq!(SpanType::Llm.as_str(), "llm");
+    /// assert_eq!(SpanType::Tool.as_str(), "tool");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             SpanType::Llm => "llm",
@@ -641,10 +647,15 @@ impl Span {
     /// span's backend's [`Stats::rejected_logs`](crate::Stats::rejected_logs).
     ///
     /// ```
-    /// use braintrust_core::{current_span, Event};
-    /// current_span().log_or_report(Event::new().output("done"));
+    /// use braintrust_core::{init_logger, Config, Event, LifecyclePolicy, LoggerOptions, SpanArgs, State};
+    /// let state = State::new(Config::default().api_key("k").app_url("http://127.0.0.1:9")
+    ///     .lifecycle(LifecyclePolicy::Manual)).unwrap();
+    /// let logger = init_logger(LoggerOptions::new().project("p").state(state.clone())).unwrap();
+    /// let span = logger.start_span(SpanArgs::new().name("answer"));
+    /// span.log_or_report(Event::new().output("done"));
     /// // Out of range: reported once on stderr, counted, not logged.
-    /// current_span().log_or_report(Event::new().score("accuracy", 2.0));
+    /// span.log_or_report(Event::new().score("accuracy", 2.0));
+    /// assert_eq!(state.stats().rejected_logs, 1);
     /// ```
     pub fn log_or_report(&self, event: Event) {
         if let Err(e) = self.log(event) {

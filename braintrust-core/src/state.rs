@@ -46,8 +46,11 @@ static DEFAULT_STATE: OnceLock<State> = OnceLock::new();
 static ALL_STATES: Mutex<Vec<Weak<StateInner>>> = Mutex::new(Vec::new());
 
 impl State {
-    /// A new, independent state. Nothing touches the network until the first
-    /// flush, so this returns at once.
+    /// A new, independent state. Nothing touches the network until something
+    /// is logged on it (or it is flushed or logged in explicitly), so this
+    /// returns at once; the first logged row starts its logger thread, which
+    /// logs in and sends in the background (with
+    /// [`Config::sync_flush`] only at a flush).
     pub fn new(config: Config) -> Result<State, Error> {
         let config = Arc::new(config);
         let api = Arc::new(Api::new(config.clone()));

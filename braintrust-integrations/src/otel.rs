@@ -33,6 +33,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use braintrust_core::__internal::redact_url;
 use braintrust_core::{Parent, Span, TraceContext};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
@@ -84,7 +85,7 @@ impl fmt::Debug for BraintrustExporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the key.
         f.debug_struct("BraintrustExporter")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &redact_url(&self.endpoint))
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +181,8 @@ impl BraintrustExporter {
             .build()?;
         let (tx, rx) = mpsc::channel::<Job>();
         let url = endpoint.clone();
+        // Messages name the endpoint without its credentials, if any.
+        let shown = redact_url(&endpoint);
         // The SDK's processors call `export` from their own threads (or the
         // ending span's), under a plain `block_on`: the HTTP call runs on a
         // thread with its own runtime, whatever the caller runs on.
@@ -193,7 +196,7 @@ impl BraintrustExporter {
                     return;
                 };
                 for job in rx {
-                    let result = rt.block_on(send(&client, &url, job.body));
+                    let result = rt.block_on(send(&client, &url, &shown, job.body));
                     let _ = job.done.send(result);
                 }
             })
@@ -209,20 +212,20 @@ impl BraintrustExporter {
     }
 }
 
-async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> OTelSdkResult {
+async fn send(client: &reqwest::Client, url: &str, shown: &str, body: Vec<u8>) -> OTelSdkResult {
     let resp = client
         .post(url)
         .body(body)
         .send()
         .await
-        .map_err(|e| OTelSdkError::InternalFailure(format!("OTLP export to {url}: {e}")))?;
+        .map_err(|e| OTelSdkError::InternalFailure(format!("OTLP export to {shown}: {e}")))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
     }
     let text = resp.text().await.unwrap_or_default();
     Err(OTelSdkError::InternalFailure(format!(
-        "OTLP export to {url}: HTTP {status}: {}",
+        "OTLP export to {shown}: HTTP {status}: {}",
         text.chars().take(300).collect::<String>()
     )))
 }

@@ -224,6 +224,20 @@ fn span_names(body: &[u8]) -> Vec<String> {
 }
 
 #[test]
+fn exporter_debug_redacts_url_credentials() {
+    let e = BraintrustExporter::otlp(
+        "http://user:pw-secret@127.0.0.1:9/v1/traces",
+        http::HeaderMap::new(),
+    )
+    .unwrap();
+    let shown = format!("{e:?}");
+    assert!(
+        !shown.contains("pw-secret") && shown.contains("***@127.0.0.1:9"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn exporter_requests_carry_endpoint_key_parent_and_protobuf() {
     let c = collector();
     let p = provider(BraintrustExporter::new(&c.url, "secret-key", "project_id:p-1").unwrap());

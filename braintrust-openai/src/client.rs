@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use braintrust_core::__internal::redact_url;
 use braintrust_core::__internal::retry::retry_after_header;
 use braintrust_core::RetryPolicy;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -93,7 +94,7 @@ pub struct OpenAiClient {
 impl fmt::Debug for OpenAiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiClient")
-            .field("base_url", &self.inner.base_url)
+            .field("base_url", &redact_url(&self.inner.base_url))
             .field("api_key", &self.inner.api_key)
             .field("organization", &self.inner.organization)
             .field("project", &self.inner.project)
@@ -167,6 +168,7 @@ impl OpenAiClient {
 
 /// Builds an [`OpenAiClient`]. Every setting is optional.
 #[derive(Clone)]
+#[must_use = "OpenAiClientBuilder is a builder: call build() to get a client"]
 pub struct OpenAiClientBuilder {
     base_url: Option<String>,
     api_key: Option<Secret>,
@@ -186,7 +188,7 @@ pub struct OpenAiClientBuilder {
 impl fmt::Debug for OpenAiClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiClientBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_deref().map(redact_url))
             .field("api_key", &self.api_key)
             .field("organization", &self.organization)
             .field("project", &self.project)
@@ -360,11 +362,13 @@ impl OpenAiClientBuilder {
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
             .trim_end_matches('/')
             .to_string();
-        let parsed = reqwest::Url::parse(&base_url)
-            .map_err(|e| OpenAiError::Config(format!("invalid base URL {base_url:?}: {e}")))?;
+        let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
+            OpenAiError::Config(format!("invalid base URL {:?}: {e}", redact_url(&base_url)))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(OpenAiError::Config(format!(
-                "base URL must be http or https, got {base_url:?}"
+                "base URL must be http or https, got {:?}",
+                redact_url(&base_url)
             )));
         }
         let mut headers = HeaderMap::new();
@@ -577,6 +581,24 @@ mod tests {
         let s = format!("{c:?}");
         assert!(!s.contains("sk-secret"), "{s}");
         assert!(s.contains("[redacted]"));
+    }
+
+    #[test]
+    fn debug_and_errors_redact_url_credentials() {
+        let b = OpenAiClient::builder().base_url("http://user:pw-secret@proxy:8080/v1");
+        assert!(!format!("{b:?}").contains("pw-secret"), "{b:?}");
+        let c = b.build().unwrap();
+        let s = format!("{c:?}");
+        assert!(
+            !s.contains("pw-secret") && s.contains("http://***@proxy:8080/v1"),
+            "{s}"
+        );
+        let e = OpenAiClient::builder()
+            .base_url("ftp://user:pw-secret@proxy/v1")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("pw-secret") && e.contains("***@proxy"), "{e}");
     }
 
     #[test]

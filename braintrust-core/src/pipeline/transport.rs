@@ -126,7 +126,7 @@ impl<'a> Transport<'a> {
                     Err(_) => Attempt::Transient(
                         format!(
                             "POST {}: no answer within {:.1} s",
-                            self.url(),
+                            crate::config::redact_url(&self.url()),
                             self.config
                                 .effective_timeout()
                                 .min(self.policy.total_budget())
