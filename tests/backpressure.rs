@@ -12,18 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use braintrust::{Event, SpanArgs, SpanType, State, Stats};
-use common::faulty::{Faulty, Mode};
+use braintrust::{Event, SpanArgs, SpanType, State};
+use common::faulty::{assert_accounted, Faulty, Mode};
 use common::setup;
 use serde_json::{json, Value};
-
-fn assert_accounted(s: Stats) {
-    assert_eq!(
-        s.logged,
-        s.dropped_queue_full + s.delivered_rows + s.failed_rows + s.undelivered_rows + s.pending,
-        "{s:?}"
-    );
-}
 
 /// Spans of every kind the writers handle: a propagated event (the general
 /// writer), a default name, a shared input and a caller's row id (both left

@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use braintrust::{Config, Error, Event, LifecyclePolicy, Logger, LoggerOptions, State};
-use common::faulty::{Faulty, Mode};
+use braintrust::{Config, Error, Event};
+use common::faulty::{self, logger, Faulty, Mode};
 use serde_json::json;
 
 const KEY: &str = "sk-REVIEWCANARY-0123456789abcdef";
@@ -17,22 +17,10 @@ const KEY: &str = "sk-REVIEWCANARY-0123456789abcdef";
 /// A request timeout much longer than the retry budget, as by default
 /// (60 s and 30 s), scaled down.
 fn config(url: &str, budget: Duration) -> Config {
-    Config::default()
+    faulty::config(url)
         .api_key(KEY)
-        .app_url(url)
         .http_timeout(Duration::from_secs(4))
         .retry_budget(budget)
-        .retry_base_delay(Duration::from_millis(10))
-        .retry_max_delay(Duration::from_millis(50))
-        .lifecycle(LifecyclePolicy::Manual)
-}
-
-fn logger(cfg: Config) -> (State, Logger) {
-    let state = State::new(cfg).unwrap();
-    let logger =
-        braintrust::init_logger(LoggerOptions::new().project("faults").state(state.clone()))
-            .unwrap();
-    (state, logger)
 }
 
 /// README, "hung backend": each request is cut by the request timeout, the

@@ -8,27 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use braintrust::{Config, Error, Event, LifecyclePolicy, Logger, LoggerOptions, State, Stats};
+use braintrust::{Error, Event, Logger};
 use common::child::run_child_at;
-use common::faulty::{refusing_url, Faulty, Mode};
+use common::faulty::{assert_accounted, config, logger, refusing_url, Faulty, Mode};
 use serde_json::json;
-
-fn config(url: &str) -> Config {
-    Config::default()
-        .api_key("test-key")
-        .app_url(url)
-        .retry_base_delay(Duration::from_millis(10))
-        .retry_max_delay(Duration::from_millis(50))
-        .lifecycle(LifecyclePolicy::Manual)
-}
-
-fn logger(cfg: Config) -> (State, Logger) {
-    let state = State::new(cfg).unwrap();
-    let logger =
-        braintrust::init_logger(LoggerOptions::new().project("faults").state(state.clone()))
-            .unwrap();
-    (state, logger)
-}
 
 /// Logs `n` rows and returns how many rows the pipeline counted for them:
 /// `n`, or a few more when the logger thread took a row's start before its
@@ -39,15 +22,6 @@ fn log_rows(logger: &Logger, n: usize) -> u64 {
         logger.log(Event::new().input(json!({"i": i}))).unwrap();
     }
     logger.state().stats().logged - before
-}
-
-/// Every logged row ends in exactly one outcome.
-fn assert_accounted(s: Stats) {
-    assert_eq!(
-        s.logged,
-        s.dropped_queue_full + s.delivered_rows + s.failed_rows + s.undelivered_rows + s.pending,
-        "{s:?}"
-    );
 }
 
 #[test]

@@ -397,3 +397,35 @@ async fn logs3(
     }
     Json(json!({})).into_response()
 }
+
+/// A config for a fault backend at `url`: short retry delays (the tests
+/// exercise retries) and no exit flush.
+pub fn config(url: &str) -> braintrust::Config {
+    braintrust::Config::default()
+        .api_key("test-key")
+        .app_url(url)
+        .retry_base_delay(Duration::from_millis(10))
+        .retry_max_delay(Duration::from_millis(50))
+        .lifecycle(braintrust::LifecyclePolicy::Manual)
+}
+
+/// A state for `cfg` and a logger of the project `faults` on it.
+pub fn logger(cfg: braintrust::Config) -> (braintrust::State, braintrust::Logger) {
+    let state = braintrust::State::new(cfg).unwrap();
+    let logger = braintrust::init_logger(
+        braintrust::LoggerOptions::new()
+            .project("faults")
+            .state(state.clone()),
+    )
+    .unwrap();
+    (state, logger)
+}
+
+/// Every logged row ends in exactly one outcome, or is still pending.
+pub fn assert_accounted(s: braintrust::Stats) {
+    assert_eq!(
+        s.logged,
+        s.dropped_queue_full + s.delivered_rows + s.failed_rows + s.undelivered_rows + s.pending,
+        "{s:?}"
+    );
+}
