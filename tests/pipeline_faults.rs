@@ -304,6 +304,33 @@ fn a_huge_retry_after_fails_at_once_instead_of_blocking() {
     assert!(msg.contains("after 1 try"), "{msg}");
 }
 
+/// A `Retry-After` that fits the budget is waited; one that no longer fits
+/// what is left of it ends the tries at once, and the message says why.
+#[test]
+fn a_retry_after_past_what_is_left_of_the_budget_says_so() {
+    let server = Faulty::start();
+    server.logs3(Mode::Status(503, Some("0.6".into())));
+    let (_state, logger) = logger(
+        config(&server.url())
+            .num_retries(5)
+            .retry_budget(Duration::from_secs(1)),
+    );
+    log_rows(&logger, 3);
+    let t = Instant::now();
+    let msg = logger.flush().unwrap_err().to_string();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        msg.contains("retry after 0.6 s, beyond what is left of the retry budget"),
+        "{msg}"
+    );
+    assert!(msg.contains("after 2 tries"), "{msg}");
+    assert_eq!(server.logs3_calls(), 2);
+}
+
 #[test]
 fn transient_503s_are_retried_and_delivered_once() {
     let server = Faulty::start();

@@ -157,10 +157,16 @@ impl<'a> Transport<'a> {
                         Some(wait) => tokio::time::sleep(wait).await,
                         None => {
                             let tries = retry.attempts();
+                            // Tries were left: the server's wait is what ended it.
                             let why = match server_wait {
-                                Some(w) if w > self.policy.total_budget() => format!(
-                                    "; the server asked to retry after {} s, beyond the retry budget",
-                                    w.as_secs()
+                                Some(w) if tries < self.policy.attempts() => format!(
+                                    "; the server asked to retry after {} s, beyond {} retry budget",
+                                    w.as_secs_f64(),
+                                    if w > self.policy.total_budget() {
+                                        "the"
+                                    } else {
+                                        "what is left of the"
+                                    }
                                 ),
                                 _ => String::new(),
                             };
