@@ -333,7 +333,10 @@ impl Event {
     /// struct Doc { pages: Vec<String> }
     /// let doc = Arc::new(Doc { pages: vec!["a long page".into(); 100] });
     /// let e = Event::new().input_shared(doc.clone()).output("summary");
-    /// # let _ = e;
+    /// // The event holds the caller's value itself, not a copy of it.
+    /// assert_eq!(Arc::strong_count(&doc), 2);
+    /// drop(e);
+    /// assert_eq!(Arc::strong_count(&doc), 1);
     /// ```
     pub fn input_shared<T: serde::Serialize + Send + Sync + 'static>(self, v: Arc<T>) -> Self {
         self.with_shared(Field::Input, v)
@@ -367,7 +370,9 @@ impl Event {
     ///     .collect();
     /// let context = Arc::new(context);
     /// let e = Event::new().metadata_shared(context.clone()).output("ok");
-    /// # let _ = e;
+    /// // Shared, not copied: the event holds the same map.
+    /// assert_eq!(Arc::strong_count(&context), 2);
+    /// # drop(e);
     /// ```
     pub fn metadata_shared(self, m: Arc<Map<String, Value>>) -> Self {
         if self.get(Field::Metadata).is_some() || self.shared_of(Field::Metadata).is_some() {

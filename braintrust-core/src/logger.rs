@@ -320,11 +320,21 @@ pub fn init_logger(options: LoggerOptions) -> Result<Logger, Error> {
 /// project and experiment are registered in the background.
 ///
 /// ```
-/// use braintrust_core::{init_experiment, ExperimentOptions};
-/// let options = ExperimentOptions::new().project("my-project").name("baseline");
-/// # let _ = options;
-/// // let experiment = init_experiment(options)?;
-/// // experiment.as_logger().start_span(Default::default()).end();
+/// use braintrust_core::{init_experiment, Config, ExperimentOptions, LifecyclePolicy, SpanArgs, State};
+/// # fn main() -> Result<(), braintrust_core::Error> {
+/// // Nothing listens on port 9: registration and delivery fail in the
+/// // background, and this returns at once all the same.
+/// let state = State::new(
+///     Config::default().api_key("k").app_url("http://127.0.0.1:9").lifecycle(LifecyclePolicy::Manual),
+/// )?;
+/// let experiment = init_experiment(
+///     ExperimentOptions::new().project("my-project").name("baseline").state(state.clone()),
+/// )?;
+/// experiment.as_logger().start_span(SpanArgs::new().name("case-1")).end();
+/// // Counted at once (a row or two: see `Stats::logged`).
+/// assert!(state.stats().logged >= 1);
+/// # Ok(())
+/// # }
 /// ```
 pub fn init_experiment(options: ExperimentOptions) -> Result<Experiment, Error> {
     let explicit = options.state.is_some();
