@@ -184,6 +184,26 @@ fn rows_logged_after_shutdown_are_counted_not_left_pending() {
     assert_eq!(s.delivered_rows, 1, "{s:?}");
 }
 
+/// Rows logged after `shutdown()` are counted on the caller's thread, which
+/// writes no files: the failed-payload directory stays empty.
+#[test]
+fn rows_logged_after_shutdown_are_not_written_on_the_callers_thread() {
+    let server = Faulty::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, logger) =
+        logger(config(&server.url(), Duration::from_millis(400)).failed_payloads_dir(dir.path()));
+    state.shutdown(Duration::from_secs(5)).unwrap();
+    for i in 0..5 {
+        logger.log(Event::new().input(json!({"late": i}))).unwrap();
+    }
+    let s = state.stats();
+    // Each span's start and end arrive as separate rows once nothing merges
+    // them in a queue: at least one row per span, every one accounted for.
+    assert!(s.logged >= 5, "{s:?}");
+    assert_eq!((s.undelivered_rows, s.dumped_rows), (s.logged, 0), "{s:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// README, "login 5xx, 429, timeouts" and "hung backend": with a hung login
 /// a flush takes the background round already under way, the login pause
 /// (`retry_max_delay`), then its own round: two retry budgets plus the pause.

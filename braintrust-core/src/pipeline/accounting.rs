@@ -435,8 +435,9 @@ impl Reporter {
             return;
         }
         eprintln!(
-            "braintrust: {} row(s) logged after shutdown() are not sent; counted as undelivered",
-            thousands(total)
+            "braintrust: {} row(s) logged after shutdown() are not sent; counted as undelivered (later ones too: Stats::undelivered_rows has the total, this line comes at most once per {} s)",
+            thousands(total),
+            self.period.as_secs()
         );
     }
 

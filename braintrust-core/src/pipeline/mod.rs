@@ -251,7 +251,7 @@ impl Pipeline {
         }
         self.counters.logged.fetch_add(1, Ordering::Relaxed);
         if self.stopped.load(Ordering::SeqCst) {
-            return self.give_up_after_stop(vec![op]);
+            return self.give_up_after_stop(vec![op], false);
         }
         // The logger thread is behind: write an older row here first.
         // (`on_worker_thread` reads a thread-local safely even while the
@@ -278,7 +278,7 @@ impl Pipeline {
                     // Stopped meanwhile: the worker's last drain may have
                     // run before this push (paired SeqCst with `stop`).
                     if self.stopped.load(Ordering::SeqCst) {
-                        self.give_up_after_stop(self.drain_queue());
+                        self.give_up_after_stop(self.drain_queue(), false);
                     }
                     return;
                 }
@@ -620,14 +620,16 @@ impl Pipeline {
         }
     }
 
-    /// Rows queued after `stop`: counted undelivered, written to the
-    /// failed-payload directory when set, and said on stderr (throttled).
-    fn give_up_after_stop(&self, ops: Vec<Op>) {
+    /// Rows queued after `stop`: counted undelivered and said on stderr
+    /// (throttled). The logger thread's last drain (`write`) also writes
+    /// them to the failed-payload directory; an application thread does
+    /// not (no serializing or file I/O on the caller's path).
+    fn give_up_after_stop(&self, ops: Vec<Op>, write: bool) {
         if ops.is_empty() {
             return;
         }
         let n = ops.len() as u64;
-        let dump = self.config.failed_payloads_dir.is_some();
+        let dump = write && self.config.failed_payloads_dir.is_some();
         let mut texts = Vec::new();
         for op in ops {
             if dump {

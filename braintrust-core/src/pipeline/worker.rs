@@ -228,7 +228,7 @@ impl Worker {
                     // Rows queued after the final flush are never sent:
                     // counted undelivered (and written), not left pending.
                     let queued = self.p.drain_queue();
-                    self.p.give_up_after_stop(queued);
+                    self.p.give_up_after_stop(queued, true);
                     break;
                 }
                 Woke::Cmd(Some(Cmd::Flush { done, deadline })) => {
