@@ -109,27 +109,55 @@ fn nonzero128() -> u128 {
 impl Id {
     /// The wire text into a stack buffer (no formatting machinery: ids are
     /// formatted once per row on the logger thread); 0 for [`Id::Str`],
-    /// which is written as it is.
+    /// which is written as it is. Hex is written a byte (two digits) per
+    /// table lookup: this runs three times per row, and the `hex` and
+    /// `uuid` encoders took three times the instructions (BENCHMARKS.md,
+    /// fifth pass). A test checks both forms against those crates.
     pub(crate) fn encode(&self, buf: &mut [u8; 36]) -> usize {
         match self {
-            // The `hex` crate's encoder (lowercase); the lengths match, so
-            // it cannot fail.
             Id::Hex64(v) => {
-                let _ = hex::encode_to_slice(v.to_be_bytes(), &mut buf[..16]);
+                hex_bytes(&v.to_be_bytes(), &mut buf[..16]);
                 16
             }
             Id::Hex128(v) => {
-                let _ = hex::encode_to_slice(v.get().to_be_bytes(), &mut buf[..32]);
+                hex_bytes(&v.get().to_be_bytes(), &mut buf[..32]);
                 32
             }
             Id::Uuid(v) => {
-                uuid::Uuid::from_u128(v.get())
-                    .hyphenated()
-                    .encode_lower(buf);
+                // 8-4-4-4-12 digits: bytes 0..4, 4..6, 6..8, 8..10, 10..16.
+                let b = v.get().to_be_bytes();
+                hex_bytes(&b[..4], &mut buf[..8]);
+                buf[8] = b'-';
+                hex_bytes(&b[4..6], &mut buf[9..13]);
+                buf[13] = b'-';
+                hex_bytes(&b[6..8], &mut buf[14..18]);
+                buf[18] = b'-';
+                hex_bytes(&b[8..10], &mut buf[19..23]);
+                buf[23] = b'-';
+                hex_bytes(&b[10..], &mut buf[24..36]);
                 36
             }
             Id::Str(_) => 0,
         }
+    }
+}
+
+/// Two lowercase hex digits per byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// Writes `bytes` as lowercase hex into `out` (twice their length).
+fn hex_bytes(bytes: &[u8], out: &mut [u8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
@@ -156,6 +184,27 @@ impl fmt::Debug for Id {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table encoder writes what the `hex` and `uuid` crates write.
+    #[test]
+    fn encode_matches_the_hex_and_uuid_crates() {
+        let mut values: Vec<u128> =
+            vec![0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210];
+        values.extend((0..1000).map(|_| fastrand::u128(..)));
+        for v in values {
+            let mut buf = [0u8; 36];
+            let hi = (v >> 64) as u64;
+            let n = Id::Hex64(hi).encode(&mut buf);
+            assert_eq!(&buf[..n], hex::encode(hi.to_be_bytes()).as_bytes());
+            let n = Id::Hex128(v.into()).encode(&mut buf);
+            assert_eq!(&buf[..n], hex::encode(v.to_be_bytes()).as_bytes());
+            let n = Id::Uuid(v.into()).encode(&mut buf);
+            assert_eq!(
+                &buf[..n],
+                uuid::Uuid::from_u128(v).hyphenated().to_string().as_bytes()
+            );
+        }
+    }
 
     #[test]
     fn formats_match_the_spec() {

@@ -387,18 +387,29 @@ impl Slot<'_> {
 
     fn write(&self, b: &mut Vec<u8>) -> bool {
         match self {
-            Slot::Value(v) => serde_json::to_writer(&mut *b, v).is_ok(),
-            Slot::Map(m) => serde_json::to_writer(&mut *b, m).is_ok(),
+            Slot::Value(v) => {
+                write_value(b, v);
+                true
+            }
+            Slot::Owned(v) => {
+                write_value(b, v);
+                true
+            }
+            Slot::Map(m) => {
+                write_map(b, m);
+                true
+            }
             Slot::Shared(v) => v.write_json(b).is_ok(),
-            Slot::Owned(v) => serde_json::to_writer(&mut *b, v).is_ok(),
         }
     }
 }
 
 /// The top-level user fields of a row, in row order: what
-/// `Event::write_into` does to a row map, on a short list of borrowed values.
+/// `Event::write_into` does to a row map, on a short list of borrowed values
+/// (inline up to four: an input, an output, metadata and one more, without
+/// an allocation per row).
 #[derive(Default)]
-struct Slots<'a>(Vec<(&'static str, Slot<'a>)>);
+struct Slots<'a>(smallvec::SmallVec<[(&'static str, Slot<'a>); 4]>);
 
 impl<'a> Slots<'a> {
     fn find(&mut self, key: &str) -> Option<&mut Slot<'a>> {
@@ -446,10 +457,86 @@ impl<'a> Slots<'a> {
     }
 }
 
-/// Writes a JSON string.
+/// Writes a JSON string. Most strings in rows (keys, names, file paths)
+/// need no escaping and are copied whole; serde_json escapes through its
+/// formatter a byte at a time, which was 7 % of the pipeline's
+/// instructions (BENCHMARKS.md, fifth pass).
 fn write_str(b: &mut Vec<u8>, s: &str) {
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *b, s);
+    if needs_no_escape(s.as_bytes()) {
+        b.reserve(s.len() + 2);
+        b.push(b'"');
+        b.extend_from_slice(s.as_bytes());
+        b.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *b, s);
+    }
+}
+
+/// True when no byte is one serde_json escapes (quote, backslash, control).
+/// Eight bytes at a time: a byte below `n` exists in `w` exactly when
+/// `(w - n·0x01…) & !w & 0x80…` is not zero (n ≤ 128); quote and backslash
+/// are found as zero bytes of `w ^ c·0x01…`.
+fn needs_no_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u64| w.wrapping_sub(n * ONES) & !w & HIGH;
+    let mut words = s.chunks_exact(8);
+    for c in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let w = u64::from_le_bytes(w);
+        let found = below(w, 0x20)
+            | below(w ^ (u64::from(b'"') * ONES), 1)
+            | below(w ^ (u64::from(b'\\') * ONES), 1);
+        if found != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+}
+
+/// Writes `v` as compact JSON, byte for byte what `serde_json::to_writer`
+/// writes (numbers are serde_json's own), with [`write_str`]'s strings.
+fn write_value(b: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => b.extend_from_slice(b"null"),
+        Value::Bool(true) => b.extend_from_slice(b"true"),
+        Value::Bool(false) => b.extend_from_slice(b"false"),
+        // Writing a number into a Vec cannot fail.
+        Value::Number(n) => {
+            let _ = serde_json::to_writer(&mut *b, n);
+        }
+        Value::String(s) => write_str(b, s),
+        Value::Array(a) => {
+            b.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    b.push(b',');
+                }
+                write_value(b, x);
+            }
+            b.push(b']');
+        }
+        Value::Object(m) => write_map(b, m),
+    }
+}
+
+/// Writes a JSON object, as [`write_value`] does.
+fn write_map(b: &mut Vec<u8>, m: &Map<String, Value>) {
+    b.push(b'{');
+    for (i, (k, x)) in m.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        write_str(b, k);
+        b.push(b':');
+        write_value(b, x);
+    }
+    b.push(b'}');
 }
 
 /// Writes an id as a JSON string.
@@ -536,9 +623,7 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
                 if let Some(end) = p.end {
                     m.insert("end".into(), Value::from(end));
                 }
-                if serde_json::to_writer(&mut *b, &m).is_err() {
-                    return false;
-                }
+                write_map(b, &m);
             } else {
                 b.extend_from_slice(b"{\"start\":");
                 write_f64(b, start.start);
@@ -569,9 +654,7 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
                         deep_merge(&mut m, x.clone());
                     }
                 }
-                if serde_json::to_writer(&mut *b, &m).is_err() {
-                    return false;
-                }
+                write_map(b, &m);
             } else {
                 b.extend_from_slice(b"{\"name\":");
                 write_str(b, &name);
@@ -594,9 +677,15 @@ pub(crate) fn write_span_row(core: &SpanCore, p: &Pending, ids: &str, b: &mut Ve
             write_str(b, start.caller.file());
             key(b, "caller_lineno");
             let _ = serde_json::to_writer(&mut *b, &start.caller.line());
-            b.extend_from_slice(b",\"span_origin\":{\"name\":\"braintrust.sdk.rust\",\"version\":");
-            write_str(b, env!("CARGO_PKG_VERSION"));
-            b.extend_from_slice(b",\"instrumentation\":{\"name\":");
+            // A crate version is semver: nothing in it is escaped.
+            b.extend_from_slice(
+                concat!(
+                    ",\"span_origin\":{\"name\":\"braintrust.sdk.rust\",\"version\":\"",
+                    env!("CARGO_PKG_VERSION"),
+                    "\",\"instrumentation\":{\"name\":"
+                )
+                .as_bytes(),
+            );
             write_str(b, start.instrumentation.unwrap_or("braintrust-rust-logger"));
             b.extend_from_slice(b"}}}");
             for e in events.iter().flatten() {
@@ -648,6 +737,65 @@ mod tests {
     use crate::State;
     use serde_json::json;
     use std::panic::Location;
+
+    /// The row writer's JSON is serde_json's, byte for byte: escapes,
+    /// non-ASCII text, every number form, nesting, key order.
+    #[test]
+    fn no_escape_scan_finds_every_escaped_byte_at_every_position() {
+        for len in 0..20 {
+            let plain = "aé/~ z".repeat(4);
+            let plain = &plain.as_bytes()[..len.min(plain.len())];
+            assert!(needs_no_escape(plain), "{plain:?}");
+            for at in 0..len {
+                for c in (0u8..0x20).chain([b'"', b'\\']) {
+                    let mut s = vec![b'a'; len];
+                    s[at] = c;
+                    assert!(!needs_no_escape(&s), "{c:#x} at {at} of {len}");
+                }
+                for c in [0x20u8, 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = c;
+                    assert!(needs_no_escape(&s), "{c:#x} at {at} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn write_value_writes_what_serde_json_writes() {
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        let values = [
+            json!(null),
+            json!(true),
+            json!([
+                false,
+                0,
+                -1,
+                u64::MAX,
+                i64::MIN,
+                1.5,
+                -0.0,
+                1e300,
+                5e-324,
+                0.1
+            ]),
+            json!("plain"),
+            json!(""),
+            json!("quote \" backslash \\ slash / tab \t"),
+            json!(controls),
+            json!("ünïcødé 🦀 \u{7f} \u{2028}"),
+            json!({"z": 1, "a": {"nested": [{"k": "v"}, [], {}]}, "é\"": null}),
+            json!([[[[["deep"]]]]]),
+        ];
+        for v in &values {
+            let mut ours = Vec::new();
+            write_value(&mut ours, v);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(v).unwrap()
+            );
+        }
+    }
 
     /// A container on a state whose logger thread never takes entries on
     /// its own, so the test can take them.
