@@ -70,6 +70,12 @@ fn plain_flush_with_a_hung_attachment_endpoint_ends_within_two_retry_budgets() {
     );
     assert!(r.is_err(), "the failed upload is reported: {r:?}");
     assert_eq!(state.stats().attachments_pending, 0, "{:?}", state.stats());
+    // The timeout names the call that hung.
+    let said = r.unwrap_err().to_string();
+    assert!(
+        said.contains("POST attachment: no answer in time"),
+        "{said}"
+    );
 }
 
 /// `Logger::resolve_id` and `State::login` wait on the network for the

@@ -381,6 +381,65 @@ fn masking_panics_are_silent_and_counted() {
     assert!(out.contains("the user's own panic"), "{out}");
 }
 
+/// A masking panic whose payload panics again when dropped escapes the
+/// function's guard and takes the masking thread down. The rows of that
+/// batch are lost: each is counted as failed, the loss is said on stderr
+/// and by `flush()`, and the next batch is masked and delivered.
+#[test]
+fn a_masking_thread_that_panics_loses_its_rows_counted_and_said() {
+    let Some(out) = rerun_in_child(
+        "a_masking_thread_that_panics_loses_its_rows_counted_and_said",
+        &[],
+    ) else {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("the payload panicked when dropped");
+            }
+        }
+        let (server, state, logger) = setup("hostile-masking-thread", |c| c.sync_flush(true));
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let armed_in = armed.clone();
+        state.set_masking_function(Some(std::sync::Arc::new(move |v: Value| {
+            if armed_in.load(std::sync::atomic::Ordering::Acquire) {
+                std::panic::panic_any(Bomb);
+            }
+            Ok(v)
+        })));
+        // Three spans, the first written in two flushes (two rows).
+        for i in 0..3 {
+            let s = logger.start_span(SpanArgs::new().name(format!("lost-{i}")));
+            s.log(Event::new().input("x")).unwrap();
+            if i == 0 {
+                logger.flush().unwrap_err();
+                s.log(Event::new().output("y")).unwrap();
+            }
+            s.end();
+        }
+        let err = logger.flush().unwrap_err().to_string();
+        assert!(err.contains("masking thread panicked"), "{err}");
+        let s = state.stats();
+        assert_eq!(s.failed_rows, 4, "{s:?}");
+        assert_eq!(
+            s.logged,
+            s.dropped_queue_full + s.delivered_rows + s.failed_rows + s.undelivered_rows,
+            "{s:?}"
+        );
+        assert!(rows(&server).is_empty());
+        armed.store(false, std::sync::atomic::Ordering::Release);
+        let s = logger.start_span(SpanArgs::new().name("after"));
+        s.log(Event::new().input("z")).unwrap();
+        s.end();
+        logger.flush().unwrap();
+        assert_eq!(row_named(&server, "after")["input"], "z");
+        return;
+    };
+    assert!(
+        out.contains("rows could not be masked: the masking thread panicked"),
+        "{out}"
+    );
+}
+
 /// A recognisable key, and its middle (a partial leak shows too).
 const KEY: &str = "sk-LEAKCANARY-7f3a9c2e1d4b8a6f0e5c3b2a1d9e8f7c";
 const KEY_MIDDLE: &str = "LEAKCANARY";

@@ -253,7 +253,8 @@ impl From<Error> for Failure {
 /// Each attempt of a JSON call is cut by the request timeout or the retry
 /// budget, whichever comes first, like every other call of the backend;
 /// a `PUT` (`cut: false`) keeps its own timeout, sized for its body.
-async fn with_retries<T, F, Fut>(p: &Pipeline, cut: bool, mut op: F) -> Result<T, Error>
+/// `what` names the call in a timeout's message.
+async fn with_retries<T, F, Fut>(p: &Pipeline, what: &str, cut: bool, mut op: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -262,7 +263,7 @@ where
     loop {
         let attempt = if cut {
             let deadline = retry.budget_deadline();
-            super::worker::attempt_within(&p.config, deadline, "attachment upload", op()).await
+            super::worker::attempt_within(&p.config, deadline, what, op()).await
         } else {
             op().await
         };
@@ -280,7 +281,11 @@ where
 /// Uploads one attachment and records the outcome (status on the server,
 /// in the attachment, in the counters).
 async fn upload(p: &Arc<Pipeline>, a: &Attachment) {
-    let login = match with_retries(p, true, || async { Ok(p.api.ensure_login().await?) }).await {
+    let login = match with_retries(p, "login", true, || async {
+        Ok(p.api.ensure_login().await?)
+    })
+    .await
+    {
         Ok(l) => l,
         Err(e) => return fail(p, a, format!("could not log in: {e}")),
     };
@@ -290,7 +295,7 @@ async fn upload(p: &Arc<Pipeline>, a: &Attachment) {
         Err(e) => json!({"upload_status": "error", "error_message": e}),
     };
     let body = json!({"key": a.key(), "org_id": login.org_id, "status": status});
-    let reported = with_retries(p, true, || async {
+    let reported = with_retries(p, "POST attachment/status", true, || async {
         p.api
             .api_json(
                 &login,
@@ -335,7 +340,7 @@ async fn transfer(p: &Pipeline, login: &LoginInfo, a: &Attachment) -> Result<(),
         "content_type": a.content_type(),
         "org_id": login.org_id,
     });
-    let signed = with_retries(p, true, || async {
+    let signed = with_retries(p, "POST attachment", true, || async {
         p.api
             .api_json(
                 login,
@@ -377,7 +382,7 @@ async fn transfer(p: &Pipeline, login: &LoginInfo, a: &Attachment) -> Result<(),
         .map(|u| format!("{}{}", u.origin().ascii_serialization(), u.path()))
         .unwrap_or_else(|_| "the signed URL".into());
     let context = format!("PUT {shown}");
-    with_retries(p, false, || async {
+    with_retries(p, &context, false, || async {
         let (body, len) = a.body().await.map_err(|message| Error::Http {
             context: context.clone(),
             message,

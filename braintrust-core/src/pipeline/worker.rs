@@ -638,16 +638,18 @@ impl Worker {
         for row in &rows_in {
             *weights.entry(crate::merge::merge_key(row)).or_default() += 1;
         }
+        // Every row entering the merge, lost together when a step fails: the
+        // rows are counted as the logged rows they stand for, and said.
+        let lose_all = |cause: &str| {
+            let rows: u64 = weights.values().map(|w| u64::from(*w)).sum();
+            self.forget_empty_rows(logged, rows);
+            self.p.counters.failed.fetch_add(rows, Ordering::AcqRel);
+            self.p.reporter.failed(&self.p.counters, rows, cause);
+        };
         let merged = match merge_row_batch(rows_in) {
             Ok(m) => m,
             Err(e) => {
-                let n: u64 = weights.values().map(|w| u64::from(*w)).sum();
-                self.p.counters.failed.fetch_add(n, Ordering::AcqRel);
-                self.p.reporter.failed(
-                    &self.p.counters,
-                    n,
-                    &format!("rows could not be merged: {e}"),
-                );
+                lose_all(&format!("rows could not be merged: {e}"));
                 return None;
             }
         };
@@ -669,7 +671,9 @@ impl Worker {
                         m.rows
                     }
                     Err(_) => {
-                        self.p.counters.failed.fetch_add(n, Ordering::AcqRel);
+                        // A panic the function's own guard did not hold
+                        // (e.g. its payload panicked when dropped).
+                        lose_all("rows could not be masked: the masking thread panicked");
                         return None;
                     }
                 }
@@ -692,6 +696,12 @@ impl Worker {
     /// never a row to deliver, so they leave the `logged` count.
     fn forget_empty(&self, logged: u64, prepared: &Prepared) {
         let rows: u64 = (0..prepared.len()).map(|i| prepared.weight(i)).sum();
+        self.forget_empty_rows(logged, rows);
+    }
+
+    /// [`forget_empty`](Self::forget_empty) when `rows` of `logged`
+    /// entries held writes.
+    fn forget_empty_rows(&self, logged: u64, rows: u64) {
         if rows < logged {
             self.p
                 .counters
