@@ -58,13 +58,26 @@ pub(crate) struct Transport<'a> {
     pub policy: RetryPolicy,
     /// Set when a batch of this round spent its retry budget: the cause.
     pub spent: std::cell::RefCell<Option<String>>,
+    /// From [`logs3_url`].
+    pub logs3: (reqwest::Url, String),
+}
+
+/// The `/logs3` endpoint of `login`, parsed once per round (not per
+/// request), and its text as errors show it. A URL that does not parse is
+/// the cause every row of the round fails with.
+pub(crate) fn logs3_url(login: &LoginInfo) -> Result<(reqwest::Url, String), String> {
+    let url = join_url(&login.api_url, "logs3");
+    let shown = crate::config::redact_url(&url);
+    match reqwest::Url::parse(&url) {
+        Ok(u) => {
+            crate::config::warn_if_plain_http(&url);
+            Ok((u, shown))
+        }
+        Err(e) => Err(format!("POST {shown}: not a valid URL ({e})")),
+    }
 }
 
 impl<'a> Transport<'a> {
-    fn url(&self) -> String {
-        join_url(&self.login.api_url, "logs3")
-    }
-
     /// Delivers rows `idx` of `rows`, settling each exactly once through
     /// `settle`. Never returns an error: failures are settled as such.
     pub(crate) fn deliver<'s>(
@@ -126,7 +139,7 @@ impl<'a> Transport<'a> {
                     Err(_) => Attempt::Transient(
                         format!(
                             "POST {}: no answer within {:.1} s",
-                            crate::config::redact_url(&self.url()),
+                            self.logs3.1,
                             self.config
                                 .effective_timeout()
                                 .min(self.policy.total_budget())
@@ -203,10 +216,8 @@ impl<'a> Transport<'a> {
     }
 
     async fn post(&self, body: bytes::Bytes) -> Attempt {
-        let url = self.url();
         let key = self.config.api_key.clone().unwrap_or_default();
-        crate::config::warn_if_plain_http(&url);
-        let shown = crate::config::redact_url(&url);
+        let shown = &self.logs3.1;
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_sent
@@ -214,7 +225,7 @@ impl<'a> Transport<'a> {
         let size = body.len();
         let r = self
             .http
-            .post(&url)
+            .post(self.logs3.0.clone())
             .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
             .body(body)

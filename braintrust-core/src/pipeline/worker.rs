@@ -462,7 +462,16 @@ impl Worker {
                 return;
             }
         };
+        let logs3 = match super::transport::logs3_url(&login) {
+            Ok(u) => u,
+            Err(cause) => {
+                let ops = std::mem::take(&mut held.borrow_mut().ops);
+                self.fail_held(held, ops.into(), &cause);
+                return;
+            }
+        };
         let transport = Transport {
+            logs3,
             http,
             api: &self.p.api,
             login,
