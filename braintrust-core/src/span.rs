@@ -160,12 +160,24 @@ impl From<crate::w3c::TraceContext> for Parent {
 /// Arguments of a new span. Everything is optional.
 ///
 /// ```
-/// use braintrust_core::{SpanArgs, SpanType, Event};
-/// let args = SpanArgs::new()
-///     .name("retrieve")
-///     .span_type(SpanType::Tool)
-///     .event(Event::new().input("query"));
-/// # let _ = args;
+/// use braintrust_core::{init_logger, Config, Event, LifecyclePolicy, LoggerOptions, SpanArgs, SpanType, State};
+/// # let state = State::new(
+/// #     Config::default().api_key("k").app_url("http://127.0.0.1:9").lifecycle(LifecyclePolicy::Manual),
+/// # ).unwrap();
+/// # let logger = init_logger(LoggerOptions::new().project("docs").state(state.clone())).unwrap();
+/// let root = logger.start_span(SpanArgs::new().name("request"));
+/// let retrieve = root.start_span(
+///     SpanArgs::new()
+///         .name("retrieve")
+///         .span_type(SpanType::Tool)
+///         .event(Event::new().input("query")),
+/// );
+/// // The parent came from `root`: same trace, `root` as the only parent.
+/// assert_eq!(retrieve.root_span_id(), root.root_span_id());
+/// assert_eq!(retrieve.span_parents(), vec![root.span_id()]);
+/// // An explicit id, e.g. to update the row later.
+/// let named = logger.start_span(SpanArgs::new().id("case-42"));
+/// assert_eq!(named.id(), "case-42");
 /// ```
 #[derive(Debug, Clone, Default)]
 #[must_use = "SpanArgs is a builder: pass it to start_span"]
@@ -236,12 +248,23 @@ impl SpanArgs {
     /// parent span's).
     ///
     /// ```
-    /// use braintrust_core::SpanArgs;
+    /// use braintrust_core::{init_logger, Config, LifecyclePolicy, LoggerOptions, SpanArgs, SpanComponents, State};
     /// use serde_json::json;
-    /// let tenant = SpanArgs::new().propagated_event(json!({"metadata": {"tenant": "t-1"}}));
-    /// // Rejected when the span starts: `id` is not an event field.
-    /// let bad = SpanArgs::new().propagated_event(json!({"id": "x"}));
-    /// # let _ = (tenant, bad);
+    /// # let state = State::new(
+    /// #     Config::default().api_key("k").app_url("http://127.0.0.1:9").lifecycle(LifecyclePolicy::Manual),
+    /// # ).unwrap();
+    /// # let logger = init_logger(LoggerOptions::new().project("docs").state(state.clone())).unwrap();
+    /// let tenant =
+    ///     logger.start_span(SpanArgs::new().propagated_event(json!({"metadata": {"tenant": "t-1"}})));
+    /// // Carried in the exported slug: a service resuming the trace applies it too.
+    /// let slug = SpanComponents::parse(&tenant.export()).unwrap();
+    /// assert_eq!(
+    ///     serde_json::Value::Object(slug.propagated_event.unwrap()),
+    ///     json!({"metadata": {"tenant": "t-1"}})
+    /// );
+    /// // Rejected when the span starts (`id` is not an event field), and counted.
+    /// logger.start_span(SpanArgs::new().propagated_event(json!({"id": "x"}))).end();
+    /// assert_eq!(state.stats().rejected_span_args, 1);
     /// ```
     pub fn propagated_event(mut self, e: Value) -> Self {
         self.propagated_event = match e {
