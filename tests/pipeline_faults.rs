@@ -863,3 +863,25 @@ fn a_span_is_sent_promptly_without_a_flush() {
     );
     assert_eq!(server.delivered(), 21);
 }
+
+/// `Logger::log` writes one complete row per call, even when the logger
+/// thread wakes for the call's entry at once: a start and an end taken
+/// apart would be two rows (two outcomes to count) for one call. Each call
+/// here is the only entry, so the logger thread is woken for each.
+#[test]
+fn logger_log_is_one_row_per_call_while_the_logger_thread_takes_rows() {
+    let server = Faulty::start();
+    let (state, lg) = logger(config(&server.url()));
+    let n: u64 = 6_000;
+    for i in 0..n {
+        lg.log(Event::new().input(json!(i))).unwrap();
+        if i % 3 == 0 {
+            lg.flush().unwrap();
+        }
+    }
+    lg.flush().unwrap();
+    let s = state.stats();
+    assert_eq!((s.logged, s.delivered_rows), (n, n), "{s:?}");
+    assert_eq!(server.rows_received(), n as usize);
+    assert_eq!(server.delivered(), n as usize);
+}

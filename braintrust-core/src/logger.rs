@@ -517,8 +517,7 @@ impl Logger {
     pub fn log(&self, event: Event) -> Result<String, ValidationError> {
         let caller = Location::caller();
         let event = event.validate()?;
-        let span = Span::start(&self.object, None, SpanArgs::new().event(event), caller);
-        span.end();
+        let span = Span::start_ended(&self.object, SpanArgs::new().event(event), caller);
         Ok(span.id())
     }
 

@@ -513,6 +513,27 @@ impl Span {
         args: SpanArgs,
         caller: &'static Location<'static>,
     ) -> Span {
+        Self::start_inner(object, lineage, args, caller, false)
+    }
+
+    /// [`start`](Self::start) for a span that ends as it starts
+    /// (`Logger::log`): its start and end are one write, so it is one row
+    /// however soon the logger thread takes it.
+    pub(crate) fn start_ended(
+        object: &Arc<ObjectInner>,
+        args: SpanArgs,
+        caller: &'static Location<'static>,
+    ) -> Span {
+        Self::start_inner(object, None, args, caller, true)
+    }
+
+    fn start_inner(
+        object: &Arc<ObjectInner>,
+        lineage: Option<Lineage>,
+        args: SpanArgs,
+        caller: &'static Location<'static>,
+        ended: bool,
+    ) -> Span {
         let event = args.event.and_then(|e| match e.validate() {
             Ok(e) => Some(e),
             Err(err) => {
@@ -605,7 +626,7 @@ impl Span {
             w3c,
             start,
             handles: AtomicUsize::new(1),
-            ended: AtomicBool::new(false),
+            ended: AtomicBool::new(ended),
             spilled: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
         });
@@ -622,6 +643,9 @@ impl Span {
         };
         core.update(bytes, |p| {
             p.start = Some(info);
+            if ended {
+                p.end = Some(start);
+            }
             0
         });
         Span { core: Some(core) }
