@@ -885,3 +885,43 @@ fn logger_log_is_one_row_per_call_while_the_logger_thread_takes_rows() {
     assert_eq!(server.rows_received(), n as usize);
     assert_eq!(server.delivered(), n as usize);
 }
+
+/// A flush whose deadline passes while the masking function runs counts
+/// every entry of the batch being masked, not the merged rows: two writes
+/// of one row id are two logged rows, and both end undelivered (nothing is
+/// left pending for good).
+#[test]
+fn a_deadline_during_masking_counts_every_entry_of_the_batch() {
+    let server = Faulty::start();
+    let (state, lg) = logger(config(&server.url()).sync_flush(true));
+    // Logged in and registered first, so the timed flush reaches masking.
+    lg.log(Event::new().input("warm")).unwrap();
+    state.flush().unwrap();
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let slow_in = slow.clone();
+    state.set_masking_function(Some(std::sync::Arc::new(move |v: serde_json::Value| {
+        if slow_in.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(v)
+    })));
+    for e in [Event::new().input("a"), Event::new().output("b")] {
+        lg.start_span(braintrust::SpanArgs::new().id("dup").event(e))
+            .end();
+    }
+    let r = state.flush_with_timeout(Duration::from_millis(100));
+    assert!(r.is_err(), "{r:?}");
+    // Once the masking thread is done, every row has its one outcome.
+    let t = Instant::now();
+    while state.stats().pending > 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    slow.store(false, std::sync::atomic::Ordering::Release);
+    let s = state.stats();
+    assert_accounted(s);
+    assert_eq!(
+        (s.logged, s.delivered_rows, s.undelivered_rows, s.pending),
+        (3, 1, 2, 0),
+        "{s:?}"
+    );
+}

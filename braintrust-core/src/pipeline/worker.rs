@@ -665,7 +665,9 @@ impl Worker {
         let merged = match masking {
             None => merged,
             Some(f) => {
-                let n = merged.len() as u64;
+                // Entries, not merged rows: an abandon meanwhile counts
+                // each logged entry once, as on the fast path.
+                let n = logged;
                 held.borrow_mut().elsewhere += n;
                 // Off the worker's runtime thread: a slow masking function
                 // must not stop the worker from honouring deadlines.
