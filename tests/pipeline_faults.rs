@@ -925,3 +925,41 @@ fn a_deadline_during_masking_counts_every_entry_of_the_batch() {
         "{s:?}"
     );
 }
+
+/// A plain flush covers what was logged before it. Another thread that
+/// keeps logging against a hung `/logs3` (each round failing after its
+/// budget, a new one starting on the new rows) does not hold it past the
+/// round under way and the flush's own.
+#[test]
+fn plain_flush_returns_while_another_thread_keeps_logging_against_a_hung_backend() {
+    let server = Faulty::start();
+    server.logs3(Mode::Hang);
+    let budget = Duration::from_millis(400);
+    let (state, lg) = logger(config(&server.url()).retry_budget(budget));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (stop, lg) = (stop.clone(), lg.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                lg.log(Event::new().input("more")).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flusher = lg.clone();
+    let t = Instant::now();
+    std::thread::spawn(move || tx.send(flusher.flush()).unwrap());
+    let r = rx.recv_timeout(budget * 2 + Duration::from_millis(1_500));
+    let waited = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    producer.join().unwrap();
+    let r = r.unwrap_or_else(|_| panic!("the flush had not returned after {waited:?}"));
+    assert!(r.is_err(), "rows failed against the hung backend: {r:?}");
+    assert!(
+        waited < budget * 2 + Duration::from_millis(700),
+        "waited {waited:?}"
+    );
+    assert!(state.stats().failed_rows > 0, "{:?}", state.stats());
+}

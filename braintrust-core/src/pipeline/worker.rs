@@ -208,19 +208,29 @@ impl Worker {
             // is either seen here or wakes the wait below.
             p.worker_idle.store(true, Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::SeqCst);
-            if !sync_flush && !p.queue.is_empty() {
+            // Commands first, between rounds: a flush must not wait behind
+            // a stream of rows that never lets the queue empty.
+            let ready = match rx.try_recv() {
+                Ok(cmd) => Some(Woke::Cmd(Some(cmd))),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => Some(Woke::Cmd(None)),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+            };
+            if ready.is_none() && !sync_flush && !p.queue.is_empty() {
                 p.worker_idle.store(false, Ordering::Relaxed);
                 self.deliver_all(None, false).await;
                 continue;
             }
-            let woke = tokio::select! {
-                biased;
-                cmd = rx.recv() => Woke::Cmd(cmd),
-                // A caller gave up while nothing was in flight; it took the
-                // queue itself. Only the permit is consumed here.
-                _ = p.abandon.notify.notified() => Woke::Nothing,
-                _ = p.notify.notified(), if !sync_flush => Woke::Entries,
-                _ = tick.tick() => Woke::Tick,
+            let woke = match ready {
+                Some(w) => w,
+                None => tokio::select! {
+                    biased;
+                    cmd = rx.recv() => Woke::Cmd(cmd),
+                    // A caller gave up while nothing was in flight; it took the
+                    // queue itself. Only the permit is consumed here.
+                    _ = p.abandon.notify.notified() => Woke::Nothing,
+                    _ = p.notify.notified(), if !sync_flush => Woke::Entries,
+                    _ = tick.tick() => Woke::Tick,
+                },
             };
             p.worker_idle.store(false, Ordering::Relaxed);
             match woke {
@@ -268,10 +278,13 @@ impl Worker {
         }
     }
 
-    /// Rounds until the queue is empty; stops early (abandoning what it
-    /// holds) at `deadline` or when a caller asks. While login is paused
+    /// One round over everything queued now; stops early (abandoning what
+    /// it holds) at `deadline` or when a caller asks. While login is paused
     /// after a transient failure the queue is left as is, or, for a flush,
-    /// waited on until the pause ends.
+    /// waited on until the pause ends. One round, not rounds until the
+    /// queue is empty: a flush covers what was logged before it (all of
+    /// it queued when its command arrives), and rows other threads keep
+    /// logging must not hold it (or the commands behind it) without end.
     async fn deliver_all(&self, deadline: Option<Instant>, flush: bool) -> Option<Stop> {
         let p = self.p.clone();
         // Requests made before this call were answered by then: a permit
@@ -291,51 +304,49 @@ impl Worker {
                 None => std::future::pending().await,
             }
         };
-        loop {
-            if let Some(until) = self.login_paused() {
-                if !flush || self.p.queue.is_empty() {
-                    return None;
-                }
-                let stop = tokio::select! {
-                    biased;
-                    _ = abandon_requested() => Some(Stop::Abandoned),
-                    _ = deadline_passes() => Some(Stop::Deadline),
-                    _ = tokio::time::sleep_until(until.into()) => None,
-                };
-                if let Some(stop) = stop {
-                    self.abandon(&RefCell::new(Held {
-                        epoch,
-                        ..Held::default()
-                    }));
-                    return Some(stop);
-                }
-            }
-            let ops = self.p.drain_queue();
-            if ops.is_empty() {
+        if let Some(until) = self.login_paused() {
+            if !flush || self.p.queue.is_empty() {
                 return None;
             }
-            let held = RefCell::new(Held {
-                ops: ops.into(),
-                epoch,
-                ..Held::default()
-            });
-            let stop = {
-                let round = self.round(&held);
-                tokio::select! {
-                    biased;
-                    _ = abandon_requested() => Some(Stop::Abandoned),
-                    _ = deadline_passes() => Some(Stop::Deadline),
-                    _ = round => None,
-                }
+            let stop = tokio::select! {
+                biased;
+                _ = abandon_requested() => Some(Stop::Abandoned),
+                _ = deadline_passes() => Some(Stop::Deadline),
+                _ = tokio::time::sleep_until(until.into()) => None,
             };
-            // A request that came while the round was finishing still
-            // abandons what it left in `held`.
-            let stop = stop.or_else(|| self.abandoning(&held).then_some(Stop::Abandoned));
             if let Some(stop) = stop {
-                self.abandon(&held);
+                self.abandon(&RefCell::new(Held {
+                    epoch,
+                    ..Held::default()
+                }));
                 return Some(stop);
             }
         }
+        let ops = self.p.drain_queue();
+        if ops.is_empty() {
+            return None;
+        }
+        let held = RefCell::new(Held {
+            ops: ops.into(),
+            epoch,
+            ..Held::default()
+        });
+        let stop = {
+            let round = self.round(&held);
+            tokio::select! {
+                biased;
+                _ = abandon_requested() => Some(Stop::Abandoned),
+                _ = deadline_passes() => Some(Stop::Deadline),
+                _ = round => None,
+            }
+        };
+        // A request that came while the round was finishing still
+        // abandons what it left in `held`.
+        let stop = stop.or_else(|| self.abandoning(&held).then_some(Stop::Abandoned));
+        if stop.is_some() {
+            self.abandon(&held);
+        }
+        stop
     }
 
     /// Gives up what `held` holds and everything queued: counted as
