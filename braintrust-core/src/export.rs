@@ -755,13 +755,14 @@ fn canonical_uuid_bytes(s: &str) -> Option<[u8; 16]> {
     (u.hyphenated().encode_lower(&mut buf) == s).then(|| *u.as_bytes())
 }
 
-/// Lowercase hex of 8 or 16 bytes.
+/// Lowercase hex of 8 or 16 bytes (the ids' one encoder).
 fn hex_lower(bytes: &[u8]) -> String {
-    hex::encode(bytes)
+    crate::ids::hex_string(bytes)
 }
 
+/// Dashed lowercase UUID text (the ids' one encoder).
 fn format_uuid(b: &[u8; 16]) -> String {
-    uuid::Uuid::from_bytes(*b).hyphenated().to_string()
+    crate::ids::Id::Uuid(u128::from_be_bytes(*b).into()).to_string()
 }
 
 // ---------------------------------------------------------------------------

@@ -154,6 +154,14 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
+/// `bytes` as lowercase hex text.
+pub(crate) fn hex_string(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_bytes(bytes, &mut out);
+    // Only ASCII hex digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Writes `bytes` as lowercase hex into `out` (twice their length).
 fn hex_bytes(bytes: &[u8], out: &mut [u8]) {
     for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {

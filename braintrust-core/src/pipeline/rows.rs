@@ -387,20 +387,13 @@ impl Slot<'_> {
 
     fn write(&self, b: &mut Vec<u8>) -> bool {
         match self {
-            Slot::Value(v) => {
-                write_value(b, v);
-                true
-            }
-            Slot::Owned(v) => {
-                write_value(b, v);
-                true
-            }
-            Slot::Map(m) => {
-                write_map(b, m);
-                true
-            }
-            Slot::Shared(v) => v.write_json(b).is_ok(),
+            Slot::Value(v) => write_value(b, v),
+            Slot::Owned(v) => write_value(b, v),
+            Slot::Map(m) => write_map(b, m),
+            // Only a user's `Serialize` can fail.
+            Slot::Shared(v) => return v.write_json(b).is_ok(),
         }
+        true
     }
 }
 

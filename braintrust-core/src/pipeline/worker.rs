@@ -217,7 +217,7 @@ impl Worker {
             };
             if ready.is_none() && !sync_flush && !p.queue.is_empty() {
                 p.worker_idle.store(false, Ordering::Relaxed);
-                self.deliver_all(None, false).await;
+                self.deliver_round(None, false).await;
                 continue;
             }
             let woke = match ready {
@@ -242,7 +242,7 @@ impl Worker {
                     break;
                 }
                 Woke::Cmd(Some(Cmd::Flush { done, deadline })) => {
-                    let r = match self.deliver_all(deadline, true).await {
+                    let r = match self.deliver_round(deadline, true).await {
                         None => Ok(()),
                         Some(_) => Err(Error::Timeout {
                             waited_ms: 0,
@@ -266,12 +266,12 @@ impl Worker {
                 }
                 Woke::Nothing => {}
                 Woke::Entries => {
-                    self.deliver_all(None, false).await;
+                    self.deliver_round(None, false).await;
                 }
                 Woke::Tick => {
                     self.p.wake_blocked();
                     if !sync_flush && !self.p.queue.is_empty() {
-                        self.deliver_all(None, false).await;
+                        self.deliver_round(None, false).await;
                     }
                 }
             }
@@ -285,7 +285,7 @@ impl Worker {
     /// queue is empty: a flush covers what was logged before it (all of
     /// it queued when its command arrives), and rows other threads keep
     /// logging must not hold it (or the commands behind it) without end.
-    async fn deliver_all(&self, deadline: Option<Instant>, flush: bool) -> Option<Stop> {
+    async fn deliver_round(&self, deadline: Option<Instant>, flush: bool) -> Option<Stop> {
         let p = self.p.clone();
         // Requests made before this call were answered by then: a permit
         // they left behind must not abandon new work.
